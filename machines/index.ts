@@ -1,0 +1,3 @@
+export { lifecycle, backoffMs } from './lifecycle.js';
+export type { LifecycleMachine } from './lifecycle.js';
+export type * from './types.js';

@@ -1,0 +1,210 @@
+// The mirror's lifecycle: idle → starting → running.{reloading | recovering | tailing}, with stalled,
+// outOfWindow, stopping, stopped and failed around it. Pure: real actors come from src/ through .provide().
+import { assign, fromCallback, fromPromise, setup } from 'xstate';
+import type {
+  FaultInfo,
+  LoadIndexInput,
+  LoadIndexOutput,
+  MirrorContext,
+  MirrorEvent,
+  MirrorInput,
+  RunnerCommand,
+  RunnerInput,
+} from './types.js';
+
+const notProvided = (): never => {
+  throw new Error('actor not provided: supply it with lifecycle.provide({ actors })');
+};
+
+/** Backoff without jitter; src/ provides a jittered one. Capped so a long outage retries every 30 s. */
+export const backoffMs = (attempt: number): number => Math.min(30_000, 500 * 2 ** Math.max(0, attempt - 1));
+
+const faultOf = (event: MirrorEvent): FaultInfo | null => (event.type === 'runner.fault' ? event.fault : null);
+
+const errorFault = (error: unknown): FaultInfo => {
+  if (typeof error === 'object' && error !== null && 'code' in error && 'retryable' in error) return error as FaultInfo;
+  return { code: 'EM_ERR', message: error instanceof Error ? error.message : String(error), retryable: false };
+};
+
+export const lifecycle = setup({
+  types: {
+    context: {} as MirrorContext,
+    events: {} as MirrorEvent,
+    input: {} as MirrorInput,
+  },
+  actors: {
+    loadIndex: fromPromise<LoadIndexOutput, LoadIndexInput>(notProvided),
+    runner: fromCallback<RunnerCommand, RunnerInput>(notProvided),
+    drain: fromPromise<void, void>(notProvided),
+  },
+  guards: {
+    reloadRequested: ({ context }) => context.reload,
+    indexFound: ({ event }) => (event as unknown as { output: LoadIndexOutput }).output.appliedIndex !== null,
+    outOfWindow: ({ event }) => faultOf(event)?.errorCode === 401,
+    retryable: ({ event }) => faultOf(event)?.retryable === true,
+    massDeleteRefused: ({ event }) => faultOf(event)?.code === 'EM_ERR_MASS_DELETE_REFUSED',
+    retryableError: ({ event }) => errorFault((event as unknown as { error: unknown }).error).retryable,
+    resumeStarting: ({ context }) => context.mode === 'start',
+    resumeReloading: ({ context }) => context.mode === 'reload',
+    resumeRecovering: ({ context }) => context.mode === 'recover',
+  },
+  delays: {
+    backoff: ({ context }) => backoffMs(context.attempt),
+    /** Long enough for the state to be seen on /state and in the visualizer, short enough not to matter. */
+    outOfWindowPause: 250,
+  },
+}).createMachine({
+  id: 'mirror',
+  initial: 'idle',
+  context: ({ input }) => ({
+    mode: 'start',
+    reload: input.reload,
+    appliedIndex: null,
+    sourceIndex: null,
+    attempt: 0,
+    lastFault: null,
+    reason: 'created',
+  }),
+  on: {
+    'operator.stop': { target: '.stopping', actions: assign({ reason: ({ event }) => event.reason ?? 'stop requested' }) },
+  },
+  states: {
+    idle: {
+      on: { 'operator.start': { target: 'starting', actions: assign({ reason: 'start requested' }) } },
+    },
+    starting: {
+      entry: assign({ mode: 'start' }),
+      invoke: {
+        src: 'loadIndex',
+        input: ({ context }) => ({ reload: context.reload }),
+        onDone: [
+          {
+            guard: 'reloadRequested',
+            target: 'running.reloading',
+            actions: assign({ mode: 'reload', appliedIndex: ({ event }) => event.output.appliedIndex, reason: '--reload requested' }),
+          },
+          {
+            guard: 'indexFound',
+            target: 'running.tailing',
+            actions: assign({
+              mode: 'tail',
+              appliedIndex: ({ event }) => event.output.appliedIndex,
+              reason: ({ event }) => `stored replication index ${event.output.appliedIndex}`,
+            }),
+          },
+          {
+            target: 'failed',
+            actions: assign({
+              reason: 'The replication key could not be found. Restart with --reload!',
+              lastFault: { code: 'EM_ERR_NO_INDEX', message: 'replication index key missing', retryable: false },
+            }),
+          },
+        ],
+        onError: [
+          {
+            guard: 'retryableError',
+            target: 'stalled',
+            actions: assign({ lastFault: ({ event }) => errorFault(event.error), reason: ({ event }) => errorFault(event.error).message }),
+          },
+          {
+            target: 'failed',
+            actions: assign({ lastFault: ({ event }) => errorFault(event.error), reason: ({ event }) => errorFault(event.error).message }),
+          },
+        ],
+      },
+    },
+    running: {
+      initial: 'tailing',
+      invoke: {
+        src: 'runner',
+        input: ({ context }): RunnerInput => ({
+          mode: context.mode === 'reload' ? 'reload' : context.mode === 'recover' ? 'recover' : 'tail',
+          appliedIndex: context.appliedIndex,
+        }),
+      },
+      on: {
+        'runner.progress': {
+          actions: assign({
+            appliedIndex: ({ event }) => event.appliedIndex,
+            sourceIndex: ({ context, event }) => event.sourceIndex ?? context.sourceIndex,
+            attempt: 0,
+          }),
+        },
+        'runner.fault': [
+          {
+            guard: 'outOfWindow',
+            target: 'outOfWindow',
+            actions: assign({
+              lastFault: ({ event }) => event.fault,
+              reason: ({ event }) => (event.type === 'runner.fault' ? event.fault.message : 'out of window'),
+            }),
+          },
+          {
+            guard: 'massDeleteRefused',
+            target: 'stalled',
+            actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => event.fault.message }),
+          },
+          {
+            guard: 'retryable',
+            target: 'stalled',
+            actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => event.fault.message }),
+          },
+          { target: 'failed', actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => event.fault.message }) },
+        ],
+      },
+      // `mode` is set by the transitions that enter these states: the runner's input is read on entering `running`,
+      // before any child state's entry actions run.
+      states: {
+        reloading: {
+          on: {
+            'runner.reconciled': {
+              target: 'tailing',
+              actions: assign({
+                mode: 'tail',
+                appliedIndex: ({ event }) => event.etcdIndex,
+                attempt: 0,
+                reason: ({ event }) => `reload reconciled at source index ${event.etcdIndex}`,
+              }),
+            },
+          },
+        },
+        recovering: {
+          on: {
+            'runner.reconciled': {
+              target: 'tailing',
+              actions: assign({
+                mode: 'tail',
+                appliedIndex: ({ event }) => event.etcdIndex,
+                attempt: 0,
+                reason: ({ event }) => `recovered: reconciled to source index ${event.etcdIndex}`,
+              }),
+            },
+          },
+        },
+        tailing: {},
+      },
+    },
+    outOfWindow: {
+      entry: assign({ mode: 'recover' }),
+      after: { outOfWindowPause: { target: 'running.recovering', actions: assign({ reason: 'recovering from a source snapshot' }) } },
+    },
+    stalled: {
+      entry: assign({ attempt: ({ context }) => context.attempt + 1 }),
+      after: {
+        backoff: [
+          { guard: 'resumeStarting', target: 'starting', actions: assign({ reason: 'retrying after backoff' }) },
+          { guard: 'resumeReloading', target: 'running.reloading', actions: assign({ reason: 'retrying after backoff' }) },
+          { guard: 'resumeRecovering', target: 'running.recovering', actions: assign({ reason: 'retrying after backoff' }) },
+          { target: 'running.tailing', actions: assign({ reason: 'retrying after backoff' }) },
+        ],
+      },
+    },
+    stopping: {
+      invoke: { src: 'drain', onDone: 'stopped', onError: 'stopped' },
+    },
+    stopped: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+export type LifecycleMachine = typeof lifecycle;

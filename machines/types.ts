@@ -1,0 +1,59 @@
+// Plain data shared by the lifecycle machine and the actors that src/ injects into it. JSON only: the
+// snapshot is served as-is on /state and drawn by the visualizer.
+
+/** What `running` does when it is (re)entered. `start` means: read the stored index first. */
+export type Mode = 'start' | 'tail' | 'reload' | 'recover';
+
+export interface FaultInfo {
+  /** Stable error code (EM_ERR_...). */
+  code: string;
+  message: string;
+  retryable: boolean;
+  /** etcd errorCode when the fault is an etcd error body. */
+  errorCode?: number;
+  /** The answering cluster's store index, when known. */
+  etcdIndex?: number;
+}
+
+export interface MirrorInput {
+  /** --reload: reconcile the destination to a source snapshot before tailing. */
+  reload: boolean;
+}
+
+export interface MirrorContext {
+  mode: Mode;
+  reload: boolean;
+  /** Highest source index whose events (and everything before) are applied on the destination. */
+  appliedIndex: number | null;
+  /** Latest source store index seen (X-Etcd-Index). */
+  sourceIndex: number | null;
+  /** Consecutive failed attempts; drives the backoff delay. */
+  attempt: number;
+  lastFault: FaultInfo | null;
+  /** Why the machine is in its current state, for logs and the visualizer. */
+  reason: string;
+}
+
+export type MirrorEvent =
+  | { type: 'operator.start' }
+  | { type: 'operator.stop'; reason?: string }
+  | { type: 'runner.progress'; appliedIndex: number; sourceIndex: number | null }
+  | { type: 'runner.reconciled'; etcdIndex: number }
+  | { type: 'runner.fault'; fault: FaultInfo };
+
+export interface LoadIndexInput {
+  reload: boolean;
+}
+export interface LoadIndexOutput {
+  /** Stored replication index, or null when the key does not exist. */
+  appliedIndex: number | null;
+}
+
+export interface RunnerInput {
+  mode: 'tail' | 'reload' | 'recover';
+  /** Where tailing resumes (exclusive); ignored by reload/recover, which start from a snapshot. */
+  appliedIndex: number | null;
+}
+
+/** Commands the machine never sends today; the runner is controlled by starting and stopping it. */
+export type RunnerCommand = { type: 'runner.noop' };

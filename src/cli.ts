@@ -1,0 +1,44 @@
+// Entry point: subcommands first (demo), otherwise the reference-compatible daemon command line.
+import { HELP, parseConfig } from './config.js';
+import { ConfigError } from './etcd/errors.js';
+import { MISSING_INDEX_MESSAGE, startMirror } from './main.js';
+import { VERSION } from './version.js';
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'demo') {
+    const { runDemo } = await import('./demo.js');
+    return runDemo(argv.slice(1));
+  }
+  let parsed;
+  try {
+    parsed = parseConfig(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`etcd-mirror: error: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.kind === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (parsed.kind === 'version') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  let mirror;
+  try {
+    mirror = await startMirror(parsed.config, { signals: true });
+  } catch (err) {
+    process.stderr.write(`etcd-mirror: error: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const code = await mirror.done;
+  const state = mirror.state();
+  if (code !== 0) {
+    const why = state.reason === MISSING_INDEX_MESSAGE ? MISSING_INDEX_MESSAGE : `stopped in state ${state.state}: ${state.reason}`;
+    process.stderr.write(`etcd-mirror: ${why}\n`);
+  }
+  return code;
+}

@@ -1,0 +1,139 @@
+// Command line → frozen Config. Flags and defaults of the reference tool are kept as they are (operators'
+// puppet templates and systemd units pass them); ours are additions.
+import { parseArgs } from 'node:util';
+import { ConfigError } from './etcd/errors.js';
+import { parseEndpoint, type Endpoint } from './etcd/endpoint.js';
+import { compileIgnoreRegex, parsePrefix } from './keys.js';
+
+export interface Config {
+  readonly src: Endpoint;
+  readonly dst: Endpoint;
+  readonly srcPrefix: string;
+  readonly dstPrefix: string;
+  readonly strip: boolean;
+  readonly ignoreRegex: RegExp | undefined;
+  readonly reload: boolean;
+  readonly port: number;
+  readonly listenAddress: string;
+  readonly debug: boolean;
+  readonly allowMassDelete: boolean;
+  /** Share of destination keys a reconcile may delete without --allow-mass-delete. */
+  readonly massDeleteRatio: number;
+  readonly writeConcurrency: number;
+  /** How often the replication index is written while events flow, ms. */
+  readonly checkpointMs: number;
+  /** Longest a quiet watch waits before re-arming from its X-Etcd-Index, ms. */
+  readonly quietRearmMaxMs: number;
+}
+
+export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
+                   [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]
+                   [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N] SRC DST
+
+Live mirror of an etcd v2 key prefix from the SRC cluster into the DST cluster.
+
+positional arguments:
+  SRC                       source cluster URL, scheme://[user:pass@]host:port (http or https; IPv6 as [::1])
+  DST                       destination cluster URL, same form
+
+reference-compatible options:
+  -h, --help                show this help and exit
+  --version                 print the version and exit
+  -d, --debug               log every event (debug level)
+  --reload                  reconcile DST to a consistent snapshot of SRC before tailing: writes what differs,
+                            deletes what SRC lacks; never empties the replica first
+  --src-prefix P            source prefix to mirror, recursively (default: /)
+  --dst-prefix P            destination prefix (default: /replica)
+  --strip                   map SP/x to DP/x; without it SP/x maps to DP + SP/x
+  --src-ignore-keys-regex R full match on the source key: matching events are not written (the index still advances)
+  --port N                  HTTP port for /, /lag, /metrics (default: 8000)
+
+etcd-mirror options:
+  --listen-address A        address the HTTP server binds (default: 0.0.0.0, as the reference); the HTTP
+                            surface is read-only
+  --allow-mass-delete       let a reconcile delete more than --mass-delete-ratio of the replica, or empty it
+  --mass-delete-ratio F     share of destination keys a reconcile may delete unattended (default: 0.5)
+  --write-concurrency N     destination writes in flight, per-key order kept (default: 16)
+  --checkpoint-ms N         how often the replication index is stored while events flow (default: 100)
+
+Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
+reference does, so an existing deployment can switch binaries without --reload.
+Hidden keys (a path segment starting with _ below the source prefix) are not mirrored: etcd leaves them out of
+recursive reads and live watches.
+`;
+
+function intFlag(raw: string | undefined, flag: string, dflt: number, min: number, max: number): number {
+  if (raw === undefined) return dflt;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < min || n > max) throw new ConfigError(`${flag}: expected an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+export type Parsed = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
+
+export function parseConfig(argv: string[]): Parsed {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+        debug: { type: 'boolean', short: 'd' },
+        reload: { type: 'boolean' },
+        'src-prefix': { type: 'string' },
+        'dst-prefix': { type: 'string' },
+        strip: { type: 'boolean' },
+        'src-ignore-keys-regex': { type: 'string' },
+        port: { type: 'string' },
+        'listen-address': { type: 'string' },
+        'allow-mass-delete': { type: 'boolean' },
+        'mass-delete-ratio': { type: 'string' },
+        'write-concurrency': { type: 'string' },
+        'checkpoint-ms': { type: 'string' },
+      },
+    });
+  } catch (err) {
+    // parseArgs messages name the flag but never a value, so they cannot leak a password.
+    throw new ConfigError((err as Error).message.split('\n')[0] ?? 'invalid arguments');
+  }
+  const v = parsed.values;
+  if (v.help) return { kind: 'help' };
+  if (v.version) return { kind: 'version' };
+  if (parsed.positionals.length !== 2) {
+    throw new ConfigError(`expected exactly two arguments, SRC and DST (got ${parsed.positionals.length}); see --help`);
+  }
+  const [srcRaw, dstRaw] = parsed.positionals as [string, string];
+  const ratioRaw = v['mass-delete-ratio'];
+  const massDeleteRatio = ratioRaw === undefined ? 0.5 : Number(ratioRaw);
+  if (!(massDeleteRatio >= 0 && massDeleteRatio <= 1)) throw new ConfigError(`--mass-delete-ratio: expected a number from 0 to 1`);
+  const config: Config = {
+    src: parseEndpoint(srcRaw, 'SRC'),
+    dst: parseEndpoint(dstRaw, 'DST'),
+    srcPrefix: parsePrefix(v['src-prefix'] ?? '/', '--src-prefix'),
+    dstPrefix: parsePrefix(v['dst-prefix'] ?? '/replica', '--dst-prefix'),
+    strip: v.strip ?? false,
+    ignoreRegex: v['src-ignore-keys-regex'] === undefined ? undefined : compileIgnoreRegex(v['src-ignore-keys-regex']),
+    reload: v.reload ?? false,
+    port: intFlag(v.port, '--port', 8000, 0, 65535),
+    listenAddress: v['listen-address'] ?? '0.0.0.0',
+    debug: v.debug ?? false,
+    allowMassDelete: v['allow-mass-delete'] ?? false,
+    massDeleteRatio,
+    writeConcurrency: intFlag(v['write-concurrency'], '--write-concurrency', 16, 1, 256),
+    checkpointMs: intFlag(v['checkpoint-ms'], '--checkpoint-ms', 100, 10, 60_000),
+    quietRearmMaxMs: 2_000,
+  };
+  if (config.src.origin === config.dst.origin && overlaps(config)) {
+    throw new ConfigError('SRC and DST are the same cluster and the prefixes overlap: the mirror would feed on its own writes');
+  }
+  return { kind: 'run', config: Object.freeze(config) };
+}
+
+function overlaps(c: Config): boolean {
+  const dstRoot = c.strip ? c.dstPrefix : c.dstPrefix === '/' ? c.srcPrefix : c.dstPrefix + (c.srcPrefix === '/' ? '' : c.srcPrefix);
+  const within = (a: string, b: string) => b === '/' || a === b || a.startsWith(b + '/');
+  return within(dstRoot, c.srcPrefix) || within(c.srcPrefix, dstRoot);
+}

@@ -1,0 +1,101 @@
+// `etcd-mirror demo`: a real mirror between two throw-away local etcd servers, with light sample traffic,
+// so an operator can watch it work (HTTP endpoints, logs) before pointing it at production clusters.
+import { parseArgs } from 'node:util';
+import { parseConfig } from './config.js';
+import { EtcdClient } from './etcd/client.js';
+import { parseEndpoint } from './etcd/endpoint.js';
+import { freePort, startEtcd, type EtcdProcess } from './etcd-process.js';
+import { createLogger } from './log.js';
+import { startMirror } from './main.js';
+
+const TRAFFIC_LIMIT_MS = 60 * 60 * 1000; // sample traffic stops by itself after an hour
+
+export async function runDemo(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { port: { type: 'string' }, debug: { type: 'boolean', short: 'd' } } });
+  const etcds: EtcdProcess[] = [];
+  const log = createLogger({ debug: values.debug ?? false });
+  try {
+    process.stderr.write('demo: starting a source and a destination etcd on free loopback ports...\n');
+    const source = await startEtcd({ name: 'demo-source' });
+    etcds.push(source);
+    const destination = await startEtcd({ name: 'demo-destination' });
+    etcds.push(destination);
+    const port = values.port ?? String(await preferredPort(8000));
+
+    const srcClient = new EtcdClient(parseEndpoint(source.clientUrl, 'source'));
+    await seed(srcClient);
+    const parsed = parseConfig(['--reload', '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--port', port, '--listen-address', '127.0.0.1', source.clientUrl, destination.clientUrl]);
+    if (parsed.kind !== 'run') throw new Error('unreachable');
+    const mirror = await startMirror(parsed.config, { log });
+
+    process.stderr.write(
+      [
+        '',
+        'demo: etcd-mirror is running.',
+        `  source etcd       ${source.clientUrl}   (prefix /conftool)`,
+        `  destination etcd  ${destination.clientUrl}   (prefix /conftool, index at /__replication/conftool)`,
+        `  state             ${mirror.httpUrl}/state`,
+        `  metrics           ${mirror.httpUrl}/metrics`,
+        `  lag               ${mirror.httpUrl}/lag`,
+        `  try               curl -X PUT ${source.clientUrl}/v2/keys/conftool/hello -d value=world`,
+        `                    curl ${destination.clientUrl}/v2/keys/conftool/hello`,
+        'demo: sample traffic writes to the source every second; logs (JSON) follow on stdout. Ctrl-C stops everything.',
+        '',
+      ].join('\n'),
+    );
+
+    let stopping = false;
+    const stopAll = () => {
+      if (stopping) return;
+      stopping = true;
+      mirror.stop('demo stopped');
+    };
+    process.on('SIGINT', stopAll);
+    process.on('SIGTERM', stopAll);
+    const traffic = sampleTraffic(srcClient, () => stopping);
+    const code = await mirror.done;
+    stopping = true;
+    await traffic;
+    await srcClient.close();
+    return code;
+  } finally {
+    await Promise.all(etcds.map((e) => e.stop().catch(() => {})));
+  }
+}
+
+async function preferredPort(port: number): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(freePort()));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(port)));
+  });
+}
+
+async function seed(src: EtcdClient): Promise<void> {
+  for (const dc of ['eqiad', 'codfw']) {
+    for (const host of ['mw1001', 'mw1002', 'mw1003']) {
+      await src.put(`/conftool/v1/pools/${dc}/appserver/apache2/${host}.${dc}.wmnet`, { value: JSON.stringify({ pooled: 'yes', weight: 10 }) });
+    }
+  }
+  await src.put('/conftool/v1/mediawiki-config/common/WMFMasterDatacenter', { value: JSON.stringify({ val: 'eqiad' }) });
+}
+
+async function sampleTraffic(src: EtcdClient, stopped: () => boolean): Promise<void> {
+  const until = Date.now() + TRAFFIC_LIMIT_MS;
+  let i = 0;
+  while (!stopped() && Date.now() < until) {
+    const host = `mw100${(i % 3) + 1}`;
+    const dc = i % 2 ? 'eqiad' : 'codfw';
+    try {
+      await src.put(`/conftool/v1/pools/${dc}/appserver/apache2/${host}.${dc}.wmnet`, {
+        value: JSON.stringify({ pooled: i % 4 === 0 ? 'no' : 'yes', weight: 10 + (i % 5) }),
+      });
+      if (i % 10 === 0) await src.put(`/conftool/locks/demo-${i}`, { value: 'held', ttl: 5 });
+    } catch {
+      // the demo source may be stopping; the loop ends with it
+    }
+    i++;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}

@@ -1,0 +1,152 @@
+// The only module that speaks HTTP to etcd: one undici keep-alive pool per cluster.
+import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
+import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
+import { TransportError, UnexpectedResponseError } from './errors.js';
+import type { Endpoint } from './endpoint.js';
+import { keysPath } from './paths.js';
+
+export interface ClientOptions {
+  /** Concurrent connections to this cluster (watches hold one each while they wait). */
+  connections?: number;
+  /** Per-request timeout for ordinary reads and writes, ms. */
+  requestTimeoutMs?: number;
+}
+
+export interface PutOptions {
+  value?: string;
+  dir?: boolean;
+  /** Seconds; `null` removes an existing TTL (`ttl=` on the wire), `undefined` sends nothing. */
+  ttl?: number | null;
+  prevExist?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface WatchHandle {
+  /** X-Etcd-Index of the watch: the store index when etcd registered it. */
+  etcdIndex: number;
+  clusterId: string | undefined;
+  /** The event, or null when etcd ended the response without one (re-poll). Rejects on abort or transport loss. */
+  event: Promise<EtcdEvent | null>;
+}
+
+export class AbortedError extends Error {
+  readonly code = 'EM_ERR_ABORTED';
+}
+
+export const isAborted = (err: unknown): boolean => err instanceof AbortedError;
+
+export class EtcdClient {
+  readonly origin: string;
+  readonly #pool: Pool;
+  readonly #authorization: string | undefined;
+  readonly #timeoutMs: number;
+
+  constructor(endpoint: Endpoint, options: ClientOptions = {}) {
+    this.origin = endpoint.origin;
+    this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
+    this.#pool = new Pool(endpoint.origin, {
+      connections: options.connections ?? 16,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: 5_000 },
+    });
+    this.#authorization =
+      endpoint.username !== undefined
+        ? 'Basic ' + Buffer.from(`${endpoint.username}:${endpoint.password ?? ''}`).toString('base64')
+        : undefined;
+  }
+
+  async #request(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    opts: { body?: string; signal?: AbortSignal; timeoutMs?: number },
+  ): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = {};
+    if (this.#authorization) headers.authorization = this.#authorization;
+    if (opts.body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const timeout = opts.timeoutMs ?? this.#timeoutMs;
+    try {
+      return await this.#pool.request({
+        method,
+        path,
+        headers,
+        body: opts.body,
+        signal: opts.signal,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+      });
+    } catch (err) {
+      throw this.#wrap(err, opts.signal);
+    }
+  }
+
+  #wrap(err: unknown, signal: AbortSignal | undefined): Error {
+    if (signal?.aborted) return new AbortedError('request aborted');
+    if (err instanceof Error && 'code' in err) {
+      // undici and node errors carry host:port at most, never our Authorization header.
+      return new TransportError(`${this.origin}: ${(err as { code: string }).code} ${err.message}`, { cause: err });
+    }
+    return new TransportError(`${this.origin}: ${String(err)}`, { cause: err });
+  }
+
+  async #keys(method: Dispatcher.HttpMethod, path: string, opts: { body?: string; signal?: AbortSignal; timeoutMs?: number }): Promise<KeysResult> {
+    const res = await this.#request(method, path, opts);
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw this.#wrap(err, opts.signal);
+    }
+    return decodeKeys(res.statusCode, res.headers, text);
+  }
+
+  get(key: string, opts: { recursive?: boolean; quorum?: boolean; sorted?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<KeysResult> {
+    const path = keysPath(key, {
+      recursive: opts.recursive || undefined,
+      quorum: opts.quorum || undefined,
+      sorted: opts.sorted || undefined,
+    });
+    return this.#keys('GET', path, { signal: opts.signal, timeoutMs: opts.timeoutMs });
+  }
+
+  put(key: string, opts: PutOptions = {}): Promise<KeysResult> {
+    const form = new URLSearchParams();
+    if (opts.dir) form.set('dir', 'true');
+    else form.set('value', opts.value ?? '');
+    if (opts.ttl !== undefined) form.set('ttl', opts.ttl === null ? '' : String(opts.ttl));
+    if (opts.prevExist !== undefined) form.set('prevExist', String(opts.prevExist));
+    return this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal });
+  }
+
+  delete(key: string, opts: { recursive?: boolean; dir?: boolean; signal?: AbortSignal } = {}): Promise<KeysResult> {
+    const path = keysPath(key, { recursive: opts.recursive || undefined, dir: opts.dir || undefined });
+    return this.#keys('DELETE', path, { signal: opts.signal });
+  }
+
+  /**
+   * Long-poll watch. Resolves as soon as etcd has registered the watch (its headers arrive at once, ~1 ms);
+   * the event itself arrives later on `event`. The caller bounds the wait by aborting `signal`.
+   */
+  async watch(key: string, opts: { waitIndex?: number; recursive?: boolean; signal: AbortSignal }): Promise<WatchHandle> {
+    const path = keysPath(key, { wait: true, recursive: opts.recursive || undefined, waitIndex: opts.waitIndex });
+    const res = await this.#request('GET', path, { signal: opts.signal, timeoutMs: 0 });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '');
+      decodeKeys(res.statusCode, res.headers, text); // throws the typed error (401 arrives as HTTP 400)
+      throw new UnexpectedResponseError(`watch answered HTTP ${res.statusCode}`, res.statusCode, true);
+    }
+    const etcdIndex = parseIndex(header(res.headers, 'x-etcd-index'), 'X-Etcd-Index');
+    const event = res.body.text().then(
+      (text) => (text.trim() === '' ? null : decodeEvent(text.trim())),
+      (err: unknown) => {
+        throw this.#wrap(err, opts.signal);
+      },
+    );
+    event.catch(() => {}); // the caller may abandon it; never an unhandled rejection
+    return { etcdIndex, clusterId: header(res.headers, 'x-etcd-cluster-id'), event };
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.destroy();
+  }
+}

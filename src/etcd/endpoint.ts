@@ -1,0 +1,36 @@
+// Cluster URLs: scheme://[user:pass@]host:port. Credentials are percent-decoded and kept apart from anything
+// that can be printed: `origin` never contains them.
+import { ConfigError } from './errors.js';
+
+export interface Endpoint {
+  /** scheme://host:port: what requests are sent to, and safe to print (never carries credentials). */
+  readonly origin: string;
+  readonly username: string | undefined;
+  readonly password: string | undefined;
+}
+
+export function parseEndpoint(raw: string, what: string): Endpoint {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    // Never echo `raw`: it may carry a password.
+    throw new ConfigError(`${what}: not a valid URL (expected scheme://[user:pass@]host:port)`);
+  }
+  const scheme = url.protocol.replace(/:$/, '');
+  if (scheme !== 'http' && scheme !== 'https') throw new ConfigError(`${what}: unsupported scheme "${scheme}" (use http or https)`);
+  if (!url.hostname) throw new ConfigError(`${what}: missing host`);
+  // URL drops a port equal to the scheme's default, so look at the raw authority for an explicit one.
+  const authority = raw.replace(/^[a-z]+:\/\//i, '').split(/[/?#]/)[0] ?? '';
+  const hostPort = authority.slice(authority.lastIndexOf('@') + 1);
+  if (!/:\d+$/.test(hostPort)) throw new ConfigError(`${what}: missing port (expected ${scheme}://host:port)`);
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) {
+    throw new ConfigError(`${what}: must not have a path or query (got a path after host:port)`);
+  }
+  const username = url.username ? decodeURIComponent(url.username) : undefined;
+  const password = url.password ? decodeURIComponent(url.password) : undefined;
+  if (password !== undefined && username === undefined) throw new ConfigError(`${what}: password without a user name`);
+  const port = url.port || (scheme === 'https' ? '443' : '80');
+  const origin = `${scheme}://${url.hostname}:${port}`;
+  return { origin, username, password };
+}

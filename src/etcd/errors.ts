@@ -1,0 +1,120 @@
+// Every failure the etcd client can produce. Callers match on `code` or `instanceof`, never on message text;
+// whether a retry can help is a property of the error, not of the caller.
+
+export const Retryable = Symbol('etcdmirror.retryable');
+
+export class MirrorError extends Error {
+  readonly code: string = 'EM_ERR';
+  readonly [Retryable]: boolean = false;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export const isRetryable = (err: unknown): boolean =>
+  typeof err === 'object' && err !== null && Retryable in err && (err as { [Retryable]: boolean })[Retryable] === true;
+
+/** An error body from /v2/keys: `{errorCode, message, cause, index}`. */
+export class EtcdError extends MirrorError {
+  override readonly code: string = 'EM_ERR_ETCD';
+  constructor(
+    readonly errorCode: number,
+    readonly etcdMessage: string,
+    readonly etcdCause: string,
+    /** Current store index of the cluster that answered (0 for validation errors). */
+    readonly etcdIndex: number,
+    readonly httpStatus: number,
+  ) {
+    super(`etcd error ${errorCode}: ${etcdMessage}${etcdCause ? ` (${etcdCause})` : ''}`);
+  }
+}
+
+export class KeyNotFoundError extends EtcdError { override readonly code = 'EM_ERR_KEY_NOT_FOUND'; }
+export class CompareFailedError extends EtcdError { override readonly code = 'EM_ERR_COMPARE_FAILED'; }
+export class NotAFileError extends EtcdError { override readonly code = 'EM_ERR_NOT_A_FILE'; }
+export class NotADirectoryError extends EtcdError { override readonly code = 'EM_ERR_NOT_A_DIRECTORY'; }
+export class NodeExistError extends EtcdError { override readonly code = 'EM_ERR_NODE_EXIST'; }
+export class RootReadOnlyError extends EtcdError { override readonly code = 'EM_ERR_ROOT_READ_ONLY'; }
+export class DirNotEmptyError extends EtcdError { override readonly code = 'EM_ERR_DIR_NOT_EMPTY'; }
+export class UnauthorizedError extends EtcdError {
+  override readonly code = 'EM_ERR_UNAUTHORIZED';
+  override get message(): string {
+    return 'etcd refused the credentials (errorCode 110: wrong user/password, or no permission on this path)';
+  }
+}
+export class RaftInternalError extends EtcdError {
+  override readonly code = 'EM_ERR_RAFT_INTERNAL';
+  override readonly [Retryable] = true;
+}
+export class LeaderElectError extends EtcdError {
+  override readonly code = 'EM_ERR_LEADER_ELECT';
+  override readonly [Retryable] = true;
+}
+/** errorCode 400: the server dropped the watcher; re-issue the same watch. */
+export class WatcherClearedError extends EtcdError {
+  override readonly code = 'EM_ERR_WATCHER_CLEARED';
+  override readonly [Retryable] = true;
+}
+/** errorCode 401 (sent with HTTP 400): waitIndex fell out of the 1000-event history window. */
+export class EventIndexClearedError extends EtcdError {
+  override readonly code = 'EM_ERR_EVENT_INDEX_CLEARED';
+  /** Oldest index still in the source's history, parsed from `cause` ("... [oldest/requested]"). */
+  get oldestIndex(): number | undefined {
+    const m = /\[(\d+)\/(\d+)\]/.exec(this.etcdCause);
+    return m ? Number(m[1]) : undefined;
+  }
+}
+
+const byErrorCode: Record<number, new (...a: ConstructorParameters<typeof EtcdError>) => EtcdError> = {
+  100: KeyNotFoundError,
+  101: CompareFailedError,
+  102: NotAFileError,
+  104: NotADirectoryError,
+  105: NodeExistError,
+  107: RootReadOnlyError,
+  108: DirNotEmptyError,
+  110: UnauthorizedError,
+  300: RaftInternalError,
+  301: LeaderElectError,
+  400: WatcherClearedError,
+  401: EventIndexClearedError,
+};
+
+export function etcdErrorFrom(
+  body: { errorCode: number; message?: string; cause?: string; index?: number },
+  httpStatus: number,
+): EtcdError {
+  const Ctor = byErrorCode[body.errorCode] ?? EtcdError;
+  return new Ctor(body.errorCode, body.message ?? '', body.cause ?? '', body.index ?? 0, httpStatus);
+}
+
+/** Network-level failure (refused, reset, timeout, TLS): always worth retrying. */
+export class TransportError extends MirrorError {
+  override readonly code = 'EM_ERR_TRANSPORT';
+  override readonly [Retryable] = true;
+}
+
+/** Something answered that is not etcd's v2 API (a proxy page, a 5xx, a 301 for a bad path). */
+export class UnexpectedResponseError extends MirrorError {
+  override readonly code = 'EM_ERR_UNEXPECTED_RESPONSE';
+  override readonly [Retryable]: boolean;
+  constructor(
+    message: string,
+    readonly httpStatus: number,
+    retryable: boolean,
+  ) {
+    super(message);
+    this[Retryable] = retryable;
+  }
+}
+
+/** Bad flags or arguments: reported as one line on stderr, exit 2. */
+export class ConfigError extends MirrorError {
+  override readonly code = 'EM_ERR_CONFIG';
+}
+
+/** The reconcile would delete too much of the replica; an operator must confirm with --allow-mass-delete. */
+export class MassDeleteRefusedError extends MirrorError {
+  override readonly code = 'EM_ERR_MASS_DELETE_REFUSED';
+}

@@ -1,0 +1,169 @@
+// Composition root of the daemon: config → clients → actors provided to the machine → HTTP → signals.
+import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
+import { lifecycle, backoffMs } from '../machines/index.js';
+import type { LoadIndexInput, LoadIndexOutput, MirrorContext } from '../machines/types.js';
+import type { Config } from './config.js';
+import { EtcdClient } from './etcd/client.js';
+import { KeyNotFoundError } from './etcd/errors.js';
+import { startHttp, type StateView } from './http.js';
+import { KeyMap } from './keys.js';
+import { createLogger, type Logger } from './log.js';
+import { createMetrics, STATES } from './metrics.js';
+import { faultFrom, RunnerHost } from './runner.js';
+import { VERSION } from './version.js';
+
+export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
+
+type Snapshot = SnapshotFrom<typeof lifecycle>;
+
+/** Leaf state name: 'tailing' for running.tailing. */
+export function stateName(snapshot: Snapshot): string {
+  const v = snapshot.value as string | Record<string, string>;
+  return typeof v === 'string' ? v : Object.values(v)[0] ?? 'unknown';
+}
+
+export interface MirrorHandle {
+  /** Resolves with the exit code once the machine reached stopped (0) or failed (1). */
+  done: Promise<number>;
+  stop(reason?: string): void;
+  state(): StateView;
+  httpUrl: string;
+}
+
+export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean } = {}): Promise<MirrorHandle> {
+  const log = opts.log ?? createLogger({ debug: config.debug });
+  const src = new EtcdClient(config.src, { connections: 8 });
+  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency + 4 });
+  const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
+  const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });
+  const host = new RunnerHost({ config, src, dst, map, log, metrics });
+
+  const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
+    try {
+      const res = await dst.get(map.indexKey, { quorum: true });
+      const raw = res.body.node.value ?? '';
+      if (!/^\d+$/.test(raw.trim())) {
+        throw { code: 'EM_ERR_BAD_INDEX', message: `the replication index at ${map.indexKey} is not a decimal number`, retryable: false };
+      }
+      return { appliedIndex: Number(raw.trim()) };
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) return { appliedIndex: null };
+      throw err instanceof Error ? faultFrom(err) : err;
+    }
+  });
+
+  const machine = lifecycle.provide({
+    actors: {
+      loadIndex,
+      runner: host.actor(),
+      drain: fromPromise(async () => {
+        await host.drain(4_000);
+      }),
+    },
+    // Jitter keeps a fleet of mirrors from retrying in lockstep after a shared outage.
+    delays: { backoff: ({ context }) => Math.round(backoffMs(context.attempt) * (0.75 + Math.random() * 0.5)) },
+  });
+  const actor = createActor(machine, { input: { reload: config.reload } });
+
+  const view = (): StateView => {
+    const snap = actor.getSnapshot();
+    const ctx: MirrorContext = snap.context;
+    const runner = host.status();
+    const sourceIndex = Math.max(ctx.sourceIndex ?? 0, runner?.sourceIndex ?? 0) || null;
+    const appliedIndex = host.lastPersisted ?? ctx.appliedIndex;
+    const lagEvents = sourceIndex !== null && appliedIndex !== null ? Math.max(0, sourceIndex - appliedIndex) : null;
+    return {
+      state: stateName(snap),
+      reason: ctx.reason,
+      mode: ctx.mode,
+      sourceIndex,
+      appliedIndex,
+      lagEvents,
+      lagSeconds: runner?.oldestUnappliedAt ? (Date.now() - runner.oldestUnappliedAt) / 1000 : 0,
+      queue: runner?.queue ?? 0,
+      inFlight: runner?.inFlight ?? 0,
+      reconcile: runner?.reconcile ?? null,
+      runner: runner ? runner.phase : 'stopped',
+      lastFault: ctx.lastFault,
+      source: { url: src.origin, prefix: config.srcPrefix },
+      destination: { url: dst.origin, prefix: config.dstPrefix, indexKey: map.indexKey },
+      version: VERSION,
+    };
+  };
+
+  const gauges = setInterval(() => {
+    const v = view();
+    if (v.lagEvents !== null) {
+      metrics.lag.set(v.lagEvents);
+      metrics.lagEvents.set(v.lagEvents);
+    }
+    metrics.lagSeconds.set(v.lagSeconds as number);
+    metrics.queueEvents.set(v.queue as number);
+    metrics.writesInFlight.set(v.inFlight as number);
+  }, 500);
+  gauges.unref();
+
+  let previous = 'idle';
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((r) => (resolveDone = r));
+  actor.subscribe({
+    next: (snap) => {
+      const name = stateName(snap);
+      if (name === previous) return;
+      const entry = { from: previous, to: name, reason: snap.context.reason, appliedIndex: host.lastPersisted ?? snap.context.appliedIndex };
+      if (name === 'stalled' || name === 'outOfWindow' || name === 'failed') log.error({ ...entry, fault: snap.context.lastFault }, `state: ${name}`);
+      else log.info(entry, `state: ${name}`);
+      for (const s of STATES) metrics.state.labels({ state: s }).set(s === name ? 1 : 0);
+      metrics.transitions.labels({ state: name }).inc();
+      previous = name;
+      if (snap.status === 'done') resolveDone(name === 'stopped' ? 0 : 1);
+    },
+    error: (err) => {
+      log.fatal({ err }, 'lifecycle machine crashed');
+      resolveDone(1);
+    },
+  });
+
+  let server;
+  try {
+    server = await startHttp({ port: config.port, host: config.listenAddress, metrics, state: view });
+  } catch (err) {
+    await Promise.all([src.close(), dst.close()]);
+    throw new Error(`cannot listen on ${config.listenAddress}:${config.port}: ${(err as Error).message}`);
+  }
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const httpUrl = `http://${config.listenAddress === '0.0.0.0' ? '127.0.0.1' : config.listenAddress}:${port}`;
+  log.info(
+    { version: VERSION, source: src.origin, destination: dst.origin, srcPrefix: config.srcPrefix, dstPrefix: config.dstPrefix, strip: config.strip, indexKey: map.indexKey, http: httpUrl },
+    'etcd-mirror starting',
+  );
+
+  const stop = (reason = 'stop requested') => actor.send({ type: 'operator.stop', reason });
+  if (opts.signals) {
+    let signalled = false;
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+      process.on(sig, () => {
+        if (signalled) process.exit(1); // a second signal: the operator wants out now
+        signalled = true;
+        stop(`${sig} received`);
+      });
+    }
+  }
+
+  actor.start();
+  actor.send({ type: 'operator.start' });
+
+  const finished = done.then(async (code) => {
+    clearInterval(gauges);
+    const final = actor.getSnapshot();
+    if (stateName(final) === 'failed' && final.context.reason === MISSING_INDEX_MESSAGE) log.error(MISSING_INDEX_MESSAGE);
+    await host.drain(1_000);
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await Promise.all([src.close(), dst.close()]);
+    log.info({ code, appliedIndex: host.lastPersisted }, 'etcd-mirror stopped');
+    return code;
+  });
+  return { done: finished, stop, state: view, httpUrl };
+}

@@ -1,0 +1,179 @@
+// Make the destination equal to a consistent source snapshot without ever emptying it first: write what
+// differs, delete what the source lacks, leave equal keys untouched. Serves --reload and out-of-window recovery.
+import PQueue from 'p-queue';
+import type { EtcdClient } from './etcd/client.js';
+import type { EtcdNode } from './etcd/decode.js';
+import { KeyNotFoundError, MassDeleteRefusedError } from './etcd/errors.js';
+import { deleteTree, executeOp, planNode, type ApplyStats, type DstOp } from './apply.js';
+import type { KeyMap } from './keys.js';
+
+function ancestorsOf(key: string): string[] {
+  const out: string[] = [];
+  for (let i = key.lastIndexOf('/'); i > 0; i = key.lastIndexOf('/', i - 1)) out.push(key.slice(0, i));
+  return out;
+}
+
+export interface Snapshot {
+  /** X-Etcd-Index of the recursive GET: the snapshot is consistent at this index. */
+  etcdIndex: number;
+  /** The prefix node with its subtree, or null when the prefix does not exist on the source. */
+  root: EtcdNode | null;
+}
+
+export async function takeSnapshot(src: EtcdClient, prefix: string, signal?: AbortSignal): Promise<Snapshot> {
+  try {
+    const res = await src.get(prefix, { recursive: true, quorum: true, sorted: true, signal, timeoutMs: 120_000 });
+    return { etcdIndex: res.etcdIndex, root: res.body.node };
+  } catch (err) {
+    if (err instanceof KeyNotFoundError) return { etcdIndex: err.etcdIndex, root: null };
+    throw err;
+  }
+}
+
+/** Flattens a recursive GET into key → node (children dropped), the root included. */
+export function flatten(root: EtcdNode | null, into = new Map<string, EtcdNode>()): Map<string, EtcdNode> {
+  if (!root) return into;
+  const stack = [root];
+  while (stack.length) {
+    const n = stack.pop()!;
+    const { nodes, ...rest } = n;
+    into.set(n.key ?? '/', rest as EtcdNode);
+    if (nodes) stack.push(...nodes);
+  }
+  return into;
+}
+
+export interface ReconcileOptions {
+  allowMassDelete: boolean;
+  /** Share of the destination's keys that may be deleted unattended. */
+  massDeleteRatio: number;
+  concurrency: number;
+  nowMs?: () => number;
+  onProgress?: (done: number, total: number) => void;
+  healStats?: ApplyStats;
+}
+
+export interface ReconcileResult {
+  written: number;
+  deleted: number;
+  unchanged: number;
+  sourceKeys: number;
+  destinationKeys: number;
+}
+
+/** TTLs count as equal when the expirations are within this many ms (the copies were written at different times). */
+const EXPIRATION_SLACK_MS = 2_000;
+
+function sameNode(want: DstOp, have: EtcdNode, nowMs: number): boolean {
+  if (want.kind === 'put') {
+    if (have.dir || have.value !== want.value) return false;
+    return sameTtl(want.ttl ?? null, have, nowMs);
+  }
+  if (want.kind === 'mkdir') return have.dir === true && sameTtl(want.ttl, have, nowMs);
+  return false;
+}
+
+function sameTtl(wantTtl: number | null, have: EtcdNode, nowMs: number): boolean {
+  if (wantTtl === null) return have.expiration === undefined;
+  if (have.expiration === undefined) return false;
+  return Math.abs(Date.parse(have.expiration) - (nowMs + wantTtl * 1000)) <= EXPIRATION_SLACK_MS + 1000;
+}
+
+export async function reconcile(
+  snapshot: Snapshot,
+  dst: EtcdClient,
+  map: KeyMap,
+  opts: ReconcileOptions,
+  signal?: AbortSignal,
+): Promise<ReconcileResult> {
+  const now = opts.nowMs ?? Date.now;
+  const source = new Map<string, EtcdNode>();
+  for (const [key, node] of flatten(snapshot.root)) {
+    if (map.scope(key, node.dir === true, 'get') !== 'mirrored') continue;
+    source.set(map.toDst(key), node);
+  }
+  let dstRoot: EtcdNode | null = null;
+  try {
+    dstRoot = (await dst.get(map.dstRoot, { recursive: true, sorted: true, quorum: true, signal, timeoutMs: 120_000 })).body.node;
+  } catch (err) {
+    if (!(err instanceof KeyNotFoundError)) throw err;
+  }
+  const destination = new Map<string, EtcdNode>();
+  for (const [key, node] of flatten(dstRoot)) {
+    // Keys whose source counterpart is ignored or hidden are not ours to delete.
+    if (map.ownsDst(key) && map.scope(map.toSrc(key), node.dir === true, 'get') === 'mirrored') destination.set(key, node);
+  }
+
+  const nowMs = now();
+  const removals: string[] = [];
+  const mkdirs: DstOp[] = [];
+  const puts: DstOp[] = [];
+  let unchanged = 0;
+  for (const [key, node] of source) {
+    if (key === '/') continue; // the root always exists
+    const want = planNode(node, key, nowMs);
+    const have = destination.get(key);
+    if (have && sameNode(want, have, nowMs)) {
+      unchanged++;
+      continue;
+    }
+    // A file where a dir belongs (or the reverse) is removed first, so phases never race on types.
+    if (have && (have.dir === true) !== (node.dir === true)) removals.push(key);
+    if (want.kind === 'mkdir') mkdirs.push(want);
+    else if (want.kind === 'put') puts.push(want);
+    else removals.push(key);
+  }
+  const missing = [...destination.keys()].filter((k) => !source.has(k));
+  for (const key of missing) removals.push(key);
+  const deletedKeys = missing.length;
+
+  const ownedCount = destination.size - (destination.has(map.dstRoot) ? 1 : 0);
+  const sourceCount = [...source.keys()].filter((k) => k !== map.dstRoot).length;
+  if (!opts.allowMassDelete && ownedCount > 0) {
+    if (sourceCount === 0) {
+      throw new MassDeleteRefusedError(
+        `refusing to reconcile: the source snapshot at index ${snapshot.etcdIndex} is empty while the replica holds ${ownedCount} keys (pass --allow-mass-delete if this is intended)`,
+      );
+    }
+    if (deletedKeys / ownedCount > opts.massDeleteRatio) {
+      throw new MassDeleteRefusedError(
+        `refusing to reconcile: it would delete ${deletedKeys} of ${ownedCount} replica keys (more than ${Math.round(opts.massDeleteRatio * 100)}%; pass --allow-mass-delete if this is intended)`,
+      );
+    }
+  }
+
+  // Only the top-most removals are needed: deleting a dir takes its subtree along.
+  const removalSet = new Set(removals);
+  const topRemovals = [...removalSet].filter((k) => !ancestorsOf(k).some((a) => removalSet.has(a)));
+  const total = topRemovals.length + mkdirs.length + puts.length;
+  let done = 0;
+  const tick = () => opts.onProgress?.(++done, total);
+  const queue = new PQueue({ concurrency: opts.concurrency });
+  const run = async (ops: (() => Promise<void>)[]) => {
+    await Promise.all(ops.map((op) => queue.add(async () => {
+      signal?.throwIfAborted();
+      await op();
+      tick();
+    })));
+  };
+  await run(topRemovals.map((key) => () => deleteTree(dst, key)));
+  // Parents before children: one depth level at a time.
+  const byDepth = new Map<number, DstOp[]>();
+  for (const op of mkdirs) {
+    const depth = (op as { key: string }).key.split('/').length;
+    const level = byDepth.get(depth);
+    if (level) level.push(op);
+    else byDepth.set(depth, [op]);
+  }
+  for (const depth of [...byDepth.keys()].sort((a, b) => a - b)) {
+    await run(byDepth.get(depth)!.map((op) => () => executeOp(dst, op, map, opts.healStats)));
+  }
+  await run(puts.map((op) => () => executeOp(dst, op, map, opts.healStats)));
+  return {
+    written: mkdirs.length + puts.length,
+    deleted: deletedKeys,
+    unchanged,
+    sourceKeys: sourceCount,
+    destinationKeys: ownedCount,
+  };
+}

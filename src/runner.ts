@@ -1,0 +1,348 @@
+// The runner: what the machine's `running` state invokes. It wires the poller (source) to the writer
+// (destination), persists the checkpoint, and reports progress and faults back to the machine. One runner at a
+// time: a new one starts only after the previous one's writes have all settled, so order is never broken
+// across restarts.
+import { fromCallback } from 'xstate';
+import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../machines/types.js';
+import { executeOp, opFootprint, planEvent, type ApplyStats } from './apply.js';
+import type { Config } from './config.js';
+import type { EtcdClient } from './etcd/client.js';
+import type { EtcdEvent } from './etcd/decode.js';
+import { EventIndexClearedError, isRetryable, MassDeleteRefusedError } from './etcd/errors.js';
+import type { KeyMap } from './keys.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { runPoller } from './poller.js';
+import { reconcile, takeSnapshot } from './reconcile.js';
+import { OrderedWriter } from './writer.js';
+
+export interface RunnerDeps {
+  config: Config;
+  src: EtcdClient;
+  dst: EtcdClient;
+  map: KeyMap;
+  log: Logger;
+  metrics: Metrics;
+}
+
+/** Prefetched-but-unapplied events the poller may run ahead by. */
+const HIGH_WATER = 10_000;
+
+export function faultFrom(err: unknown): FaultInfo {
+  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown };
+  const fault: FaultInfo = {
+    code: typeof e?.code === 'string' ? e.code : 'EM_ERR',
+    message: err instanceof Error ? err.message : String(err),
+    retryable: isRetryable(err),
+  };
+  if (typeof e?.errorCode === 'number') fault.errorCode = e.errorCode;
+  if (typeof e?.etcdIndex === 'number') fault.etcdIndex = e.etcdIndex;
+  return fault;
+}
+
+export interface RunnerStatus {
+  mode: RunnerInput['mode'];
+  phase: 'snapshot' | 'reconcile' | 'tail' | 'stopping' | 'stopped';
+  queue: number;
+  inFlight: number;
+  appliedIndex: number | null;
+  persistedIndex: number | null;
+  sourceIndex: number | null;
+  reconcile: { done: number; total: number } | null;
+  oldestUnappliedAt: number | null;
+}
+
+class Runner {
+  readonly #abort = new AbortController();
+  #writer: OrderedWriter | null = null;
+  #persisted: number | null = null;
+  /** Lowest index that may be stored: below it the destination is not known to match (reconcile pending). */
+  #floor = Number.POSITIVE_INFINITY;
+  #persisting: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #faulted = false;
+  #stopped = false;
+  #sourceIndex: number | null = null;
+  #phase: RunnerStatus['phase'] = 'snapshot';
+  #reconcile: { done: number; total: number } | null = null;
+  /** Receive time of events not yet behind the checkpoint, in index order. */
+  readonly #received = new Map<number, number>();
+  readonly #healStats: ApplyStats;
+  /** Settles when the run loop and every write it started have finished. */
+  readonly settled: Promise<void>;
+
+  constructor(
+    private readonly deps: RunnerDeps,
+    private readonly input: RunnerInput,
+    private readonly resumeFrom: number | null,
+    private readonly report: (e: MirrorEvent) => void,
+    private readonly onPersisted: (index: number) => void,
+  ) {
+    this.#healStats = {
+      onHealed: (reason, key) => {
+        deps.metrics.healed.labels({ reason }).inc();
+        deps.log.warn({ key, reason }, 'destination diverged from the source; repaired');
+      },
+    };
+    this.settled = this.#run();
+  }
+
+  status(): RunnerStatus {
+    const oldest = this.#received.values().next();
+    return {
+      mode: this.input.mode,
+      phase: this.#phase,
+      queue: this.#writer?.size ?? 0,
+      inFlight: this.#writer?.inFlight ?? 0,
+      appliedIndex: this.#writer?.checkpoint ?? null,
+      persistedIndex: this.#persisted,
+      sourceIndex: this.#sourceIndex,
+      reconcile: this.#reconcile,
+      oldestUnappliedAt: oldest.done ? null : oldest.value,
+    };
+  }
+
+  async #run(): Promise<void> {
+    const { config, src, dst, map, log, metrics } = this.deps;
+    try {
+      let from: number;
+      if (this.input.mode === 'tail') {
+        from = Math.max(this.input.appliedIndex ?? 0, this.resumeFrom ?? 0);
+        this.#persisted = from;
+        this.#floor = from;
+        this.#startWriter(from);
+        this.#phase = 'tail';
+        log.info({ fromIndex: from + 1 }, 'tailing the source');
+      } else {
+        const started = Date.now();
+        const snapshot = await takeSnapshot(src, config.srcPrefix, this.#abort.signal);
+        from = snapshot.etcdIndex;
+        this.#noteSourceIndex(from);
+        log.info({ etcdIndex: from, mode: this.input.mode }, 'source snapshot taken; reconciling the destination');
+        this.#floor = from;
+        this.#startWriter(from - 1);
+        this.#phase = 'reconcile';
+        // The reconcile is a barrier in the writer: live events fetched meanwhile queue up behind it.
+        this.#writer!.push({
+          index: from,
+          op: {
+            key: map.dstRoot,
+            subtree: true,
+            run: async () => {
+              const result = await reconcile(snapshot, dst, map, {
+                allowMassDelete: config.allowMassDelete,
+                massDeleteRatio: config.massDeleteRatio,
+                concurrency: config.writeConcurrency,
+                healStats: this.#healStats,
+                onProgress: (done, total) => (this.#reconcile = { done, total }),
+              }, this.#abort.signal);
+              const seconds = (Date.now() - started) / 1000;
+              metrics.loadTime.observe(seconds);
+              metrics.reconcileDuration.set(seconds);
+              metrics.reconcileWritten.inc(result.written);
+              metrics.reconcileDeleted.inc(result.deleted);
+              log.info({ ...result, etcdIndex: from, seconds }, 'destination reconciled to the source snapshot');
+              await this.#persist(from);
+              this.#phase = 'tail';
+              this.report({ type: 'runner.reconciled', etcdIndex: from });
+            },
+          },
+        });
+      }
+      this.#timer = setInterval(() => void this.#maybePersist(), config.checkpointMs);
+      await runPoller({
+        src,
+        prefix: config.srcPrefix,
+        fromIndex: from,
+        signal: this.#abort.signal,
+        rearmMaxMs: config.quietRearmMaxMs,
+        sink: {
+          event: (ev) => this.#onEvent(ev),
+          quiet: (index) => this.#writer!.push({ index }),
+          sourceIndex: (index) => this.#noteSourceIndex(index),
+          room: () => this.#writer!.waitForRoom(HIGH_WATER),
+          poll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
+        },
+      });
+    } catch (err) {
+      this.#fault(err);
+    }
+    // Let every started write settle, whatever ended the loop.
+    await this.#writer?.idle();
+  }
+
+  #startWriter(checkpoint: number): void {
+    const { metrics } = this.deps;
+    this.#writer = new OrderedWriter(checkpoint, {
+      concurrency: this.deps.config.writeConcurrency,
+      onError: (err) => this.#fault(err),
+      onCheckpoint: (index) => {
+        for (const [i] of this.#received) {
+          if (i > index) break;
+          this.#received.delete(i);
+        }
+        metrics.lastApply.set(Date.now() / 1000);
+      },
+    });
+  }
+
+  #noteSourceIndex(index: number): void {
+    if (this.#sourceIndex === null || index > this.#sourceIndex) {
+      this.#sourceIndex = index;
+      this.deps.metrics.sourceIndex.set(index);
+    }
+  }
+
+  #onEvent(ev: EtcdEvent): void {
+    const { map, metrics, dst, log } = this.deps;
+    const index = ev.node.modifiedIndex;
+    const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
+    if (scope === 'outside' || scope === 'hidden' || scope === 'ignored') {
+      metrics.eventsSkipped.labels({ reason: scope }).inc();
+      if (scope === 'ignored') metrics.replicatedEvents.inc();
+      log.debug({ index, key: ev.node.key, action: ev.action, scope }, 'event skipped');
+      this.#writer!.push({ index });
+      return;
+    }
+    const op = planEvent(ev, map, Date.now(), scope);
+    if (!op) {
+      metrics.eventsSkipped.labels({ reason: 'unknown' }).inc();
+      log.warn({ index, key: ev.node.key, action: ev.action }, 'unknown action, not replicated');
+      this.#writer!.push({ index });
+      return;
+    }
+    const { key, subtree } = opFootprint(op, map);
+    this.#received.set(index, Date.now());
+    this.#writer!.push({
+      index,
+      op: {
+        key,
+        subtree,
+        run: async () => {
+          const end = metrics.writeLatency.startTimer();
+          await executeOp(dst, op, map, this.#healStats);
+          end();
+          metrics.eventsApplied.labels({ action: ev.action }).inc();
+          metrics.replicatedEvents.inc();
+          log.debug({ index, action: ev.action, key: ev.node.key, dstKey: key }, 'event applied');
+        },
+      },
+    });
+  }
+
+  #canPersist(index: number): boolean {
+    return index >= this.#floor && (this.#persisted === null || index > this.#persisted);
+  }
+
+  async #maybePersist(): Promise<void> {
+    const w = this.#writer;
+    if (!w || this.#persisting || this.#faulted || !this.#canPersist(w.checkpoint)) return;
+    try {
+      await this.#persist(w.checkpoint);
+    } catch (err) {
+      this.#fault(err);
+    }
+  }
+
+  async #persist(index: number): Promise<void> {
+    while (this.#persisting) await this.#persisting.catch(() => {});
+    if (!this.#canPersist(index)) return;
+    const { dst, map, metrics } = this.deps;
+    this.#persisting = (async () => {
+      await dst.put(map.indexKey, { value: String(index) });
+      metrics.indexWrites.inc();
+      this.#persisted = index;
+      metrics.appliedIndex.set(index);
+      this.onPersisted(index);
+      if (!this.#stopped) this.report({ type: 'runner.progress', appliedIndex: index, sourceIndex: this.#sourceIndex });
+    })();
+    try {
+      await this.#persisting;
+    } finally {
+      this.#persisting = null;
+    }
+  }
+
+  #fault(err: unknown): void {
+    if (this.#faulted || this.#stopped) return;
+    this.#faulted = true;
+    const fault = faultFrom(err);
+    const { metrics } = this.deps;
+    metrics.faults.labels({ code: fault.code }).inc();
+    if (err instanceof EventIndexClearedError) metrics.outOfWindow.inc();
+    if (err instanceof MassDeleteRefusedError) metrics.massDeleteRefused.inc();
+    this.#writer?.halt();
+    this.#abort.abort();
+    this.report({ type: 'runner.fault', fault });
+  }
+
+  /** Stop fetching, let in-flight writes finish, store the checkpoint. Resolves within about `deadlineMs`. */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#phase = 'stopping';
+    this.#abort.abort();
+    clearInterval(this.#timer);
+    const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
+    await Promise.race([this.settled, deadline]);
+    // The checkpoint only ever covers applied events, so it is safe to store even after a fault.
+    const checkpoint = this.#writer?.checkpoint;
+    if (checkpoint !== undefined && this.#canPersist(checkpoint)) {
+      const stored = this.#persist(checkpoint).catch((err: unknown) => this.deps.log.warn({ err }, 'could not store the final replication index'));
+      await Promise.race([stored, deadline]);
+    }
+    this.#phase = 'stopped';
+  }
+}
+
+/** Owns the current runner; the machine starts and stops it through the `runner` and `drain` actors. */
+export class RunnerHost {
+  #current: Runner | null = null;
+  #previous: Promise<void> = Promise.resolve();
+  #lastPersisted: number | null = null;
+
+  constructor(private readonly deps: RunnerDeps) {}
+
+  get lastPersisted(): number | null {
+    return this.#lastPersisted;
+  }
+
+  status(): RunnerStatus | null {
+    return this.#current?.status() ?? null;
+  }
+
+  start(input: RunnerInput, report: (e: MirrorEvent) => void): () => void {
+    let runner: Runner | null = null;
+    let cancelled = false;
+    const started = this.#previous.then(() => {
+      if (cancelled) return;
+      runner = new Runner(this.deps, input, this.#lastPersisted, report, (i) => (this.#lastPersisted = i));
+      this.#current = runner;
+    });
+    return () => {
+      cancelled = true;
+      // Writes of this runner must settle before the next one starts (ordering across restarts).
+      this.#previous = started.then(async () => {
+        if (!runner) return;
+        await runner.stop(4_000);
+        await runner.settled;
+      });
+    };
+  }
+
+  /** For shutdown: resolves when the current runner has stopped, or after `deadlineMs`. */
+  async drain(deadlineMs: number): Promise<void> {
+    await Promise.race([this.#previous, new Promise<void>((r) => setTimeout(r, deadlineMs).unref())]);
+  }
+
+  actor() {
+    return fromCallback<RunnerCommand, RunnerInput>(({ input, sendBack }) => {
+      let live = true;
+      const stop = this.start(input, (e) => live && sendBack(e));
+      return () => {
+        live = false;
+        stop();
+      };
+    });
+  }
+}

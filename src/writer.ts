@@ -1,0 +1,213 @@
+// The writer: applies destination operations concurrently while keeping source order wherever it matters,
+// and tracks the checkpoint — the highest source index below which everything is applied.
+//
+// Ordering rules (a value op touches one key and, implicitly, its parent dirs):
+// - a value op waits for every earlier unfinished value op on the same key or on one of its ancestors;
+// - a subtree op (mkdir, recursive delete, clearRoot) is a barrier: it starts when everything before it is
+//   done, and everything after it waits for it. Dir operations are rare next to value writes.
+
+export interface WriteItem {
+  /** Source modifiedIndex (or proof index for markers). Strictly increasing across pushes. */
+  index: number;
+  /** Absent for markers: indexes proven to hold nothing to write (other prefixes, ignored keys, quiet watches). */
+  op?: { key: string; subtree: boolean; run: () => Promise<void> };
+}
+
+interface Slot {
+  seq: number;
+  index: number;
+  key: string | undefined;
+  subtree: boolean;
+  run: (() => Promise<void>) | undefined;
+  state: 'waiting' | 'running' | 'done';
+}
+
+function ancestorsAndSelf(key: string): string[] {
+  const out = ['/'];
+  if (key === '/') return out;
+  let i = key.indexOf('/', 1);
+  while (i !== -1) {
+    out.push(key.slice(0, i));
+    i = key.indexOf('/', i + 1);
+  }
+  out.push(key);
+  return out;
+}
+
+export interface WriterOptions {
+  concurrency: number;
+  /** Called once per failed op; the writer stops starting new work afterwards. */
+  onError: (err: unknown, index: number) => void;
+  /** Called after the checkpoint advanced. */
+  onCheckpoint?: (index: number) => void;
+  /** Lookahead: how many waiting items are examined for a free one. */
+  lookahead?: number;
+}
+
+export class OrderedWriter {
+  #seq = 0;
+  /** All not-yet-retired slots in push order (front = oldest unfinished). */
+  readonly #queue: Slot[] = [];
+  #head = 0;
+  readonly #waiting: Slot[] = [];
+  /** Unfinished value ops by exact key, as FIFO of seq numbers. */
+  readonly #valueOps = new Map<string, number[]>();
+  /** Unfinished barriers, seq ascending. */
+  readonly #barriers: number[] = [];
+  #running = 0;
+  #failed = false;
+  #checkpoint: number;
+  #idleWaiters: (() => void)[] = [];
+  #roomWaiters: { below: number; resolve: () => void }[] = [];
+  readonly #opts: Required<WriterOptions>;
+
+  constructor(startIndex: number, opts: WriterOptions) {
+    this.#checkpoint = startIndex;
+    this.#opts = { onCheckpoint: () => {}, lookahead: 1024, ...opts };
+  }
+
+  get checkpoint(): number {
+    return this.#checkpoint;
+  }
+  /** Items pushed and not yet retired (events in flight or waiting). */
+  get size(): number {
+    return this.#queue.length - this.#head;
+  }
+  get inFlight(): number {
+    return this.#running;
+  }
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  push(item: WriteItem): void {
+    const last = this.#queue.length > this.#head ? this.#queue[this.#queue.length - 1]!.index : this.#checkpoint;
+    if (item.index <= last) throw new Error(`writer: index ${item.index} pushed after ${last}`);
+    const slot: Slot = {
+      seq: this.#seq++,
+      index: item.index,
+      key: item.op?.key,
+      subtree: item.op?.subtree ?? false,
+      run: item.op?.run,
+      state: item.op ? 'waiting' : 'done',
+    };
+    this.#queue.push(slot);
+    if (slot.state === 'done') {
+      this.#retire();
+      return;
+    }
+    if (slot.subtree) this.#barriers.push(slot.seq);
+    else {
+      const fifo = this.#valueOps.get(slot.key!);
+      if (fifo) fifo.push(slot.seq);
+      else this.#valueOps.set(slot.key!, [slot.seq]);
+    }
+    this.#waiting.push(slot);
+    this.#pump();
+  }
+
+  /** Resolves when fewer than `n` items are unretired (backpressure for the poller). */
+  async waitForRoom(n: number): Promise<void> {
+    if (this.size < n || this.#failed) return;
+    await new Promise<void>((resolve) => this.#roomWaiters.push({ below: n, resolve }));
+  }
+
+  /** Resolves when nothing is running (waiting items are not started once the writer has failed). */
+  async idle(): Promise<void> {
+    if (this.#running === 0 && (this.#waiting.length === 0 || this.#failed)) return;
+    await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stop starting new work; running ops finish. */
+  halt(): void {
+    this.#failed = true;
+    this.#notify();
+  }
+
+  #canStart(slot: Slot): boolean {
+    const firstBarrier = this.#barriers[0];
+    // A barrier starts once everything before it is done, i.e. it is the oldest unretired slot.
+    if (slot.subtree) return this.#queue[this.#head]?.seq === slot.seq;
+    if (firstBarrier !== undefined && firstBarrier < slot.seq) return false;
+    for (const k of ancestorsAndSelf(slot.key!)) {
+      const head = this.#valueOps.get(k)?.[0];
+      if (head !== undefined && head < slot.seq) return false;
+    }
+    return true;
+  }
+
+  #pump(): void {
+    if (this.#failed) return;
+    let examined = 0;
+    for (let i = 0; i < this.#waiting.length && this.#running < this.#opts.concurrency; i++) {
+      if (++examined > this.#opts.lookahead) break;
+      const slot = this.#waiting[i]!;
+      if (!this.#canStart(slot)) {
+        if (slot.subtree) break; // nothing after a waiting barrier may start
+        continue;
+      }
+      this.#waiting.splice(i--, 1);
+      this.#start(slot);
+    }
+  }
+
+  #start(slot: Slot): void {
+    slot.state = 'running';
+    this.#running++;
+    slot.run!().then(
+      () => this.#finish(slot, undefined),
+      (err: unknown) => this.#finish(slot, err ?? new Error('write failed')),
+    );
+  }
+
+  #finish(slot: Slot, err: unknown): void {
+    this.#running--;
+    if (err !== undefined) {
+      slot.state = 'waiting'; // not applied: the checkpoint must not pass it
+      if (!this.#failed) {
+        this.#failed = true;
+        this.#opts.onError(err, slot.index);
+      }
+      this.#notify();
+      return;
+    }
+    slot.state = 'done';
+    if (slot.subtree) this.#barriers.splice(this.#barriers.indexOf(slot.seq), 1);
+    else {
+      const fifo = this.#valueOps.get(slot.key!)!;
+      fifo.splice(fifo.indexOf(slot.seq), 1);
+      if (fifo.length === 0) this.#valueOps.delete(slot.key!);
+    }
+    this.#retire();
+    this.#pump();
+    this.#notify();
+  }
+
+  #retire(): void {
+    let advanced = false;
+    while (this.#head < this.#queue.length && this.#queue[this.#head]!.state === 'done') {
+      this.#checkpoint = this.#queue[this.#head]!.index;
+      this.#head++;
+      advanced = true;
+    }
+    if (this.#head > 4096 && this.#head * 2 > this.#queue.length) {
+      this.#queue.splice(0, this.#head);
+      this.#head = 0;
+    }
+    if (advanced) this.#opts.onCheckpoint(this.#checkpoint);
+    this.#notify();
+  }
+
+  #notify(): void {
+    if (this.#roomWaiters.length) {
+      const keep: { below: number; resolve: () => void }[] = [];
+      for (const w of this.#roomWaiters) (this.size < w.below || this.#failed ? w.resolve() : keep.push(w));
+      this.#roomWaiters = keep;
+    }
+    if (this.#running === 0 && (this.#waiting.length === 0 || this.#failed) && this.#idleWaiters.length) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+}

@@ -1,0 +1,136 @@
+// A TCP proxy in front of an etcd that can add latency, cut connections, or swallow traffic (a partition).
+import { createServer, connect, type Socket } from 'node:net';
+
+export interface FaultProxy {
+  /** http://127.0.0.1:PORT */
+  readonly url: string;
+  readonly port: number;
+  /** Adds `ms` of one-way latency to every chunk in both directions, order preserved; 0 = pass-through. */
+  setDelay(ms: number): void;
+  /** Resets all current connections (RST); new connections are still accepted. */
+  cut(): void;
+  /** While on, connections are accepted and kept open but nothing is forwarded; queued data is dropped. */
+  blackhole(on: boolean): void;
+  /** Number of client connections currently open. */
+  connections(): number;
+  /** Stops accepting and destroys all connections. */
+  close(): Promise<void>;
+}
+
+/** One direction of a connection: chunks wait in `queue` until their due time, so order is kept. */
+class Pipe {
+  private queue: { due: number; chunk: Buffer | null }[] = []; // null = end of stream
+  private timer: NodeJS.Timeout | undefined;
+  private draining = false;
+
+  constructor(
+    private readonly from: Socket,
+    private readonly to: Socket,
+    private readonly state: { delayMs: number; blackhole: boolean },
+  ) {
+    from.on('data', (chunk: Buffer) => this.push(chunk));
+    from.on('end', () => this.push(null));
+  }
+
+  private push(chunk: Buffer | null): void {
+    if (this.state.blackhole) return; // a partition swallows FINs too
+    if (this.state.delayMs === 0 && this.queue.length === 0) return this.deliver(chunk);
+    this.queue.push({ due: Date.now() + this.state.delayMs, chunk });
+    this.schedule();
+  }
+
+  private schedule(): void {
+    const head = this.queue[0];
+    if (!head || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const now = Date.now();
+      while (this.queue[0] && this.queue[0].due <= now) this.deliver(this.queue.shift()!.chunk);
+      this.schedule();
+    }, Math.max(0, head.due - Date.now()));
+  }
+
+  private deliver(chunk: Buffer | null): void {
+    if (this.to.destroyed) return;
+    if (chunk === null) {
+      this.to.end();
+    } else if (!this.to.write(chunk) && !this.draining) {
+      // Backpressure: a slow reader on one side slows the writer on the other, as without the proxy.
+      this.draining = true;
+      this.from.pause();
+      this.to.once('drain', () => {
+        this.draining = false;
+        this.from.resume();
+      });
+    }
+  }
+
+  drop(): void {
+    this.queue = [];
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
+  const state = { delayMs: 0, blackhole: false };
+  const open = new Map<Socket, { upstream: Socket; pipes: Pipe[] }>();
+
+  // allowHalfOpen: a FIN from one side is forwarded (after any delayed data) instead of closing both ways.
+  const server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    const pipes = [new Pipe(client, upstream, state), new Pipe(upstream, client, state)];
+    open.set(client, { upstream, pipes });
+    const teardown = (): void => {
+      for (const p of pipes) p.drop();
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+    };
+    client.on('error', teardown).on('close', teardown);
+    upstream.on('error', teardown).on('close', teardown);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('fault proxy: unexpected address');
+  const port = address.port;
+
+  const resetAll = (): void => {
+    for (const [client, { upstream }] of [...open]) {
+      for (const s of [client, upstream]) {
+        try {
+          s.resetAndDestroy();
+        } catch {
+          s.destroy();
+        }
+      }
+    }
+  };
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    setDelay(ms) {
+      state.delayMs = Math.max(0, ms);
+    },
+    cut() {
+      resetAll();
+    },
+    blackhole(on) {
+      state.blackhole = on;
+      if (on) for (const { pipes } of open.values()) for (const p of pipes) p.drop();
+    },
+    connections() {
+      return open.size;
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      resetAll();
+      await closed;
+    },
+  };
+}
