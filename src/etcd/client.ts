@@ -2,7 +2,7 @@
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { TransportError, UnexpectedResponseError } from './errors.js';
+import { EtcdError, TransportError, UnexpectedResponseError } from './errors.js';
 import type { Endpoint } from './endpoint.js';
 import { keysPath } from './paths.js';
 
@@ -97,7 +97,16 @@ export class EtcdClient {
     } catch (err) {
       throw this.#wrap(err, opts.signal);
     }
-    return decodeKeys(res.statusCode, res.headers, text);
+    return this.#decode(res.statusCode, res.headers, text);
+  }
+
+  #decode(status: number, headers: Dispatcher.ResponseData['headers'], text: string): KeysResult {
+    try {
+      return decodeKeys(status, headers, text);
+    } catch (err) {
+      if (err instanceof EtcdError) err.setOrigin(this.origin);
+      throw err;
+    }
   }
 
   get(key: string, opts: { recursive?: boolean; quorum?: boolean; sorted?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<KeysResult> {
@@ -132,7 +141,7 @@ export class EtcdClient {
     const res = await this.#request('GET', path, { signal: opts.signal, timeoutMs: 0 });
     if (res.statusCode !== 200) {
       const text = await res.body.text().catch(() => '');
-      decodeKeys(res.statusCode, res.headers, text); // throws the typed error (401 arrives as HTTP 400)
+      this.#decode(res.statusCode, res.headers, text); // throws the typed error (401 arrives as HTTP 400)
       throw new UnexpectedResponseError(`watch answered HTTP ${res.statusCode}`, res.statusCode, true);
     }
     const etcdIndex = parseIndex(header(res.headers, 'x-etcd-index'), 'X-Etcd-Index');

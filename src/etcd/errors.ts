@@ -18,6 +18,15 @@ export const isRetryable = (err: unknown): boolean =>
 /** An error body from /v2/keys: `{errorCode, message, cause, index}`. */
 export class EtcdError extends MirrorError {
   override readonly code: string = 'EM_ERR_ETCD';
+  /** Which cluster answered (origin only, never credentials). */
+  origin: string | undefined;
+
+  /** Called by the client: names the cluster in the message. */
+  setOrigin(origin: string): this {
+    this.origin = origin;
+    this.message = `${origin}: ${this.message}`;
+    return this;
+  }
   constructor(
     readonly errorCode: number,
     readonly etcdMessage: string,
@@ -39,8 +48,9 @@ export class RootReadOnlyError extends EtcdError { override readonly code = 'EM_
 export class DirNotEmptyError extends EtcdError { override readonly code = 'EM_ERR_DIR_NOT_EMPTY'; }
 export class UnauthorizedError extends EtcdError {
   override readonly code = 'EM_ERR_UNAUTHORIZED';
-  override get message(): string {
-    return 'etcd refused the credentials (errorCode 110: wrong user/password, or no permission on this path)';
+  constructor(...args: ConstructorParameters<typeof EtcdError>) {
+    super(...args);
+    this.message = 'request refused (errorCode 110): wrong user or password, or no permission on this path';
   }
 }
 export class RaftInternalError extends EtcdError {
