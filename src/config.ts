@@ -23,12 +23,13 @@ export interface Config {
   /** How often the replication index is written while events flow, ms. */
   readonly checkpointMs: number;
   /** Longest a quiet watch waits before re-arming from its X-Etcd-Index, ms. */
-  readonly quietRearmMaxMs: number;
+  readonly quietRearmMs: number;
 }
 
 export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]
-                   [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N] SRC DST
+                   [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
+                   [--quiet-rearm-ms N] SRC DST
 
 Live mirror of an etcd v2 key prefix from the SRC cluster into the DST cluster.
 
@@ -55,6 +56,10 @@ etcd-mirror options:
   --mass-delete-ratio F     share of destination keys a reconcile may delete unattended (default: 0.5)
   --write-concurrency N     destination writes in flight, per-key order kept (default: 16)
   --checkpoint-ms N         how often the replication index is stored while events flow (default: 100)
+  --quiet-rearm-ms N        while the prefix is quiet, re-arm the source watch this often (ms) so the stored
+                            index follows the source's store index and never falls out of etcd's 1000-event
+                            window (default: 100; raise it if the source uses v2 auth, where every request
+                            costs the server ~50 ms of CPU)
 
 Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
 reference does, so an existing deployment can switch binaries without --reload.
@@ -93,6 +98,7 @@ export function parseConfig(argv: string[]): Parsed {
         'mass-delete-ratio': { type: 'string' },
         'write-concurrency': { type: 'string' },
         'checkpoint-ms': { type: 'string' },
+        'quiet-rearm-ms': { type: 'string' },
       },
     });
   } catch (err) {
@@ -124,7 +130,7 @@ export function parseConfig(argv: string[]): Parsed {
     massDeleteRatio,
     writeConcurrency: intFlag(v['write-concurrency'], '--write-concurrency', 16, 1, 256),
     checkpointMs: intFlag(v['checkpoint-ms'], '--checkpoint-ms', 100, 10, 60_000),
-    quietRearmMaxMs: 2_000,
+    quietRearmMs: intFlag(v['quiet-rearm-ms'], '--quiet-rearm-ms', 100, 50, 60_000),
   };
   if (config.src.origin === config.dst.origin && overlaps(config)) {
     throw new ConfigError('SRC and DST are the same cluster and the prefixes overlap: the mirror would feed on its own writes');

@@ -39,7 +39,7 @@ export interface PollerOptions {
 /** How many store indexes may pass between two re-arms of a quiet watch: far below the 1000-event window. */
 const REARM_TARGET_EVENTS = 150;
 /** Silence after the headers before a watch counts as blocked. */
-const MIN_SILENCE_MS = 50;
+const MIN_SILENCE_MS = 30;
 
 export async function runPoller(opts: PollerOptions): Promise<void> {
   const { src, prefix, sink, signal } = opts;

@@ -25,6 +25,10 @@ export interface RunnerDeps {
   metrics: Metrics;
 }
 
+/** Stored-index lag (in source indexes) above which the index is written early. */
+const INDEX_LAG_BOUND = 200;
+const FAST_CHECKPOINT_MS = 20;
+
 /** Prefetched-but-unapplied events the poller may run ahead by. */
 const HIGH_WATER = 10_000;
 
@@ -59,7 +63,10 @@ class Runner {
   /** Lowest index that may be stored: below it the destination is not known to match (reconcile pending). */
   #floor = Number.POSITIVE_INFINITY;
   #persisting: Promise<void> | null = null;
+  /** Pending index write; at most one every checkpointMs (leading edge, so quiet proofs are stored fast). */
   #timer: NodeJS.Timeout | undefined;
+  #lastPersistAt = 0;
+  #timerDue = 0;
   #faulted = false;
   #stopped = false;
   #sourceIndex: number | null = null;
@@ -149,16 +156,19 @@ class Runner {
           },
         });
       }
-      this.#timer = setInterval(() => void this.#maybePersist(), config.checkpointMs);
       await runPoller({
         src,
         prefix: config.srcPrefix,
         fromIndex: from,
         signal: this.#abort.signal,
-        rearmMaxMs: config.quietRearmMaxMs,
+        rearmMaxMs: config.quietRearmMs,
+        rearmMinMs: Math.min(30, config.quietRearmMs),
         sink: {
           event: (ev) => this.#onEvent(ev),
-          quiet: (index) => this.#writer!.push({ index }),
+          quiet: (index) => {
+            log.debug({ index }, 'quiet watch: no prefix event up to this index');
+            this.#writer!.push({ index });
+          },
           sourceIndex: (index) => this.#noteSourceIndex(index),
           room: () => this.#writer!.waitForRoom(HIGH_WATER),
           poll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
@@ -177,6 +187,7 @@ class Runner {
       concurrency: this.deps.config.writeConcurrency,
       onError: (err) => this.#fault(err),
       onCheckpoint: (index) => {
+        this.#schedulePersist();
         for (const [i] of this.#received) {
           if (i > index) break;
           this.#received.delete(i);
@@ -234,6 +245,22 @@ class Runner {
     return index >= this.#floor && (this.#persisted === null || index > this.#persisted);
   }
 
+  #schedulePersist(): void {
+    if (this.#stopped || !this.#writer) return;
+    // Normally one index write per checkpointMs. When the source races ahead (a busy store around a quiet
+    // prefix), write sooner so the stored index never trails by more than a fraction of etcd's 1000-event window.
+    const behind = this.#writer.checkpoint - (this.#persisted ?? 0);
+    const spacing = behind >= INDEX_LAG_BOUND ? Math.min(FAST_CHECKPOINT_MS, this.deps.config.checkpointMs) : this.deps.config.checkpointMs;
+    const due = this.#lastPersistAt + spacing;
+    if (this.#timer && this.#timerDue <= due) return;
+    clearTimeout(this.#timer);
+    this.#timerDue = due;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#maybePersist();
+    }, Math.max(0, due - Date.now()));
+  }
+
   async #maybePersist(): Promise<void> {
     const w = this.#writer;
     if (!w || this.#persisting || this.#faulted || !this.#canPersist(w.checkpoint)) return;
@@ -248,6 +275,7 @@ class Runner {
     while (this.#persisting) await this.#persisting.catch(() => {});
     if (!this.#canPersist(index)) return;
     const { dst, map, metrics } = this.deps;
+    this.#lastPersistAt = Date.now();
     this.#persisting = (async () => {
       await dst.put(map.indexKey, { value: String(index) });
       metrics.indexWrites.inc();
@@ -282,7 +310,7 @@ class Runner {
     this.#stopped = true;
     this.#phase = 'stopping';
     this.#abort.abort();
-    clearInterval(this.#timer);
+    clearTimeout(this.#timer);
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
     // The checkpoint only ever covers applied events, so it is safe to store even after a fault.
