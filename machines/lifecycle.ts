@@ -40,7 +40,8 @@ export const lifecycle = setup({
   guards: {
     reloadRequested: ({ context }) => context.reload,
     indexFound: ({ event }) => (event as unknown as { output: LoadIndexOutput }).output.appliedIndex !== null,
-    outOfWindow: ({ event }) => faultOf(event)?.errorCode === 401,
+    /** Error 401 (history cleared), or the poller caught a contradiction: only a snapshot resync helps. */
+    outOfWindow: ({ event }) => faultOf(event)?.errorCode === 401 || faultOf(event)?.code === 'EM_ERR_RESYNC_NEEDED',
     retryable: ({ event }) => faultOf(event)?.retryable === true,
     massDeleteRefused: ({ event }) => faultOf(event)?.code === 'EM_ERR_MASS_DELETE_REFUSED',
     retryableError: ({ event }) => errorFault((event as unknown as { error: unknown }).error).retryable,
@@ -201,6 +202,8 @@ export const lifecycle = setup({
     },
     stopping: {
       invoke: { src: 'drain', onDone: 'stopped', onError: 'stopped' },
+      // Already stopping: a second request must not restart the drain.
+      on: { 'operator.stop': {} },
     },
     stopped: { type: 'final' },
     failed: { type: 'final' },

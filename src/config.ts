@@ -70,7 +70,7 @@ recursive reads and live watches.
 function intFlag(raw: string | undefined, flag: string, dflt: number, min: number, max: number): number {
   if (raw === undefined) return dflt;
   const n = Number(raw);
-  if (!/^\d+$/.test(raw) || n < min || n > max) throw new ConfigError(`${flag}: expected an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  if (!/^\d+$/.test(raw) || n < min || n > max) throw new ConfigError(`${flag}: expected an integer from ${min} to ${max}`);
   return n;
 }
 

@@ -5,7 +5,7 @@ import { InvalidKeyError, isHiddenBelow, isWithin, joinKey, normalizeKey } from 
 
 export function parsePrefix(raw: string, flag: string): string {
   if (raw === '') throw new ConfigError(`${flag}: empty prefix (use / for the whole keyspace)`);
-  if (!raw.startsWith('/')) throw new ConfigError(`${flag}: prefix must be absolute (start with /): ${JSON.stringify(raw)}`);
+  if (!raw.startsWith('/')) throw new ConfigError(`${flag}: prefix must be absolute (start with /)`);
   try {
     return normalizeKey(raw);
   } catch (err) {

@@ -2,7 +2,7 @@
 // and tracks the checkpoint — the highest source index below which everything is applied.
 //
 // Ordering rules (a value op touches one key and, implicitly, its parent dirs):
-// - a value op waits for every earlier unfinished value op on the same key or on one of its ancestors;
+// - a value op waits for every earlier unfinished value op on the same key, an ancestor or a descendant;
 // - a subtree op (mkdir, recursive delete, clearRoot) is a barrier: it starts when everything before it is
 //   done, and everything after it waits for it. Dir operations are rare next to value writes.
 
@@ -34,6 +34,18 @@ function ancestorsAndSelf(key: string): string[] {
   return out;
 }
 
+function enqueue(map: Map<string, number[]>, key: string, seq: number): void {
+  const fifo = map.get(key);
+  if (fifo) fifo.push(seq);
+  else map.set(key, [seq]);
+}
+
+function dequeue(map: Map<string, number[]>, key: string, seq: number): void {
+  const fifo = map.get(key)!;
+  fifo.splice(fifo.indexOf(seq), 1);
+  if (fifo.length === 0) map.delete(key);
+}
+
 export interface WriterOptions {
   concurrency: number;
   /** Called once per failed op; the writer stops starting new work afterwards. */
@@ -52,6 +64,8 @@ export class OrderedWriter {
   readonly #waiting: Slot[] = [];
   /** Unfinished value ops by exact key, as FIFO of seq numbers. */
   readonly #valueOps = new Map<string, number[]>();
+  /** Unfinished value ops at or below each path, as FIFO of seq numbers. */
+  readonly #valueOpsBelow = new Map<string, number[]>();
   /** Unfinished barriers, seq ascending. */
   readonly #barriers: number[] = [];
   #running = 0;
@@ -98,9 +112,8 @@ export class OrderedWriter {
     }
     if (slot.subtree) this.#barriers.push(slot.seq);
     else {
-      const fifo = this.#valueOps.get(slot.key!);
-      if (fifo) fifo.push(slot.seq);
-      else this.#valueOps.set(slot.key!, [slot.seq]);
+      enqueue(this.#valueOps, slot.key!, slot.seq);
+      for (const path of ancestorsAndSelf(slot.key!)) enqueue(this.#valueOpsBelow, path, slot.seq);
     }
     this.#waiting.push(slot);
     this.#pump();
@@ -129,6 +142,8 @@ export class OrderedWriter {
     // A barrier starts once everything before it is done, i.e. it is the oldest unretired slot.
     if (slot.subtree) return this.#queue[this.#head]?.seq === slot.seq;
     if (firstBarrier !== undefined && firstBarrier < slot.seq) return false;
+    const below = this.#valueOpsBelow.get(slot.key!)?.[0];
+    if (below !== undefined && below < slot.seq) return false;
     for (const k of ancestorsAndSelf(slot.key!)) {
       const head = this.#valueOps.get(k)?.[0];
       if (head !== undefined && head < slot.seq) return false;
@@ -174,9 +189,8 @@ export class OrderedWriter {
     slot.state = 'done';
     if (slot.subtree) this.#barriers.splice(this.#barriers.indexOf(slot.seq), 1);
     else {
-      const fifo = this.#valueOps.get(slot.key!)!;
-      fifo.splice(fifo.indexOf(slot.seq), 1);
-      if (fifo.length === 0) this.#valueOps.delete(slot.key!);
+      dequeue(this.#valueOps, slot.key!, slot.seq);
+      for (const path of ancestorsAndSelf(slot.key!)) dequeue(this.#valueOpsBelow, path, slot.seq);
     }
     this.#retire();
     this.#pump();

@@ -34,8 +34,8 @@ export function header(h: Headers, name: string): string | undefined {
 }
 
 export function parseIndex(raw: string | undefined, what: string): number {
-  const n = raw === undefined ? NaN : Number(raw);
-  if (!Number.isSafeInteger(n) || n < 0) throw new UnexpectedResponseError(`invalid ${what}: ${JSON.stringify(raw)}`, 0, false);
+  const n = raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UnexpectedResponseError(`invalid ${what}: ${JSON.stringify(raw)}`, 0, false);
   return n;
 }
 
@@ -70,7 +70,8 @@ export function decodeKeys(status: number, headers: Headers, text: string): Keys
 
 /** Decodes one event line of a watch body. */
 export function decodeEvent(line: string): EtcdEvent {
-  const json = parseJson(200, line) as Record<string, unknown>;
+  const json = parseJson(200, line) as Record<string, unknown> | null;
+  if (typeof json !== 'object' || json === null) throw new UnexpectedResponseError(`watch delivered something that is not an event: ${line.slice(0, 80)}`, 200, true);
   if (typeof json.errorCode === 'number') throw etcdErrorFrom(json as { errorCode: number }, 200);
   const node = json.node as EtcdNode | undefined;
   if (typeof json.action !== 'string' || !node || !Number.isSafeInteger(node.modifiedIndex)) {

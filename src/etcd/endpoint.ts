@@ -27,10 +27,19 @@ export function parseEndpoint(raw: string, what: string): Endpoint {
   if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) {
     throw new ConfigError(`${what}: must not have a path or query (got a path after host:port)`);
   }
-  const username = url.username ? decodeURIComponent(url.username) : undefined;
-  const password = url.password ? decodeURIComponent(url.password) : undefined;
+  const username = url.username ? decodeUserinfo(url.username) : undefined;
+  const password = url.password ? decodeUserinfo(url.password) : undefined;
   if (password !== undefined && username === undefined) throw new ConfigError(`${what}: password without a user name`);
   const port = url.port || (scheme === 'https' ? '443' : '80');
   const origin = `${scheme}://${url.hostname}:${port}`;
   return { origin, username, password };
+}
+
+/** Percent-decodes userinfo; a '%' that starts no valid escape is kept as a literal character. */
+function decodeUserinfo(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw.replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  }
 }

@@ -6,11 +6,11 @@ export class InvalidKeyError extends Error {
   readonly code = 'EM_ERR_INVALID_KEY';
 }
 
-/** Splits a key into its segments; '/' and '' are the root (no segments). A single trailing '/' is tolerated. */
+/** Splits a key into its segments; '/' is the root (no segments). A single trailing '/' is tolerated. */
 export function keySegments(key: string): string[] {
   if (!key.startsWith('/')) throw new InvalidKeyError(`key must be absolute: ${JSON.stringify(key)}`);
-  const trimmed = key.length > 1 && key.endsWith('/') ? key.slice(0, -1) : key;
-  if (trimmed === '/') return [];
+  if (key === '/') return [];
+  const trimmed = key.endsWith('/') ? key.slice(0, -1) : key;
   const segments = trimmed.slice(1).split('/');
   for (const s of segments) {
     if (s === '' || s === '.' || s === '..') throw new InvalidKeyError(`key has an empty or dot segment: ${JSON.stringify(key)}`);

@@ -47,6 +47,7 @@ describe('parseConfig: defaults', () => {
     expect(c.massDeleteRatio).toBe(0.5);
     expect(c.writeConcurrency).toBe(16);
     expect(c.checkpointMs).toBe(100);
+    expect(c.quietRearmMs).toBe(100);
   });
 
   it('returns a frozen config', () => {
@@ -103,6 +104,7 @@ describe('parseConfig: flags', () => {
     ['--write-concurrency', '0'],
     ['--write-concurrency', '257'],
     ['--checkpoint-ms', '5'],
+    ['--quiet-rearm-ms', '10'],
     ['--mass-delete-ratio', '1.5'],
     ['--mass-delete-ratio', 'half'],
   ])('refuses %s %j', (flag, value) => {

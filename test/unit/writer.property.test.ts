@@ -34,11 +34,11 @@ const itemsArb = (maxLength: number): fc.Arbitrary<{ start: number; items: Item[
 
 const isAncestorOrSelf = (a: string, b: string): boolean => a === '/' || a === b || b.startsWith(a + '/');
 
-/** Must `later` wait for `earlier` to finish? (value ops: same key or an ancestor of it; subtree ops: everything.) */
+/** Must `later` wait for `earlier` to finish? (value ops: same key, an ancestor or a descendant; subtree ops: everything.) */
 function mustFollow(earlier: Spec, later: Spec): boolean {
   if (earlier.kind === 'marker' || later.kind === 'marker') return false;
   if (earlier.kind === 'subtree' || later.kind === 'subtree') return true;
-  return isAncestorOrSelf(earlier.key, later.key);
+  return isAncestorOrSelf(earlier.key, later.key) || isAncestorOrSelf(later.key, earlier.key);
 }
 
 interface Driver {
