@@ -9,6 +9,10 @@ export async function main(argv: string[]): Promise<number> {
     const { runDemo } = await import('./demo.js');
     return runDemo(argv.slice(1));
   }
+  if (argv[0] === 'verify' || argv[0] === 'index') {
+    const { verifyCommand, indexCommand } = await import('./operator.js');
+    return oneLineErrors(() => (argv[0] === 'verify' ? verifyCommand(argv.slice(1)) : indexCommand(argv.slice(1))));
+  }
   let parsed;
   try {
     parsed = parseConfig(argv);
@@ -41,4 +45,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`etcd-mirror: ${why}\n`);
   }
   return code;
+}
+
+/** Runs an operator command: bad input exits 2, any other failure 1, each with one line on stderr. */
+async function oneLineErrors(run: () => Promise<number>): Promise<number> {
+  try {
+    return await run();
+  } catch (err) {
+    process.stderr.write(`etcd-mirror: error: ${(err as Error).message}\n`);
+    return err instanceof ConfigError ? 2 : 1;
+  }
 }

@@ -41,6 +41,8 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     reconcileDuration: new Gauge({ name: 'etcdmirror_reconcile_duration_seconds', help: 'Duration of the last reconcile', registers: r }),
     massDeleteRefused: new Counter({ name: 'etcdmirror_mass_delete_refused_total', help: 'Reconciles refused by the mass-delete guard', registers: r }),
     outOfWindow: new Counter({ name: 'etcdmirror_out_of_window_total', help: 'Times the source history window was lost (error 401)', registers: r }),
+    ttlRefreshes: new Counter({ name: 'etcdmirror_ttl_refreshes_total', help: 'Destination TTLs moved along with a source refresh (refreshes send no watch event)', registers: r }),
+    ttlKeysTracked: new Gauge({ name: 'etcdmirror_ttl_keys_tracked', help: 'Source keys with a TTL whose destination copies are kept alive', registers: r }),
     lastApply: new Gauge({ name: 'etcdmirror_last_apply_timestamp_seconds', help: 'Unix time of the last successful destination apply or proven-quiet index advance', registers: r }),
   };
   for (const s of STATES) m.state.labels({ state: s }).set(s === 'idle' ? 1 : 0);

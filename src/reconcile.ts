@@ -79,6 +79,68 @@ function sameTtl(wantTtl: number | null, have: EtcdNode, nowMs: number): boolean
   return Math.abs(Date.parse(have.expiration) - (nowMs + wantTtl * 1000)) <= EXPIRATION_SLACK_MS + 1000;
 }
 
+/** What it takes to make the destination equal to the source snapshot. Pure: shared by reconcile and verify. */
+export interface ReconcilePlan {
+  /** Destination keys the source lacks (their subtrees included). */
+  extra: string[];
+  /** Destination keys that are absent or differ, with what they should become. */
+  writes: { op: DstOp; have: EtcdNode | undefined }[];
+  /** Keys to remove before writing: extras and type flips (dir ↔ value). */
+  removals: string[];
+  unchanged: number;
+  sourceKeys: number;
+  destinationKeys: number;
+}
+
+export function planReconcile(srcRoot: EtcdNode | null, dstRoot: EtcdNode | null, map: KeyMap, nowMs: number): ReconcilePlan {
+  const source = new Map<string, EtcdNode>();
+  for (const [key, node] of flatten(srcRoot)) {
+    if (map.scope(key, node.dir === true, 'get') !== 'mirrored') continue;
+    source.set(map.toDst(key), node);
+  }
+  const destination = new Map<string, EtcdNode>();
+  for (const [key, node] of flatten(dstRoot)) {
+    // Keys whose source counterpart is ignored or hidden are not ours to delete.
+    if (map.ownsDst(key) && map.scope(map.toSrc(key), node.dir === true, 'get') === 'mirrored') destination.set(key, node);
+  }
+  const removals: string[] = [];
+  const writes: ReconcilePlan['writes'] = [];
+  let unchanged = 0;
+  for (const [key, node] of source) {
+    if (key === '/') continue; // the root always exists
+    const op = planNode(node, key, nowMs);
+    const have = destination.get(key);
+    if (have && sameNode(op, have, nowMs)) {
+      unchanged++;
+      continue;
+    }
+    // A file where a dir belongs (or the reverse) is removed first, so phases never race on types.
+    if (have && (have.dir === true) !== (node.dir === true)) removals.push(key);
+    if (op.kind === 'delete') removals.push(key);
+    else writes.push({ op, have });
+  }
+  const extra = [...destination.keys()].filter((k) => !source.has(k));
+  removals.push(...extra);
+  return {
+    extra,
+    writes,
+    removals,
+    unchanged,
+    sourceKeys: [...source.keys()].filter((k) => k !== map.dstRoot).length,
+    destinationKeys: destination.size - (destination.has(map.dstRoot) ? 1 : 0),
+  };
+}
+
+/** Recursive, quorum GET of the mirror's destination root (null when it does not exist). */
+export async function readDestination(dst: EtcdClient, map: KeyMap, signal?: AbortSignal): Promise<EtcdNode | null> {
+  try {
+    return (await dst.get(map.dstRoot, { recursive: true, sorted: true, quorum: true, signal, timeoutMs: 120_000 })).body.node;
+  } catch (err) {
+    if (err instanceof KeyNotFoundError) return null;
+    throw err;
+  }
+}
+
 export async function reconcile(
   snapshot: Snapshot,
   dst: EtcdClient,
@@ -87,48 +149,11 @@ export async function reconcile(
   signal?: AbortSignal,
 ): Promise<ReconcileResult> {
   const now = opts.nowMs ?? Date.now;
-  const source = new Map<string, EtcdNode>();
-  for (const [key, node] of flatten(snapshot.root)) {
-    if (map.scope(key, node.dir === true, 'get') !== 'mirrored') continue;
-    source.set(map.toDst(key), node);
-  }
-  let dstRoot: EtcdNode | null = null;
-  try {
-    dstRoot = (await dst.get(map.dstRoot, { recursive: true, sorted: true, quorum: true, signal, timeoutMs: 120_000 })).body.node;
-  } catch (err) {
-    if (!(err instanceof KeyNotFoundError)) throw err;
-  }
-  const destination = new Map<string, EtcdNode>();
-  for (const [key, node] of flatten(dstRoot)) {
-    // Keys whose source counterpart is ignored or hidden are not ours to delete.
-    if (map.ownsDst(key) && map.scope(map.toSrc(key), node.dir === true, 'get') === 'mirrored') destination.set(key, node);
-  }
-
-  const nowMs = now();
-  const removals: string[] = [];
-  const mkdirs: DstOp[] = [];
-  const puts: DstOp[] = [];
-  let unchanged = 0;
-  for (const [key, node] of source) {
-    if (key === '/') continue; // the root always exists
-    const want = planNode(node, key, nowMs);
-    const have = destination.get(key);
-    if (have && sameNode(want, have, nowMs)) {
-      unchanged++;
-      continue;
-    }
-    // A file where a dir belongs (or the reverse) is removed first, so phases never race on types.
-    if (have && (have.dir === true) !== (node.dir === true)) removals.push(key);
-    if (want.kind === 'mkdir') mkdirs.push(want);
-    else if (want.kind === 'put') puts.push(want);
-    else removals.push(key);
-  }
-  const missing = [...destination.keys()].filter((k) => !source.has(k));
-  for (const key of missing) removals.push(key);
-  const deletedKeys = missing.length;
-
-  const ownedCount = destination.size - (destination.has(map.dstRoot) ? 1 : 0);
-  const sourceCount = [...source.keys()].filter((k) => k !== map.dstRoot).length;
+  const plan = planReconcile(snapshot.root, await readDestination(dst, map, signal), map, now());
+  const { extra, removals, sourceKeys: sourceCount, destinationKeys: ownedCount } = plan;
+  const deletedKeys = extra.length;
+  const mkdirs = plan.writes.filter((w) => w.op.kind === 'mkdir').map((w) => w.op);
+  const puts = plan.writes.filter((w) => w.op.kind !== 'mkdir').map((w) => w.op);
   if (!opts.allowMassDelete && ownedCount > 0) {
     if (sourceCount === 0) {
       throw new MassDeleteRefusedError(
@@ -172,7 +197,7 @@ export async function reconcile(
   return {
     written: mkdirs.length + puts.length,
     deleted: deletedKeys,
-    unchanged,
+    unchanged: plan.unchanged,
     sourceKeys: sourceCount,
     destinationKeys: ownedCount,
   };

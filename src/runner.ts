@@ -14,6 +14,7 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { runPoller } from './poller.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
+import { TtlKeeper } from './ttl-keeper.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
@@ -59,6 +60,7 @@ export interface RunnerStatus {
 class Runner {
   readonly #abort = new AbortController();
   #writer: OrderedWriter | null = null;
+  #keeper: TtlKeeper | null = null;
   #persisted: number | null = null;
   /** Lowest index that may be stored: below it the destination is not known to match (reconcile pending). */
   #floor = Number.POSITIVE_INFINITY;
@@ -118,6 +120,12 @@ class Runner {
         this.#persisted = from;
         this.#floor = from;
         this.#startWriter(from);
+        this.#startKeeper();
+        // TTL keys refreshed while no mirror was running must be found again: read them from the source.
+        takeSnapshot(src, config.srcPrefix, this.#abort.signal).then(
+          (s) => this.#keeper?.seed(s.root),
+          (err: unknown) => log.warn({ err }, 'could not read the source to find TTL keys'),
+        );
         this.#phase = 'tail';
         log.info({ fromIndex: from + 1 }, 'tailing the source');
       } else {
@@ -128,6 +136,8 @@ class Runner {
         log.info({ etcdIndex: from, mode: this.input.mode }, 'source snapshot taken; reconciling the destination');
         this.#floor = from;
         this.#startWriter(from - 1);
+        this.#startKeeper();
+        this.#keeper!.seed(snapshot.root);
         this.#phase = 'reconcile';
         // The reconcile is a barrier in the writer: live events fetched meanwhile queue up behind it.
         this.#writer!.push({
@@ -197,6 +207,20 @@ class Runner {
     });
   }
 
+  #startKeeper(): void {
+    const { src, dst, map, log, metrics } = this.deps;
+    this.#keeper = new TtlKeeper({
+      src,
+      dst,
+      map,
+      log,
+      checkpoint: () => this.#writer?.checkpoint ?? 0,
+      onRefresh: () => metrics.ttlRefreshes.inc(),
+      onTick: (tracked) => metrics.ttlKeysTracked.set(tracked),
+    });
+    this.#keeper.start();
+  }
+
   #noteSourceIndex(index: number): void {
     if (this.#sourceIndex === null || index > this.#sourceIndex) {
       this.#sourceIndex = index;
@@ -215,6 +239,7 @@ class Runner {
       this.#writer!.push({ index });
       return;
     }
+    this.#keeper?.observe(ev);
     const op = planEvent(ev, map, Date.now(), scope);
     if (!op) {
       metrics.eventsSkipped.labels({ reason: 'unknown' }).inc();
@@ -311,6 +336,7 @@ class Runner {
     this.#phase = 'stopping';
     this.#abort.abort();
     clearTimeout(this.#timer);
+    await this.#keeper?.stop();
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
     // The checkpoint only ever covers applied events, so it is safe to store even after a fault.

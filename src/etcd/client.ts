@@ -19,6 +19,8 @@ export interface PutOptions {
   /** Seconds; `null` removes an existing TTL (`ttl=` on the wire), `undefined` sends nothing. */
   ttl?: number | null;
   prevExist?: boolean;
+  /** Reset the TTL without changing the value and without a watch event (needs `ttl`). */
+  refresh?: boolean;
   signal?: AbortSignal;
 }
 
@@ -121,7 +123,8 @@ export class EtcdClient {
   put(key: string, opts: PutOptions = {}): Promise<KeysResult> {
     const form = new URLSearchParams();
     if (opts.dir) form.set('dir', 'true');
-    else form.set('value', opts.value ?? '');
+    else if (!opts.refresh) form.set('value', opts.value ?? '');
+    if (opts.refresh) form.set('refresh', 'true');
     if (opts.ttl !== undefined) form.set('ttl', opts.ttl === null ? '' : String(opts.ttl));
     if (opts.prevExist !== undefined) form.set('prevExist', String(opts.prevExist));
     return this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal });

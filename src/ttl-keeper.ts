@@ -1,0 +1,135 @@
+// Keeps destination copies of TTL keys alive exactly as long as the source keeps them. etcd sends no watch event
+// for `refresh=true` TTL updates (lock keys are refreshed that way), so without this a copy would expire at the
+// TTL it was written with while the source key lives on. Every tick re-reads the tracked source keys and moves
+// the destination's expiration along with a refresh (no value change, no destination event). Copies are only
+// ever refreshed, never made permanent: if the mirror dies, they expire on their own — no immortal lock keys.
+import PQueue from 'p-queue';
+import { remainingTtl } from './apply.js';
+import type { EtcdClient } from './etcd/client.js';
+import type { EtcdEvent, EtcdNode } from './etcd/decode.js';
+import { KeyNotFoundError, NodeExistError } from './etcd/errors.js';
+import type { KeyMap } from './keys.js';
+import type { Logger } from './log.js';
+import { flatten } from './reconcile.js';
+
+export interface TtlKeeperDeps {
+  src: EtcdClient;
+  dst: EtcdClient;
+  map: KeyMap;
+  log: Logger;
+  /** Highest source index applied on the destination. */
+  checkpoint: () => number;
+  onRefresh?: () => void;
+  /** Called after each tick with the number of tracked keys. */
+  onTick?: (tracked: number) => void;
+  intervalMs?: number;
+}
+
+interface Tracked {
+  /** Source expiration the destination copy was last brought to ('' = unknown: refresh at the next tick). */
+  expiration: string;
+  /** Index of the last event seen for this key. */
+  lastEvent: number;
+}
+
+/** Expirations closer than this are the same (copies are written with whole-second TTLs). */
+const SAME_EXPIRATION_MS = 500;
+
+export class TtlKeeper {
+  readonly #tracked = new Map<string, Tracked>();
+  readonly #queue = new PQueue({ concurrency: 8 });
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  constructor(private readonly deps: TtlKeeperDeps) {}
+
+  get size(): number {
+    return this.#tracked.size;
+  }
+
+  /** Called for every mirrored event when it is received, before it is applied. */
+  observe(ev: EtcdEvent): void {
+    const key = ev.node.key;
+    const removal = ev.action === 'delete' || ev.action === 'expire' || ev.action === 'compareAndDelete';
+    if (removal) {
+      // A dir going away takes its TTL children with it.
+      for (const k of this.#tracked.keys()) if (k === key || k.startsWith(key + '/')) this.#tracked.delete(k);
+      return;
+    }
+    if (ev.node.expiration) this.#tracked.set(key, { expiration: ev.node.expiration, lastEvent: ev.node.modifiedIndex });
+    else this.#tracked.delete(key);
+  }
+
+  /** Tracks every TTL node of a source snapshot; their copies are brought in line at the next tick. */
+  seed(root: EtcdNode | null): void {
+    for (const [key, node] of flatten(root)) {
+      if (!node.expiration || this.deps.map.scope(key, node.dir === true, 'get') !== 'mirrored') continue;
+      if (!this.#tracked.has(key)) this.#tracked.set(key, { expiration: '', lastEvent: 0 });
+    }
+  }
+
+  start(): void {
+    const tick = async () => {
+      if (this.#stopped) return;
+      await this.#tick().catch((err: unknown) => this.deps.log.warn({ err }, 'TTL keeper tick failed'));
+      if (!this.#stopped) this.#timer = setTimeout(tick, this.deps.intervalMs ?? 1_000);
+    };
+    this.#timer = setTimeout(tick, this.deps.intervalMs ?? 1_000);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#queue.clear();
+    await this.#queue.onIdle();
+  }
+
+  async #tick(): Promise<void> {
+    await Promise.all([...this.#tracked.keys()].map((key) => this.#queue.add(() => this.#keep(key))));
+    this.deps.onTick?.(this.#tracked.size);
+  }
+
+  async #keep(srcKey: string): Promise<void> {
+    const { src, dst, map } = this.deps;
+    if (this.#stopped) return;
+    let node: EtcdNode;
+    let readAt: number;
+    try {
+      const res = await src.get(srcKey);
+      node = res.body.node;
+      readAt = res.etcdIndex;
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) this.#tracked.delete(srcKey); // its delete/expire event follows
+      else throw err;
+      return;
+    }
+    const tracked = this.#tracked.get(srcKey);
+    if (!tracked) return;
+    if (!node.expiration) {
+      this.#tracked.delete(srcKey);
+      return;
+    }
+    // The destination must already hold this version of the node (or newer) before its TTL is touched.
+    if (this.deps.checkpoint() < node.modifiedIndex || tracked.lastEvent > readAt) return;
+    if (tracked.expiration && Math.abs(Date.parse(tracked.expiration) - Date.parse(node.expiration)) < SAME_EXPIRATION_MS) return;
+    const ttl = remainingTtl(node.expiration, Date.now());
+    if (ttl <= 0) return;
+    const dstKey = map.toDst(srcKey);
+    try {
+      await dst.put(dstKey, { dir: node.dir, refresh: true, prevExist: true, ttl });
+    } catch (err) {
+      if (!(err instanceof KeyNotFoundError)) throw err;
+      // The copy expired before the source's (e.g. the mirror was down for longer than the TTL): recreate it,
+      // unless an event for this key arrived after our read (then that event decides).
+      if ((this.#tracked.get(srcKey)?.lastEvent ?? 0) > readAt) return;
+      try {
+        await dst.put(dstKey, node.dir ? { dir: true, ttl, prevExist: false } : { value: node.value ?? '', ttl, prevExist: false });
+      } catch (inner) {
+        if (!(inner instanceof NodeExistError)) throw inner;
+      }
+    }
+    const now = this.#tracked.get(srcKey);
+    if (now) now.expiration = node.expiration;
+    this.deps.onRefresh?.();
+  }
+}
