@@ -31,8 +31,11 @@ export interface PollerSink {
 export interface PollerOptions {
   src: EtcdClient;
   prefix: string;
-  /** Last index already handed over (or applied); polling starts at +1. */
-  fromIndex: number;
+  /** Last index already handed over (or applied); polling starts at +1. 'now': from the moment the first watch
+   * is registered (its X-Etcd-Index), for a caller that covers everything before with a snapshot. */
+  fromIndex: number | 'now';
+  /** Called once the first live watch is registered, with its X-Etcd-Index. */
+  registered?: (etcdIndex: number) => void;
   sink: PollerSink;
   signal: AbortSignal;
   /** Re-arm bounds for quiet probes, ms. */
@@ -57,7 +60,8 @@ const LIVE_GRACE_MS = 3_000;
 export async function runPoller(opts: PollerOptions): Promise<void> {
   const { src, prefix, sink, signal } = opts;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
-  const state = { last: opts.fromIndex };
+  let registered = opts.fromIndex !== 'now';
+  const state = { last: opts.fromIndex === 'now' ? 0 : opts.fromIndex };
 
   while (!signal.aborted) {
     await sink.room();
@@ -65,7 +69,12 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
     const live = linkedController(signal);
     const probing = linkedController(signal);
     try {
-      const handle = await watchWithin(src, prefix, state.last + 1, live.signal, unreachableAfter);
+      const handle = await watchWithin(src, prefix, registered ? state.last + 1 : undefined, live.signal, unreachableAfter);
+      if (!registered) {
+        registered = true;
+        state.last = handle.etcdIndex; // a watch without waitIndex covers exactly what comes after this index
+        opts.registered?.(handle.etcdIndex);
+      }
       sink.sourceIndex(handle.etcdIndex);
       const liveEvent = handle.event.then((ev) => ({ kind: 'live' as const, ev }));
       const prober = probeQuiet({ ...opts, unreachableAfterMs: unreachableAfter, state, first: handle, liveEvent, signal: probing.signal });
@@ -155,7 +164,7 @@ async function probeQuiet(a: ProbeArgs): Promise<{ kind: 'stale' }> {
   }
 }
 
-async function watchWithin(src: EtcdClient, prefix: string, waitIndex: number, signal: AbortSignal, ms: number): Promise<WatchHandle> {
+async function watchWithin(src: EtcdClient, prefix: string, waitIndex: number | undefined, signal: AbortSignal, ms: number): Promise<WatchHandle> {
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(), ms);
   const both = AbortSignal.any([signal, timeout.signal]);

@@ -61,6 +61,8 @@ class Runner {
   readonly #abort = new AbortController();
   #writer: OrderedWriter | null = null;
   #keeper: TtlKeeper | null = null;
+  /** What the poller delivered before the snapshot index was known (reload/recover only). */
+  #held: { index: number; ev?: EtcdEvent }[] | null = null;
   #persisted: number | null = null;
   /** Lowest index that may be stored: below it the destination is not known to match (reconcile pending). */
   #floor = Number.POSITIVE_INFINITY;
@@ -128,8 +130,17 @@ class Runner {
         );
         this.#phase = 'tail';
         log.info({ fromIndex: from + 1 }, 'tailing the source');
+        await this.#poll(from);
       } else {
+        // Register the live watch before reading the snapshot: the catch-up after a long snapshot and reconcile
+        // can then never ask for a cleared index. Until the snapshot index is known, what it delivers is held back.
         const started = Date.now();
+        this.#held = [];
+        let registered!: () => void;
+        const isRegistered = new Promise<void>((resolve) => (registered = resolve));
+        const polling = this.#poll('now', registered);
+        polling.catch(() => {}); // awaited below; a failure before then surfaces through the race
+        await Promise.race([isRegistered, polling]);
         const snapshot = await takeSnapshot(src, config.srcPrefix, this.#abort.signal);
         from = snapshot.etcdIndex;
         this.#noteSourceIndex(from);
@@ -165,30 +176,45 @@ class Runner {
             },
           },
         });
+        // Events up to the snapshot index are in the snapshot; the rest follow the reconcile in order.
+        const held = this.#held;
+        this.#held = null;
+        for (const item of held) {
+          if (item.index <= from) continue;
+          if (item.ev) this.#onEvent(item.ev);
+          else this.#writer!.push({ index: item.index });
+        }
+        await polling;
       }
-      await runPoller({
-        src,
-        prefix: config.srcPrefix,
-        fromIndex: from,
-        signal: this.#abort.signal,
-        rearmMaxMs: config.quietRearmMs,
-        rearmMinMs: Math.min(30, config.quietRearmMs),
-        sink: {
-          event: (ev) => this.#onEvent(ev),
-          quiet: (index) => {
-            log.debug({ index }, 'quiet watch: no prefix event up to this index');
-            this.#writer!.push({ index });
-          },
-          sourceIndex: (index) => this.#noteSourceIndex(index),
-          room: () => this.#writer!.waitForRoom(HIGH_WATER),
-          poll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
-        },
-      });
     } catch (err) {
       this.#fault(err);
     }
     // Let every started write settle, whatever ended the loop.
     await this.#writer?.idle();
+  }
+
+  #poll(fromIndex: number | 'now', registered?: () => void): Promise<void> {
+    const { config, src, log, metrics } = this.deps;
+    return runPoller({
+      src,
+      prefix: config.srcPrefix,
+      fromIndex,
+      registered,
+      signal: this.#abort.signal,
+      rearmMaxMs: config.quietRearmMs,
+      rearmMinMs: Math.min(30, config.quietRearmMs),
+      sink: {
+        event: (ev) => (this.#held ? void this.#held.push({ index: ev.node.modifiedIndex, ev }) : this.#onEvent(ev)),
+        quiet: (index) => {
+          log.debug({ index }, 'quiet watch: no prefix event up to this index');
+          if (this.#held) this.#held.push({ index });
+          else this.#writer!.push({ index });
+        },
+        sourceIndex: (index) => this.#noteSourceIndex(index),
+        room: () => this.#writer?.waitForRoom(HIGH_WATER) ?? Promise.resolve(),
+        poll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
+      },
+    });
   }
 
   #startWriter(checkpoint: number): void {
