@@ -14,7 +14,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAborted, type EtcdClient, type WatchHandle } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
-import { MirrorError, TransportError, WatcherClearedError } from './etcd/errors.js';
+import { isRetryable, MirrorError, TransportError, WatcherClearedError } from './etcd/errors.js';
 
 export interface PollerSink {
   /** An event with modifiedIndex > every index handed over before. */
@@ -53,15 +53,19 @@ export class ResyncNeededError extends MirrorError {
 /** How many store indexes may pass between two probes: far below the 1000-event window. */
 const REARM_TARGET_EVENTS = 150;
 /** Silence after the headers before a probe counts as blocked. */
-const MIN_SILENCE_MS = 30;
+const MIN_SILENCE_MS = 15;
 /** A probe saw an event; the live watch must deliver it within this long or it is considered dead. */
 const LIVE_GRACE_MS = 3_000;
+/** Quick reconnects after a transport failure before it is reported: a cut must not cost seconds of backoff
+ * while the rest of the store races through the history window. */
+const QUICK_RETRIES = [50, 150, 400];
 
 export async function runPoller(opts: PollerOptions): Promise<void> {
   const { src, prefix, sink, signal } = opts;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   let registered = opts.fromIndex !== 'now';
   const state = { last: opts.fromIndex === 'now' ? 0 : opts.fromIndex };
+  let failures = 0;
 
   while (!signal.aborted) {
     await sink.room();
@@ -70,6 +74,7 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
     const probing = linkedController(signal);
     try {
       const handle = await watchWithin(src, prefix, registered ? state.last + 1 : undefined, live.signal, unreachableAfter);
+      failures = 0;
       if (!registered) {
         registered = true;
         state.last = handle.etcdIndex; // a watch without waitIndex covers exactly what comes after this index
@@ -104,7 +109,9 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
       if (isAborted(err)) continue;
       sink.poll('error');
       if (err instanceof WatcherClearedError) continue;
-      throw err;
+      const pause = isRetryable(err) ? QUICK_RETRIES[failures++] : undefined;
+      if (pause === undefined) throw err;
+      await sleep(pause, undefined, { signal }).catch(() => {});
     } finally {
       live.dispose();
       probing.dispose();

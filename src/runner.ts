@@ -27,8 +27,8 @@ export interface RunnerDeps {
 }
 
 /** Stored-index lag (in source indexes) above which the index is written early. */
-const INDEX_LAG_BOUND = 200;
-const FAST_CHECKPOINT_MS = 20;
+const INDEX_LAG_BOUND = 100;
+const FAST_CHECKPOINT_MS = 10;
 
 /** Prefetched-but-unapplied events the poller may run ahead by. */
 const HIGH_WATER = 10_000;
@@ -202,7 +202,7 @@ class Runner {
       registered,
       signal: this.#abort.signal,
       rearmMaxMs: config.quietRearmMs,
-      rearmMinMs: Math.min(30, config.quietRearmMs),
+      rearmMinMs: Math.min(15, config.quietRearmMs),
       sink: {
         event: (ev) => (this.#held ? void this.#held.push({ index: ev.node.modifiedIndex, ev }) : this.#onEvent(ev)),
         quiet: (index) => {

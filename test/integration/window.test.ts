@@ -4,7 +4,8 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectTreesEqual } from '../helpers/tree.js';
 import { spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
-import { ok, raw, storeIndex } from '../helpers/raw.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
+import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
 
 let pair: Pair;
 beforeAll(async () => {
@@ -56,6 +57,28 @@ describe('history window', () => {
     await expectTreesEqual(pair.srcClient, '/conftool', pair.dstClient, '/conftool');
     expect(again.logs.some((l) => l.to === 'outOfWindow')).toBe(false);
     await again.kill('SIGTERM');
+  });
+
+  it('resumes without a 401 after its source connection is cut during a busy quiet period', async () => {
+    const S = pair.src.clientUrl;
+    const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(S).port) });
+    try {
+      await ok(S, 'PUT', '/cut/a', { value: '1' });
+      const m = await spawnMirror(['--reload', '--src-prefix', '/cut', '--dst-prefix', '/cut', '--strip', proxy.url, pair.dst.clientUrl]);
+      await m.waitForState('tailing');
+      const load = burst(S, '/busy', 5_000);
+      await sleep(300);
+      proxy.cut();
+      await load;
+      await ok(S, 'PUT', '/cut/b', { value: '2' });
+      await waitForIndex(pair.dstClient, '/__replication/cut', await storeIndex(S));
+      await expectTreesEqual(pair.srcClient, '/cut', pair.dstClient, '/cut');
+      expect(m.logs.some((l) => l.to === 'outOfWindow')).toBe(false);
+      expect(await m.metrics()).toMatch(/etcdmirror_out_of_window_total 0/);
+      await m.kill('SIGTERM');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('recovers by itself after 1500 events happened while it was stopped', async () => {
