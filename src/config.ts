@@ -24,12 +24,14 @@ export interface Config {
   readonly checkpointMs: number;
   /** Longest a quiet watch waits before re-arming from its X-Etcd-Index, ms. */
   readonly quietRearmMs: number;
+  /** false: the reference tool's synchronous loop (one long-poll, one write, one index write per event). */
+  readonly pipeline: boolean;
 }
 
 export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
-                   [--quiet-rearm-ms N] SRC DST
+                   [--quiet-rearm-ms N] [--pipeline on|off] SRC DST
 
 Live mirror of an etcd v2 key prefix from the SRC cluster into the DST cluster.
 
@@ -60,12 +62,20 @@ etcd-mirror options:
                             index follows the source's store index and never falls out of etcd's 1000-event
                             window (default: 100; raise it if the source uses v2 auth, where every request
                             costs the server ~50 ms of CPU)
+  --pipeline on|off         off: the reference tool's synchronous loop — one long-poll per event, then the
+                            write, then the index write — kept as the benchmark baseline (default: on)
 
 Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
 reference does, so an existing deployment can switch binaries without --reload.
 Hidden keys (a path segment starting with _ below the source prefix) are not mirrored: etcd leaves them out of
 recursive reads and live watches.
 `;
+
+function pipelineFlag(raw: string | undefined): boolean {
+  if (raw === undefined || raw === 'on') return true;
+  if (raw === 'off') return false;
+  throw new ConfigError('--pipeline: expected on or off');
+}
 
 function intFlag(raw: string | undefined, flag: string, dflt: number, min: number, max: number): number {
   if (raw === undefined) return dflt;
@@ -99,6 +109,7 @@ export function parseConfig(argv: string[]): Parsed {
         'write-concurrency': { type: 'string' },
         'checkpoint-ms': { type: 'string' },
         'quiet-rearm-ms': { type: 'string' },
+        pipeline: { type: 'string' },
       },
     });
   } catch (err) {
@@ -130,6 +141,7 @@ export function parseConfig(argv: string[]): Parsed {
     massDeleteRatio,
     writeConcurrency: intFlag(v['write-concurrency'], '--write-concurrency', 16, 1, 256),
     checkpointMs: intFlag(v['checkpoint-ms'], '--checkpoint-ms', 100, 10, 60_000),
+    pipeline: pipelineFlag(v.pipeline),
     quietRearmMs: intFlag(v['quiet-rearm-ms'], '--quiet-rearm-ms', 100, 50, 60_000),
   };
   if (config.src.origin === config.dst.origin && overlaps(config)) {

@@ -32,7 +32,8 @@ export interface MirrorHandle {
 
 export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean } = {}): Promise<MirrorHandle> {
   const log = opts.log ?? createLogger({ debug: config.debug });
-  const src = new EtcdClient(config.src, { connections: 8 });
+  // Catch-up keeps up to 32 long-polls in flight, plus the stream, probes, guards and TTL reads.
+  const src = new EtcdClient(config.src, { connections: 48 });
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency + 4 });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });

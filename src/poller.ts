@@ -1,18 +1,22 @@
-// The poller: long-polls the source from `waitIndex` and hands events to the writer in index order, without
-// waiting for them to be applied (the source round trip overlaps destination writes).
+// The poller: reads the source's events in index order and hands them to the writer without waiting for them to
+// be applied (the source round trip overlaps destination writes).
+//
+// Live events come from a stream watch registered "from now" (never from a past index: that delivers one event
+// and then silence, notes 3.2). Whatever happened between the last handed-over index and the stream's start is
+// read from etcd's history with many long-polls in flight at consecutive waitIndexes (one round trip per batch,
+// not per event), deduplicated and released in index order.
 //
 // Quiet prefix. etcd registers a watch and reads X-Etcd-Index under one lock, and when the watch finds a match in
-// history it writes that event right behind the headers. A watch that stays silent after its headers therefore
-// shows that no prefix event exists up to its X-Etcd-Index — unless the event's bytes were merely delayed. So:
-// - the live watch is never abandoned for being silent: it delivers the first prefix event at or after its
-//   waitIndex, whenever that happens;
-// - meanwhile a prober re-arms short watches from the last proven index and hands each silent one's X-Etcd-Index
-//   to the writer as a marker, so the stored index follows the source even while the prefix is quiet and a
-//   restart never asks for a cleared index;
-// - if the live watch ever delivers an event at or below a proven index (a delayed body after all), the proof was
-//   wrong and the poller asks for a resync from a snapshot instead of losing the event.
+// history it writes that event right behind the headers. So a watch that stays silent after its headers shows
+// that no prefix event exists up to its X-Etcd-Index — unless the event's bytes were merely delayed. Probes hand
+// such indexes to the writer as markers (the stored index follows the source even while the prefix is quiet), and
+// every claimed range is remembered: if any watch or the stream later delivers an event inside one, the claim was
+// wrong and the poller asks for a resync from a snapshot instead of losing the event. A probe that sees an event
+// the stream does not deliver within a grace time reveals a stalled stream (etcd drops slow stream readers
+// silently, 3.4): the stream is replaced and history fills the gap.
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isAborted, type EtcdClient, type WatchHandle } from './etcd/client.js';
+import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
 import { isRetryable, MirrorError, TransportError, WatcherClearedError } from './etcd/errors.js';
 
@@ -25,169 +29,330 @@ export interface PollerSink {
   sourceIndex(index: number): void;
   /** Resolves when the writer has room for more. */
   room(): Promise<void>;
-  poll(outcome: 'event' | 'quiet' | 'empty' | 'error'): void;
+  poll(outcome: 'event' | 'quiet' | 'empty' | 'error' | 'stalled'): void;
 }
 
 export interface PollerOptions {
   src: EtcdClient;
   prefix: string;
-  /** Last index already handed over (or applied); polling starts at +1. 'now': from the moment the first watch
+  /** Last index already handed over (or applied); reading starts at +1. 'now': from the moment the first watch
    * is registered (its X-Etcd-Index), for a caller that covers everything before with a snapshot. */
   fromIndex: number | 'now';
-  /** Called once the first live watch is registered, with its X-Etcd-Index. */
+  /** Called once the first watch is registered, with its X-Etcd-Index. */
   registered?: (etcdIndex: number) => void;
   sink: PollerSink;
   signal: AbortSignal;
+  /**
+   * false: the reference tool's way, one long-poll per event and no quiet proofs (the bench's baseline).
+   * @default true
+   */
+  pipeline?: boolean;
+  /** Long-polls in flight while catching up through history. @default 32 */
+  parallel?: number;
   /** Re-arm bounds for quiet probes, ms. */
   rearmMinMs?: number;
   rearmMaxMs?: number;
   /** A source that does not answer a watch within this long is reported as unreachable. */
   unreachableAfterMs?: number;
+  /** How long the stream may lag behind an event a probe saw before it counts as stalled. @default 2000 */
+  streamGraceMs?: number;
 }
 
-/** The live watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
+/** A watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
 export class ResyncNeededError extends MirrorError {
   override readonly code = 'EM_ERR_RESYNC_NEEDED';
 }
 
 /** How many store indexes may pass between two probes: far below the 1000-event window. */
 const REARM_TARGET_EVENTS = 150;
-/** Silence after the headers before a probe counts as blocked. */
-const MIN_SILENCE_MS = 15;
-/** A probe saw an event; the live watch must deliver it within this long or it is considered dead. */
-const LIVE_GRACE_MS = 3_000;
+/** Silence after the headers before a watch counts as blocked. A wrong guess is caught (resync), not fatal. */
+const SILENCE_MS = 15;
+/** While events flow, probes only check that the stream keeps up. */
+const STALL_CHECK_MS = 1_000;
 /** Quick reconnects after a transport failure before it is reported: a cut must not cost seconds of backoff
  * while the rest of the store races through the history window. */
 const QUICK_RETRIES = [50, 150, 400];
+/** Claimed ranges remembered for contradiction checks. */
+const CLAIMS_KEPT = 4_096;
+/** How long a silent catch-up watch stays open after its range was claimed, in case a history match was only
+ * delayed (TCP retransmits take a few hundred ms). Later ranges are covered by the stream itself. */
+const GUARD_MS = 5_000;
+
+type Linked = AbortController & { dispose(): void };
+type Outcome = { kind: 'event'; ev: EtcdEvent } | { kind: 'empty' } | { kind: 'silent'; etcdIndex: number; handle: WatchHandle; ctl: Linked };
+
+/** Releases events and quiet proofs in index order and checks every later delivery against the claims. */
+class Sequencer {
+  last: number;
+  readonly #claims: [number, number][] = [];
+  failure: Error | null = null;
+  #onFailure: (() => void) | null = null;
+
+  constructor(
+    start: number,
+    private readonly sink: PollerSink,
+  ) {
+    this.last = start;
+  }
+
+  release(ev: EtcdEvent): void {
+    const index = ev.node.modifiedIndex;
+    if (index <= this.last) {
+      this.check(index);
+      return; // a duplicate (stream and history overlap, etcd's double delete on the watched path)
+    }
+    this.last = index;
+    this.sink.event(ev);
+  }
+
+  claim(from: number, to: number): void {
+    this.sink.poll('quiet');
+    if (to <= this.last) return;
+    this.#claims.push([Math.max(from, this.last + 1), to]);
+    if (this.#claims.length > CLAIMS_KEPT) this.#claims.shift();
+    this.last = to;
+    this.sink.quiet(to);
+  }
+
+  /** An event at `index` was delivered: if a claim ruled it out, the claim was wrong. */
+  check(index: number): void {
+    if (this.failure) return;
+    if (this.#claims.some(([a, b]) => index >= a && index <= b)) {
+      this.failure = new ResyncNeededError(`the source delivered event ${index} inside a range proven quiet; resynchronising from a snapshot`);
+      this.#onFailure?.();
+    }
+  }
+
+  /** Keeps a silent watch open for a while after its range was claimed: whatever it delivers must not contradict. */
+  guard(outcome: Extract<Outcome, { kind: 'silent' }>): void {
+    const timer = setTimeout(() => outcome.ctl.abort(), GUARD_MS);
+    timer.unref();
+    outcome.handle.event.then(
+      (ev) => {
+        if (ev) this.check(ev.node.modifiedIndex);
+      },
+      () => {},
+    ).finally(() => {
+      clearTimeout(timer);
+      outcome.ctl.abort();
+      outcome.ctl.dispose();
+    });
+  }
+
+  failed(): Promise<never> {
+    return new Promise((_, reject) => {
+      if (this.failure) reject(this.failure);
+      else this.#onFailure = () => reject(this.failure);
+    });
+  }
+}
 
 export async function runPoller(opts: PollerOptions): Promise<void> {
   const { src, prefix, sink, signal } = opts;
+  setMaxListeners(0, signal); // one listener per watch in flight (up to `parallel` plus guards)
+  const pipeline = opts.pipeline ?? true;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   let registered = opts.fromIndex !== 'now';
-  const state = { last: opts.fromIndex === 'now' ? 0 : opts.fromIndex };
+  const seq = new Sequencer(opts.fromIndex === 'now' ? 0 : opts.fromIndex, sink);
+  const failedByClaim = seq.failed();
+  failedByClaim.catch(() => {});
   let failures = 0;
+  const onRegistered = (etcdIndex: number) => {
+    failures = 0;
+    if (registered) return;
+    registered = true;
+    seq.last = etcdIndex; // a watch without waitIndex covers exactly what comes after this index
+    opts.registered?.(etcdIndex);
+  };
 
   while (!signal.aborted) {
-    await sink.room();
-    if (signal.aborted) return;
-    const live = linkedController(signal);
-    const probing = linkedController(signal);
+    const conn = linked(signal);
+    setMaxListeners(0, conn.signal);
     try {
-      const handle = await watchWithin(src, prefix, registered ? state.last + 1 : undefined, live.signal, unreachableAfter);
-      failures = 0;
-      if (!registered) {
-        registered = true;
-        state.last = handle.etcdIndex; // a watch without waitIndex covers exactly what comes after this index
-        opts.registered?.(handle.etcdIndex);
-      }
-      sink.sourceIndex(handle.etcdIndex);
-      const liveEvent = handle.event.then((ev) => ({ kind: 'live' as const, ev }));
-      const prober = probeQuiet({ ...opts, unreachableAfterMs: unreachableAfter, state, first: handle, liveEvent, signal: probing.signal });
-      const outcome = await Promise.race([liveEvent, prober]);
-      probing.abort();
-      await prober.catch(() => {});
-      if (outcome.kind === 'stale') {
-        live.abort(); // the probe saw an event the live watch never delivered: watch again from the last index
+      if (!pipeline) {
+        if (!registered) onRegistered((await src.get('/')).etcdIndex);
+        await Promise.race([catchUp(opts, seq, Infinity, false, conn.signal, () => (failures = 0)), failedByClaim]);
         continue;
       }
-      if (outcome.ev === null) {
-        sink.poll('empty'); // etcd ended the response without an event: re-poll the same index
-        continue;
-      }
-      sink.poll('event');
-      const index = outcome.ev.node.modifiedIndex;
-      if (index <= state.last) {
-        throw new ResyncNeededError(`the source delivered event ${index} after index ${state.last} had been proven quiet; resynchronising from a snapshot`);
-      }
-      state.last = index;
-      sink.sourceIndex(Math.max(index, handle.etcdIndex));
-      sink.event(outcome.ev);
+      const stream = await within(src.stream(prefix, { recursive: true, signal: conn.signal }), unreachableAfter, src, conn);
+      onRegistered(stream.etcdIndex);
+      sink.sourceIndex(stream.etcdIndex);
+      await Promise.race([catchUp(opts, seq, stream.etcdIndex, true, conn.signal, () => (failures = 0)), failedByClaim]);
+      const ended = await Promise.race([follow(opts, seq, stream, conn.signal), failedByClaim]);
+      if (ended === 'stalled') sink.poll('stalled');
     } catch (err) {
-      live.abort();
-      probing.abort();
       if (signal.aborted) return;
-      if (isAborted(err)) continue;
+      if (err instanceof ResyncNeededError) throw err;
+      if (isAborted(err) || isAbortError(err)) continue;
       sink.poll('error');
       if (err instanceof WatcherClearedError) continue;
       const pause = isRetryable(err) ? QUICK_RETRIES[failures++] : undefined;
       if (pause === undefined) throw err;
       await sleep(pause, undefined, { signal }).catch(() => {});
     } finally {
-      live.dispose();
-      probing.dispose();
+      conn.abort();
+      conn.dispose();
     }
   }
-}
-
-interface ProbeArgs extends PollerOptions {
-  unreachableAfterMs: number;
-  state: { last: number };
-  first: WatchHandle;
-  liveEvent: Promise<unknown>;
 }
 
 /**
- * Runs while the live watch waits. Resolves `{kind:'stale'}` only when the live watch looks dead; otherwise
- * it runs until aborted (rejecting with the abort or with a transport fault of its own).
+ * Reads history from seq.last + 1 up to `target` with up to `parallel` long-polls in flight at consecutive
+ * waitIndexes. A blocked head watch is a quiet proof (when `claims`); without claims it simply waits.
  */
-async function probeQuiet(a: ProbeArgs): Promise<{ kind: 'stale' }> {
-  const { src, prefix, sink, signal, state } = a;
-  const rearmMin = a.rearmMinMs ?? 30;
-  const rearmMax = a.rearmMaxMs ?? 100;
-  const claim = (index: number) => {
-    sink.poll('quiet');
-    if (index > state.last) {
-      state.last = index;
-      sink.quiet(index);
-    }
-  };
-  // The live watch's own headers are the first proof.
-  await sleep(MIN_SILENCE_MS, undefined, { signal });
-  claim(a.first.etcdIndex);
-  let prev = { index: a.first.etcdIndex, at: Date.now() };
-  let rearmMs = rearmMax;
-  for (;;) {
-    await sleep(rearmMs, undefined, { signal });
-    const probe = linkedController(signal);
-    try {
-      const handle = await watchWithin(src, prefix, state.last + 1, probe.signal, a.unreachableAfterMs);
+async function catchUp(
+  opts: PollerOptions,
+  seq: Sequencer,
+  target: number,
+  claims: boolean,
+  signal: AbortSignal,
+  answered: () => void,
+): Promise<void> {
+  const { src, prefix, sink } = opts;
+  const parallel = claims ? Math.max(1, opts.parallel ?? 32) : 1;
+  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
+  const inFlight = new Map<number, { ctl: AbortController; outcome: Promise<Outcome> }>();
+  const issue = (waitIndex: number) => {
+    // A claimed watch outlives this catch-up as a guard, so it hangs off the poller's lifetime; the others stop
+    // with the catch-up.
+    const ctl = linked(opts.signal);
+    const stop = () => ctl.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    const outcome = (async (): Promise<Outcome> => {
+      const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
+      answered();
       sink.sourceIndex(handle.etcdIndex);
-      const outcome = await Promise.race([handle.event, sleep(MIN_SILENCE_MS, 'silent' as const, { signal })]);
-      if (outcome === 'silent') {
-        claim(handle.etcdIndex);
-        const now = Date.now();
-        rearmMs = nextRearm(prev, handle.etcdIndex, now, rearmMin, rearmMax);
-        prev = { index: handle.etcdIndex, at: now };
+      const first = claims ? await Promise.race([handle.event, sleep(SILENCE_MS, 'silent' as const, { signal: ctl.signal })]) : await handle.event;
+      signal.removeEventListener('abort', stop);
+      if (first === 'silent') return { kind: 'silent', etcdIndex: handle.etcdIndex, handle, ctl };
+      ctl.dispose();
+      return first === null ? { kind: 'empty' } : { kind: 'event', ev: first };
+    })();
+    outcome.catch(() => {
+      signal.removeEventListener('abort', stop);
+      ctl.dispose();
+    });
+    inFlight.set(waitIndex, { ctl, outcome });
+  };
+  try {
+    while (seq.last < target) {
+      await sink.room();
+      const head = seq.last + 1;
+      for (const [w, r] of inFlight) {
+        if (w < head) {
+          r.ctl.abort();
+          inFlight.delete(w);
+        }
+      }
+      for (let w = head; w <= Math.min(head + parallel - 1, target); w++) if (!inFlight.has(w)) issue(w);
+      const r = inFlight.get(head)!;
+      let outcome: Outcome;
+      try {
+        outcome = await r.outcome;
+      } finally {
+        inFlight.delete(head);
+      }
+      if (outcome.kind === 'empty') {
+        sink.poll('empty');
         continue;
       }
-      // The probe found an event (or an empty answer): the live watch delivers it. Stop proving; if it never does,
-      // the live connection is dead without having said so.
-      await sleep(LIVE_GRACE_MS, undefined, { signal });
-      return { kind: 'stale' };
-    } finally {
-      probe.abort();
-      probe.dispose();
+      if (outcome.kind === 'event') {
+        sink.poll('event');
+        seq.release(outcome.ev);
+        continue;
+      }
+      seq.claim(head, outcome.etcdIndex);
+      seq.guard(outcome);
+      // A blocked head at or beyond the target means history holds nothing more up to it.
+      if (outcome.etcdIndex < head) {
+        // Registered below the waitIndex (store index not there yet): nothing proven, wait for it to move on.
+        await sleep(SILENCE_MS, undefined, { signal });
+      }
     }
+  } finally {
+    for (const r of inFlight.values()) r.ctl.abort();
   }
 }
 
-async function watchWithin(src: EtcdClient, prefix: string, waitIndex: number | undefined, signal: AbortSignal, ms: number): Promise<WatchHandle> {
-  const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(), ms);
-  const both = AbortSignal.any([signal, timeout.signal]);
+
+/**
+ * Releases stream events in order while a probe re-arms from the last index: silent probes are quiet proofs;
+ * a probe that sees an event the stream does not deliver in time means the stream stalled. Returns 'stalled'.
+ */
+async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
+  const { sink } = opts;
+  const probing = linked(signal);
+  const stalled = probe(opts, seq, stream, probing.signal);
+  stalled.catch(() => {});
   try {
-    return await src.watch(prefix, { waitIndex, recursive: true, signal: both });
-  } catch (err) {
-    if (timeout.signal.aborted && !signal.aborted) throw new TransportError(`${src.origin}: a watch got no answer within ${ms} ms`);
-    throw err;
+    for (;;) {
+      await sink.room();
+      const next = await Promise.race([stream.next(), stalled]);
+      if (next === 'stalled') return 'stalled';
+      sink.poll('event');
+      seq.release(next);
+      sink.sourceIndex(next.node.modifiedIndex);
+    }
+  } finally {
+    probing.abort();
+    probing.dispose();
+  }
+}
+
+async function probe(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
+  const { src, prefix, sink } = opts;
+  const rearmMin = opts.rearmMinMs ?? 15;
+  const rearmMax = opts.rearmMaxMs ?? 100;
+  const grace = opts.streamGraceMs ?? 2_000;
+  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
+  let prev: { index: number; at: number } | null = null;
+  let rearmMs = rearmMin;
+  for (;;) {
+    await sleep(rearmMs, undefined, { signal });
+    const waitIndex = seq.last + 1;
+    const ctl = linked(signal);
+    const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
+    sink.sourceIndex(handle.etcdIndex);
+    const first = await Promise.race([handle.event, sleep(SILENCE_MS, 'silent' as const, { signal })]);
+    ctl.abort(); // past the stream's start, the stream itself delivers anything a delayed body would have
+    ctl.dispose();
+    if (first === 'silent') {
+      seq.claim(waitIndex, handle.etcdIndex);
+      const now = Date.now();
+      rearmMs = nextRearm(prev, handle.etcdIndex, now, rearmMin, rearmMax);
+      prev = { index: handle.etcdIndex, at: now };
+      continue;
+    }
+    if (first !== null) {
+      // The stream must bring this event (or has already): if it does not within the grace time, it stalled.
+      const index = first.node.modifiedIndex;
+      const deadline = Date.now() + grace;
+      while (stream.lastIndex() < index && seq.last < index && Date.now() < deadline) await sleep(20, undefined, { signal });
+      if (stream.lastIndex() < index && seq.last < index) return 'stalled';
+    }
+    rearmMs = STALL_CHECK_MS;
+    prev = null;
+  }
+}
+
+async function within<T>(request: Promise<T>, ms: number, src: EtcdClient, ctl: AbortController): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      ctl.abort();
+      reject(new TransportError(`${src.origin}: a watch got no answer within ${ms} ms`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([request, timeout]);
   } finally {
     clearTimeout(timer);
   }
 }
 
 /** An AbortController that also aborts when `parent` does; dispose() unhooks it. */
-function linkedController(parent: AbortSignal): AbortController & { dispose(): void } {
-  const c = new AbortController() as AbortController & { dispose(): void };
+function linked(parent: AbortSignal): Linked {
+  const c = new AbortController() as Linked;
   const onAbort = () => c.abort();
   parent.addEventListener('abort', onAbort, { once: true });
   if (parent.aborted) c.abort();
@@ -195,9 +360,11 @@ function linkedController(parent: AbortSignal): AbortController & { dispose(): v
   return c;
 }
 
+const isAbortError = (err: unknown): boolean => err instanceof Error && err.name === 'AbortError';
+
 /** Re-arm often enough that at most REARM_TARGET_EVENTS store indexes pass between two proofs. */
-function nextRearm(prev: { index: number; at: number }, index: number, at: number, min: number, max: number): number {
-  if (at <= prev.at || index <= prev.index) return max;
+function nextRearm(prev: { index: number; at: number } | null, index: number, at: number, min: number, max: number): number {
+  if (!prev || at <= prev.at || index <= prev.index) return max;
   const perMs = (index - prev.index) / (at - prev.at);
   return Math.min(max, Math.max(min, REARM_TARGET_EVENTS / perMs));
 }

@@ -201,6 +201,7 @@ class Runner {
       fromIndex,
       registered,
       signal: this.#abort.signal,
+      pipeline: config.pipeline,
       rearmMaxMs: config.quietRearmMs,
       rearmMinMs: Math.min(15, config.quietRearmMs),
       sink: {
@@ -211,16 +212,26 @@ class Runner {
           else this.#writer!.push({ index });
         },
         sourceIndex: (index) => this.#noteSourceIndex(index),
-        room: () => this.#writer?.waitForRoom(HIGH_WATER) ?? Promise.resolve(),
+        room: () => this.#room(),
         poll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
       },
     });
   }
 
+  /** Backpressure for the poller. Without the pipeline: nothing is fetched until the previous event and the
+   * index are written, as the reference tool does. */
+  async #room(): Promise<void> {
+    const w = this.#writer;
+    if (!w) return;
+    if (this.deps.config.pipeline) return w.waitForRoom(HIGH_WATER);
+    await w.idle();
+    if (this.#phase === 'tail' && this.#canPersist(w.checkpoint)) await this.#persist(w.checkpoint);
+  }
+
   #startWriter(checkpoint: number): void {
     const { metrics } = this.deps;
     this.#writer = new OrderedWriter(checkpoint, {
-      concurrency: this.deps.config.writeConcurrency,
+      concurrency: this.deps.config.pipeline ? this.deps.config.writeConcurrency : 1,
       onError: (err) => this.#fault(err),
       onCheckpoint: (index) => {
         this.#schedulePersist();

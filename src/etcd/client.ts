@@ -32,6 +32,16 @@ export interface WatchHandle {
   event: Promise<EtcdEvent | null>;
 }
 
+export interface StreamHandle {
+  /** X-Etcd-Index when the stream was registered: it delivers every matching event above it, in order. */
+  etcdIndex: number;
+  /** Resolves with the next event; rejects once the stream failed or ended (after the buffered events). */
+  next(): Promise<EtcdEvent>;
+  buffered(): number;
+  /** Highest modifiedIndex received so far (buffered or consumed), or etcdIndex before the first event. */
+  lastIndex(): number;
+}
+
 export class AbortedError extends Error {
   readonly code = 'EM_ERR_ABORTED';
 }
@@ -156,6 +166,71 @@ export class EtcdClient {
     );
     event.catch(() => {}); // the caller may abandon it; never an unhandled rejection
     return { etcdIndex, clusterId: header(res.headers, 'x-etcd-cluster-id'), event };
+  }
+
+  /**
+   * Stream watch, always registered from "now" (never with a waitIndex: a stream from a past index delivers one
+   * event and then nothing, notes 3.2). The body is read eagerly into memory — a stream reader that lets the
+   * socket fill up is dropped by etcd without a word (3.4) — and split into events on newlines.
+   */
+  async stream(key: string, opts: { recursive?: boolean; signal: AbortSignal }): Promise<StreamHandle> {
+    const path = keysPath(key, { wait: true, recursive: opts.recursive || undefined, stream: true });
+    const res = await this.#request('GET', path, { signal: opts.signal, timeoutMs: 0 });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text().catch(() => '');
+      this.#decode(res.statusCode, res.headers, text);
+      throw new UnexpectedResponseError(`stream watch answered HTTP ${res.statusCode}`, res.statusCode, true);
+    }
+    const etcdIndex = parseIndex(header(res.headers, 'x-etcd-index'), 'X-Etcd-Index');
+    let queue: EtcdEvent[] = [];
+    let head = 0;
+    let lastIndex = etcdIndex;
+    let failure: Error | null = null;
+    let wake: (() => void) | null = null;
+    const notify = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    (async () => {
+      let partial = '';
+      try {
+        for await (const chunk of res.body) {
+          partial += (chunk as Buffer).toString('utf8');
+          let nl;
+          while ((nl = partial.indexOf('\n')) >= 0) {
+            const line = partial.slice(0, nl).trim();
+            partial = partial.slice(nl + 1);
+            if (!line) continue;
+            const ev = decodeEvent(line);
+            lastIndex = Math.max(lastIndex, ev.node.modifiedIndex);
+            queue.push(ev);
+          }
+          notify();
+        }
+        failure = new TransportError(`${this.origin}: the stream watch ended`);
+      } catch (err) {
+        failure = err instanceof EtcdError || err instanceof UnexpectedResponseError ? err : this.#wrap(err, opts.signal);
+      }
+      notify();
+    })();
+    return {
+      etcdIndex,
+      buffered: () => queue.length - head,
+      lastIndex: () => lastIndex,
+      next: async () => {
+        while (head === queue.length) {
+          if (failure) throw failure;
+          await new Promise<void>((resolve) => (wake = resolve));
+        }
+        const ev = queue[head++]!;
+        if (head > 1024 && head * 2 > queue.length) {
+          queue = queue.slice(head);
+          head = 0;
+        }
+        return ev;
+      },
+    };
   }
 
   async close(): Promise<void> {
