@@ -45,6 +45,7 @@ export const lifecycle = setup({
     retryable: ({ event }) => faultOf(event)?.retryable === true,
     massDeleteRefused: ({ event }) => faultOf(event)?.code === 'EM_ERR_MASS_DELETE_REFUSED',
     retryableError: ({ event }) => errorFault((event as unknown as { error: unknown }).error).retryable,
+    reconciling: ({ context }) => context.mode === 'reload' || context.mode === 'recover',
     resumeStarting: ({ context }) => context.mode === 'start',
     resumeReloading: ({ context }) => context.mode === 'reload',
     resumeRecovering: ({ context }) => context.mode === 'recover',
@@ -124,6 +125,18 @@ export const lifecycle = setup({
         }),
       },
       on: {
+        // Sent by a reloading or recovering runner once the destination matches its source snapshot.
+        'runner.reconciled': {
+          guard: 'reconciling',
+          target: '.tailing',
+          actions: assign({
+            mode: 'tail',
+            appliedIndex: ({ event }) => event.etcdIndex,
+            attempt: 0,
+            reason: ({ context, event }) =>
+              `${context.mode === 'recover' ? 'recovered' : 'reloaded'}: destination reconciled to source index ${event.etcdIndex}`,
+          }),
+        },
         'runner.progress': {
           actions: assign({
             appliedIndex: ({ event }) => event.appliedIndex,
@@ -156,32 +169,8 @@ export const lifecycle = setup({
       // `mode` is set by the transitions that enter these states: the runner's input is read on entering `running`,
       // before any child state's entry actions run.
       states: {
-        reloading: {
-          on: {
-            'runner.reconciled': {
-              target: 'tailing',
-              actions: assign({
-                mode: 'tail',
-                appliedIndex: ({ event }) => event.etcdIndex,
-                attempt: 0,
-                reason: ({ event }) => `reload reconciled at source index ${event.etcdIndex}`,
-              }),
-            },
-          },
-        },
-        recovering: {
-          on: {
-            'runner.reconciled': {
-              target: 'tailing',
-              actions: assign({
-                mode: 'tail',
-                appliedIndex: ({ event }) => event.etcdIndex,
-                attempt: 0,
-                reason: ({ event }) => `recovered: reconciled to source index ${event.etcdIndex}`,
-              }),
-            },
-          },
-        },
+        reloading: {},
+        recovering: {},
         tailing: {},
       },
     },
