@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need on a fresh Debian machine: etcd (v2 API capable), npm
-# dependencies, and the compiled dist/. Idempotent and quiet: one progress line per step on stderr.
+# Installs what the tests and the demo need on a fresh Debian machine: etcd (v2 API capable), npm dependencies,
+# the compiled dist/ and, with --browser (the tests), Chromium. Idempotent and quiet: one progress line per step
+# on stderr.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,21 +16,41 @@ if (( major < 20 || (major == 20 && minor < 18) )); then
   die "Node.js >= 20.18 required, found $node_version"
 fi
 
-if command -v etcd >/dev/null 2>&1 || [[ -x /usr/bin/etcd ]]; then
-  step "etcd present"
-else
-  step "installing etcd-server with apt-get"
+# apt_install PACKAGE WHAT: installs a Debian package as root, or through sudo.
+apt_updated=false
+apt_install() {
+  local sudo
   if [[ $(id -u) -eq 0 ]]; then
     sudo=()
   elif command -v sudo >/dev/null 2>&1; then
     sudo=(sudo)
   else
-    die "etcd is missing and we are not root (no sudo either); install the Debian package etcd-server"
+    die "$2 is missing and we are not root (no sudo either); install the Debian package $1"
   fi
+  if [[ $apt_updated == false ]]; then
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    apt_updated=true
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
+}
+
+if command -v etcd >/dev/null 2>&1 || [[ -x /usr/bin/etcd ]]; then
+  step "etcd present"
+else
+  step "installing etcd-server with apt-get"
   # The package also enables a systemd unit on the default ports; we never use it (our etcds run on free
   # ports with their own data dirs), so it is left alone.
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >&2
+  apt_install etcd-server etcd
+fi
+
+# The /ui browser test drives Debian's Chromium through playwright-core, which downloads no browser.
+if [[ ${1:-} == --browser ]]; then
+  if [[ -x /usr/bin/chromium ]]; then
+    step "chromium present"
+  else
+    step "installing chromium with apt-get"
+    apt_install chromium chromium
+  fi
 fi
 
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then

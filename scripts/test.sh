@@ -3,5 +3,5 @@
 # Extra arguments go to vitest, e.g. scripts/test.sh --project unit
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 exec npm test -- "$@"

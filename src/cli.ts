@@ -9,6 +9,10 @@ export async function main(argv: string[]): Promise<number> {
     const { runDemo } = await import('./demo.js');
     return runDemo(argv.slice(1));
   }
+  if (argv[0] === 'viz') {
+    const { vizCommand } = await import('./viz-command.js');
+    return vizCommand(argv.slice(1));
+  }
   if (argv[0] === 'verify' || argv[0] === 'index') {
     const { verifyCommand, indexCommand } = await import('./operator.js');
     return oneLineErrors(() => (argv[0] === 'verify' ? verifyCommand(argv.slice(1)) : indexCommand(argv.slice(1))));

@@ -2,12 +2,13 @@
 // puppet templates and systemd units pass them); ours are additions.
 import { parseArgs } from 'node:util';
 import { ConfigError } from './etcd/errors.js';
-import { parseEndpoint, type Endpoint } from './etcd/endpoint.js';
+import { readFileSync } from 'node:fs';
+import { parseCluster, type Cluster, type TlsFiles } from './etcd/endpoint.js';
 import { compileIgnoreRegex, parsePrefix } from './keys.js';
 
 export interface Config {
-  readonly src: Endpoint;
-  readonly dst: Endpoint;
+  readonly src: Cluster;
+  readonly dst: Cluster;
   readonly srcPrefix: string;
   readonly dstPrefix: string;
   readonly strip: boolean;
@@ -31,13 +32,15 @@ export interface Config {
 export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
-                   [--quiet-rearm-ms N] [--pipeline on|off] SRC DST
+                   [--quiet-rearm-ms N] [--pipeline on|off]
+                   [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F] SRC DST
 
 Live mirror of an etcd v2 key prefix from the SRC cluster into the DST cluster.
 
 positional arguments:
-  SRC                       source cluster URL, scheme://[user:pass@]host:port (http or https; IPv6 as [::1])
-  DST                       destination cluster URL, same form
+  SRC                       source cluster: scheme://[user:pass@]host:port (http or https; IPv6 as [::1]);
+                            several members of one cluster as a comma-separated list (requests fail over)
+  DST                       destination cluster, same form
 
 reference-compatible options:
   -h, --help                show this help and exit
@@ -62,6 +65,8 @@ etcd-mirror options:
                             index follows the source's store index and never falls out of etcd's 1000-event
                             window (default: 100; raise it if the source uses v2 auth, where every request
                             costs the server ~50 ms of CPU)
+  --src-ca F, --dst-ca F    PEM CA bundle to verify that cluster's https certificates (default: system CAs)
+  --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key)
   --pipeline on|off         off: the reference tool's synchronous loop — one long-poll per event, then the
                             write, then the index write — kept as the benchmark baseline (default: on)
 
@@ -70,6 +75,22 @@ reference does, so an existing deployment can switch binaries without --reload.
 Hidden keys (a path segment starting with _ below the source prefix) are not mirrored: etcd leaves them out of
 recursive reads and live watches.
 `;
+
+/** Reads --{side}-ca/-cert/-key; the files are read once, at startup, so a bad path is a one-line error. */
+function tlsFiles(v: Record<string, string | boolean | undefined>, side: 'src' | 'dst'): TlsFiles | undefined {
+  const read = (flag: string): Buffer | undefined => {
+    const path = v[`${side}-${flag}`];
+    if (typeof path !== 'string') return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(`--${side}-${flag}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const files: TlsFiles = { ca: read('ca'), cert: read('cert'), key: read('key') };
+  if (Boolean(files.cert) !== Boolean(files.key)) throw new ConfigError(`--${side}-cert and --${side}-key go together`);
+  return files.ca || files.cert ? files : undefined;
+}
 
 function pipelineFlag(raw: string | undefined): boolean {
   if (raw === undefined || raw === 'on') return true;
@@ -110,6 +131,12 @@ export function parseConfig(argv: string[]): Parsed {
         'checkpoint-ms': { type: 'string' },
         'quiet-rearm-ms': { type: 'string' },
         pipeline: { type: 'string' },
+        'src-ca': { type: 'string' },
+        'src-cert': { type: 'string' },
+        'src-key': { type: 'string' },
+        'dst-ca': { type: 'string' },
+        'dst-cert': { type: 'string' },
+        'dst-key': { type: 'string' },
       },
     });
   } catch (err) {
@@ -127,8 +154,8 @@ export function parseConfig(argv: string[]): Parsed {
   const massDeleteRatio = ratioRaw === undefined ? 0.5 : Number(ratioRaw);
   if (!(massDeleteRatio >= 0 && massDeleteRatio <= 1)) throw new ConfigError(`--mass-delete-ratio: expected a number from 0 to 1`);
   const config: Config = {
-    src: parseEndpoint(srcRaw, 'SRC'),
-    dst: parseEndpoint(dstRaw, 'DST'),
+    src: parseCluster(srcRaw, 'SRC', tlsFiles(v, 'src')),
+    dst: parseCluster(dstRaw, 'DST', tlsFiles(v, 'dst')),
     srcPrefix: parsePrefix(v['src-prefix'] ?? '/', '--src-prefix'),
     dstPrefix: parsePrefix(v['dst-prefix'] ?? '/replica', '--dst-prefix'),
     strip: v.strip ?? false,
@@ -144,7 +171,8 @@ export function parseConfig(argv: string[]): Parsed {
     pipeline: pipelineFlag(v.pipeline),
     quietRearmMs: intFlag(v['quiet-rearm-ms'], '--quiet-rearm-ms', 100, 50, 60_000),
   };
-  if (config.src.origin === config.dst.origin && overlaps(config)) {
+  const sameCluster = config.src.members.some((m) => config.dst.members.some((d) => d.origin === m.origin));
+  if (sameCluster && overlaps(config)) {
     throw new ConfigError('SRC and DST are the same cluster and the prefixes overlap: the mirror would feed on its own writes');
   }
   return { kind: 'run', config: Object.freeze(config) };

@@ -1,5 +1,5 @@
 // `etcd-mirror demo`: a real mirror between two throw-away local etcd servers, with light sample traffic,
-// so an operator can watch it work (HTTP endpoints, logs) before pointing it at production clusters.
+// so an operator can watch it work (the /ui page, HTTP endpoints, logs) before pointing it at production clusters.
 import { parseArgs } from 'node:util';
 import { parseConfig } from './config.js';
 import { EtcdClient } from './etcd/client.js';
@@ -31,12 +31,16 @@ export async function runDemo(argv: string[]): Promise<number> {
     process.stderr.write(
       [
         '',
-        'demo: etcd-mirror is running.',
+        'demo: etcd-mirror is running. Open the live statechart and status page:',
+        '',
+        `  ${mirror.httpUrl}/ui`,
+        '',
         `  source etcd       ${source.clientUrl}   (prefix /conftool)`,
         `  destination etcd  ${destination.clientUrl}   (prefix /conftool, index at /__replication/conftool)`,
         `  state             ${mirror.httpUrl}/state`,
         `  metrics           ${mirror.httpUrl}/metrics`,
         `  lag               ${mirror.httpUrl}/lag`,
+        `  ready             ${mirror.httpUrl}/readyz`,
         `  try               curl -X PUT ${source.clientUrl}/v2/keys/conftool/hello -d value=world`,
         `                    curl ${destination.clientUrl}/v2/keys/conftool/hello`,
         'demo: sample traffic writes to the source every second; logs (JSON) follow on stdout. Ctrl-C stops everything.',

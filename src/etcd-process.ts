@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 
 export interface EtcdProcess {
   /** http://127.0.0.1:PORT */
@@ -31,6 +31,11 @@ export interface StartEtcdOptions {
   extraArgs?: string[];
   keepDataDir?: boolean;
   logFile?: string;
+  /**
+   * Serve clients over https with this certificate; `caFile` + `clientCertAuth` require client certificates,
+   * and then the readiness probe presents `probeCertFile`/`probeKeyFile`.
+   */
+  tls?: { certFile: string; keyFile: string; caFile?: string; clientCertAuth?: boolean; probeCertFile?: string; probeKeyFile?: string };
 }
 
 const READY_TIMEOUT_MS = 20_000;
@@ -114,7 +119,14 @@ function waitExit(child: ChildProcess): Promise<void> {
 }
 
 /** Resolves true once a quorum GET of the root answers; false if the process died first; throws on timeout. */
-async function waitReady(clientUrl: string, child: ChildProcess, logFile: string): Promise<boolean> {
+async function waitReady(clientUrl: string, child: ChildProcess, logFile: string, tls?: StartEtcdOptions['tls']): Promise<boolean> {
+  // Readiness only checks that etcd answers; it does not verify test certificates.
+  const readinessAgent = new Agent({
+    connect: {
+      rejectUnauthorized: false,
+      ...(tls?.probeCertFile && tls.probeKeyFile ? { cert: readFileSync(tls.probeCertFile), key: readFileSync(tls.probeKeyFile) } : {}),
+    },
+  });
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let exited = child.exitCode !== null || child.signalCode !== null;
   child.once('exit', () => (exited = true));
@@ -123,15 +135,19 @@ async function waitReady(clientUrl: string, child: ChildProcess, logFile: string
     try {
       // quorum=true goes through raft, so "ready" also means a leader was elected and writes will be served.
       // 401 counts as ready: after enableAuth anonymous reads are refused, but etcd is clearly serving.
-      const res = await request(`${clientUrl}/v2/keys/?quorum=true`, { headersTimeout: 1_000, bodyTimeout: 1_000, reset: true });
+      const res = await request(`${clientUrl}/v2/keys/?quorum=true`, { headersTimeout: 1_000, bodyTimeout: 1_000, reset: true, dispatcher: readinessAgent });
       await res.body.text();
-      if (res.statusCode === 200 || res.statusCode === 401) return true;
+      if (res.statusCode === 200 || res.statusCode === 401) {
+        await readinessAgent.close();
+        return true;
+      }
     } catch {
       // not listening yet
     }
     await sleep(50);
   }
   child.kill('SIGKILL');
+  await readinessAgent.close();
   throw new Error(`etcd at ${clientUrl} not ready after ${READY_TIMEOUT_MS} ms; log ${logFile}:\n${logTail(logFile)}`);
 }
 
@@ -149,7 +165,15 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
   let child: ChildProcess | undefined;
   let stopped = false;
 
-  const clientUrl = (): string => `http://127.0.0.1:${clientPort}`;
+  const clientUrl = (): string => `${opts.tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
+  const tlsArgs = opts.tls
+    ? [
+        '--cert-file', opts.tls.certFile,
+        '--key-file', opts.tls.keyFile,
+        ...(opts.tls.caFile ? ['--trusted-ca-file', opts.tls.caFile] : []),
+        ...(opts.tls.clientCertAuth ? ['--client-cert-auth'] : []),
+      ]
+    : [];
 
   async function launch(): Promise<boolean> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -164,6 +188,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
       '--initial-advertise-peer-urls', peerUrl,
       '--initial-cluster', `${name}=${peerUrl}`,
       '--initial-cluster-state', 'new',
+      ...tlsArgs,
       ...(opts.extraArgs ?? []),
     ];
     const fd = openSync(logFile, 'a');
@@ -182,7 +207,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
     c.once('exit', () => running.delete(pid));
     c.on('error', () => {}); // a failed kill() must not crash the host process
     c.unref(); // an idle etcd must not keep our process alive; the exit hook kills it
-    return waitReady(clientUrl(), c, logFile);
+    return waitReady(clientUrl(), c, logFile, opts.tls);
   }
 
   async function terminate(): Promise<void> {

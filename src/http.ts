@@ -1,7 +1,10 @@
 // The daemon's HTTP surface. Read-only: no endpoint changes anything. Nothing served here carries credentials
 // (endpoints are shown by origin only).
 import { createServer, type Server } from 'node:http';
+import { lifecycle } from '../machines/index.js';
 import type { Metrics } from './metrics.js';
+import { UI_CSS, UI_ICON, UI_JS, uiHtml } from './ui.js';
+import { machineGraph, toSvg } from './viz.js';
 
 export interface StateView {
   state: string;
@@ -9,28 +12,50 @@ export interface StateView {
   sourceIndex: number | null;
   appliedIndex: number | null;
   lagEvents: number | null;
+  ready: boolean;
+  readyReason: string;
   [k: string]: unknown;
 }
 
 const HELP_TEXT = `etcd-mirror
 
 /          this help
+/ui        live statechart and replication status (HTML, works offline)
 /lag       source store index minus the stored replication index (plain integer, as the reference tool)
 /metrics   Prometheus metrics
-/state     lifecycle state, indexes, queue and reconcile progress (JSON)
+/state     lifecycle state, indexes, lag, window headroom, rates, queue, reconcile progress, recent transitions (JSON)
+/events    the /state JSON as Server-Sent Events, on every transition and every second
 /healthz   200 while the process runs
+/readyz    200 while tailing with enough window headroom, 503 otherwise (with the reason)
+/ui/machine.json, /ui/machine.svg   the lifecycle statechart, from the machine definition
 `;
+
+const EVENTS_EVERY_MS = 1000;
+
+// The page may load only what this daemon serves: no CDN, no outside font, nothing inline.
+const UI_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+};
 
 export async function startHttp(opts: {
   port: number;
   host: string;
   metrics: Metrics;
   state: () => StateView;
+  /** Calls the listener after every lifecycle transition; returns the unsubscribe function. */
+  onTransition: (listener: () => void) => () => void;
 }): Promise<Server> {
+  // The chart only depends on the machine definition: drawn once.
+  const graph = machineGraph(lifecycle);
+  const graphJson = JSON.stringify(graph, null, 2) + '\n';
+  const svg = toSvg(graph);
+  const page = uiHtml(svg);
+
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
-    const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+    const send = (status: number, type: string, body: string, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...headers });
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'read-only\n');
@@ -43,12 +68,44 @@ export async function startHttp(opts: {
         return send(200, 'application/json', JSON.stringify(opts.state(), null, 2) + '\n');
       case '/healthz':
         return send(200, 'text/plain', 'ok\n');
+      case '/readyz': {
+        const v = opts.state();
+        return v.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain; charset=utf-8', `not ready: ${v.readyReason}\n`);
+      }
       case '/metrics':
         opts.metrics.registry.metrics().then(
           (text) => send(200, opts.metrics.registry.contentType, text),
           (err: unknown) => send(500, 'text/plain', `metrics failed: ${String(err)}\n`),
         );
         return;
+      case '/ui':
+      case '/ui/':
+        return send(200, 'text/html; charset=utf-8', page, UI_HEADERS);
+      case '/ui/app.css':
+        return send(200, 'text/css; charset=utf-8', UI_CSS, UI_HEADERS);
+      case '/ui/app.js':
+        return send(200, 'text/javascript; charset=utf-8', UI_JS, UI_HEADERS);
+      case '/ui/icon.svg':
+        return send(200, 'image/svg+xml', UI_ICON, UI_HEADERS);
+      case '/ui/machine.json':
+        return send(200, 'application/json', graphJson);
+      case '/ui/machine.svg':
+        return send(200, 'image/svg+xml', svg, UI_HEADERS);
+      case '/events': {
+        if (req.method === 'HEAD') return send(200, 'text/event-stream', '');
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+        // A daemon restart drops the stream; the browser reconnects after `retry` ms.
+        res.write('retry: 1000\n\n');
+        const push = () => res.write(`data: ${JSON.stringify(opts.state())}\n\n`);
+        push();
+        const timer = setInterval(push, EVENTS_EVERY_MS);
+        const unsubscribe = opts.onTransition(push);
+        res.on('close', () => {
+          clearInterval(timer);
+          unsubscribe();
+        });
+        return;
+      }
       default:
         return send(404, 'text/plain', 'not found; see /\n');
     }

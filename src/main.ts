@@ -5,6 +5,7 @@ import type { LoadIndexInput, LoadIndexOutput, MirrorContext } from '../machines
 import type { Config } from './config.js';
 import { EtcdClient } from './etcd/client.js';
 import { KeyNotFoundError } from './etcd/errors.js';
+import { HISTORY_WINDOW_EVENTS, RateMeter, readiness, windowHeadroom } from './health.js';
 import { startHttp, type StateView } from './http.js';
 import { KeyMap } from './keys.js';
 import { createLogger, type Logger } from './log.js';
@@ -13,6 +14,11 @@ import { faultFrom, RunnerHost } from './runner.js';
 import { VERSION } from './version.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
+/** Transitions kept for /state and the /ui timeline. */
+const TIMELINE_LENGTH = 50;
+/** Rates (events/s, reconcile keys/s) are averaged over this long. */
+const RATE_WINDOW_MS = 5_000;
+const PROGRESS_LOG_MS = 3_000;
 
 type Snapshot = SnapshotFrom<typeof lifecycle>;
 
@@ -73,50 +79,104 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     const sourceIndex = Math.max(ctx.sourceIndex ?? 0, runner?.sourceIndex ?? 0) || null;
     const appliedIndex = host.lastPersisted ?? ctx.appliedIndex;
     const lagEvents = sourceIndex !== null && appliedIndex !== null ? Math.max(0, sourceIndex - appliedIndex) : null;
+    const headroomEvents = windowHeadroom(lagEvents);
+    const state = stateName(snap);
+    const { ready, why } = readiness(state, ctx.reason, headroomEvents);
+    // 'running.tailing': the /ui page highlights the statechart node with this id.
+    const path = (v: unknown): string =>
+      typeof v === 'string' ? v : Object.entries(v as Record<string, unknown>).map(([k, child]) => `${k}.${path(child)}`)[0] ?? '';
+    const statePath = path(snap.value);
+    // Outside `running` the runner is stopped or being stopped, whatever phase it last reported.
+    const phase = statePath.startsWith('running.') ? runner?.phase ?? 'stopped' : runner && runner.inFlight > 0 ? 'stopping' : 'stopped';
+    const queue = runner?.queue ?? 0;
+    const inFlight = runner?.inFlight ?? 0;
     return {
-      state: stateName(snap),
+      state,
+      statePath,
       reason: ctx.reason,
       mode: ctx.mode,
+      attempt: ctx.attempt,
+      ready,
+      readyReason: why,
       sourceIndex,
       appliedIndex,
       lagEvents,
       lagSeconds: runner?.oldestUnappliedAt ? (Date.now() - runner.oldestUnappliedAt) / 1000 : 0,
-      queue: runner?.queue ?? 0,
-      inFlight: runner?.inFlight ?? 0,
-      reconcile: runner?.reconcile ?? null,
-      runner: runner ? runner.phase : 'stopped',
+      headroomEvents,
+      historyWindowEvents: HISTORY_WINDOW_EVENTS,
+      eventsPerSecond: Math.round(appliedRate.perSecond() * 10) / 10,
+      queue,
+      inFlight,
+      reconcile: runner?.reconcile
+        ? { ...runner.reconcile, active: phase === 'reconcile', keysPerSecond: Math.round(reconcileRate.perSecond()) }
+        : null,
+      runner: phase,
+      // The runner's two actors: the poller long-polls the source (from before the snapshot, in reload and recovery),
+      // the writer applies what it fetched once the destination is reconciled.
+      poller: phase === 'snapshot' || phase === 'reconcile' || phase === 'tail' ? 'watching' : 'stopped',
+      writer: {
+        state: { snapshot: 'waiting for the source snapshot', reconcile: 'reconciling', stopping: 'stopping', stopped: 'stopped' }[phase as string] ??
+          (queue + inFlight > 0 ? 'applying' : 'caught up'),
+        queue,
+        inFlight,
+      },
       lastFault: ctx.lastFault,
+      timeline: [...timeline],
       source: { url: src.origin, prefix: config.srcPrefix },
       destination: { url: dst.origin, prefix: config.dstPrefix, indexKey: map.indexKey },
       version: VERSION,
     };
   };
 
+  const appliedRate = new RateMeter(RATE_WINDOW_MS);
+  const reconcileRate = new RateMeter(RATE_WINDOW_MS);
+  let progressLoggedAt = Date.now();
   const gauges = setInterval(() => {
     const v = view();
     if (v.lagEvents !== null) {
       metrics.lag.set(v.lagEvents);
       metrics.lagEvents.set(v.lagEvents);
     }
+    if (v.headroomEvents !== null) metrics.windowHeadroom.set(v.headroomEvents as number);
     metrics.lagSeconds.set(v.lagSeconds as number);
     metrics.queueEvents.set(v.queue as number);
     metrics.writesInFlight.set(v.inFlight as number);
+    const now = Date.now();
+    void metrics.eventsApplied.get().then((m) => appliedRate.add(now, m.values.reduce((sum, x) => sum + x.value, 0)));
+    // Long reconciles report progress in the log too, for operators following the terminal.
+    const runner = host.status();
+    if (runner?.phase === 'reconcile' && runner.reconcile) {
+      const { done, total } = runner.reconcile;
+      reconcileRate.add(now, done);
+      if (now - progressLoggedAt >= PROGRESS_LOG_MS && done < total) {
+        log.info({ done, total, rate: Math.round(reconcileRate.perSecond()) }, 'reconcile progress');
+        progressLoggedAt = now;
+      }
+    } else {
+      reconcileRate.reset();
+      progressLoggedAt = now;
+    }
   }, 500);
   gauges.unref();
 
   let previous = 'idle';
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
+  const timeline: { at: string; from: string; to: string; reason: string }[] = [];
+  const transitionListeners = new Set<() => void>();
   actor.subscribe({
     next: (snap) => {
       const name = stateName(snap);
       if (name === previous) return;
       const entry = { from: previous, to: name, reason: snap.context.reason, appliedIndex: host.lastPersisted ?? snap.context.appliedIndex };
+      timeline.push({ at: new Date().toISOString(), from: previous, to: name, reason: snap.context.reason });
+      if (timeline.length > TIMELINE_LENGTH) timeline.shift();
       if (name === 'stalled' || name === 'outOfWindow' || name === 'failed') log.error({ ...entry, fault: snap.context.lastFault }, `state: ${name}`);
       else log.info(entry, `state: ${name}`);
       for (const s of STATES) metrics.state.labels({ state: s }).set(s === name ? 1 : 0);
       metrics.transitions.labels({ state: name }).inc();
       previous = name;
+      for (const listener of transitionListeners) listener();
       if (snap.status === 'done') resolveDone(name === 'stopped' ? 0 : 1);
     },
     error: (err) => {
@@ -127,7 +187,16 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
 
   let server;
   try {
-    server = await startHttp({ port: config.port, host: config.listenAddress, metrics, state: view });
+    server = await startHttp({
+      port: config.port,
+      host: config.listenAddress,
+      metrics,
+      state: view,
+      onTransition: (listener) => {
+        transitionListeners.add(listener);
+        return () => transitionListeners.delete(listener);
+      },
+    });
   } catch (err) {
     await Promise.all([src.close(), dst.close()]);
     throw new Error(`cannot listen on ${config.listenAddress}:${config.port}: ${(err as Error).message}`);

@@ -43,6 +43,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     outOfWindow: new Counter({ name: 'etcdmirror_out_of_window_total', help: 'Times the source history window was lost (error 401)', registers: r }),
     ttlRefreshes: new Counter({ name: 'etcdmirror_ttl_refreshes_total', help: 'Destination TTLs moved along with a source refresh (refreshes send no watch event)', registers: r }),
     ttlKeysTracked: new Gauge({ name: 'etcdmirror_ttl_keys_tracked', help: 'Source keys with a TTL whose destination copies are kept alive', registers: r }),
+    windowHeadroom: new Gauge({ name: 'etcdmirror_window_headroom_events', help: "Source events left before the stored replication index falls out of etcd's 1000-event history window", registers: r }),
     lastApply: new Gauge({ name: 'etcdmirror_last_apply_timestamp_seconds', help: 'Unix time of the last successful destination apply or proven-quiet index advance', registers: r }),
   };
   for (const s of STATES) m.state.labels({ state: s }).set(s === 'idle' ? 1 : 0);

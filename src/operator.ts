@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { EtcdClient } from './etcd/client.js';
 import type { EtcdNode } from './etcd/decode.js';
-import { parseEndpoint } from './etcd/endpoint.js';
+import { parseCluster } from './etcd/endpoint.js';
 import { ConfigError, KeyNotFoundError } from './etcd/errors.js';
 import type { DstOp } from './apply.js';
 import { compileIgnoreRegex, KeyMap, parsePrefix } from './keys.js';
@@ -61,8 +61,8 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
     values.strip === true,
     values['src-ignore-keys-regex'] === undefined ? undefined : compileIgnoreRegex(values['src-ignore-keys-regex']),
   );
-  const src = new EtcdClient(parseEndpoint(positionals[0]!, 'SRC'), { connections: 2 });
-  const dst = new EtcdClient(parseEndpoint(positionals[1]!, 'DST'), { connections: 2 });
+  const src = new EtcdClient(parseCluster(positionals[0]!, 'SRC'), { connections: 2 });
+  const dst = new EtcdClient(parseCluster(positionals[1]!, 'DST'), { connections: 2 });
   try {
     const snapshot = await takeSnapshot(src, map.srcPrefix);
     const plan = planReconcile(snapshot.root, await readDestination(dst, map), map, Date.now());
@@ -116,8 +116,8 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
     throw new ConfigError('index set: pass --src SRC so the value can be checked against the source history window (or --force)');
   }
   const map = new KeyMap('/', parsePrefix(values['dst-prefix'] ?? '/replica', '--dst-prefix'), true, undefined);
-  const dst = new EtcdClient(parseEndpoint(dstUrl, 'DST'), { connections: 1 });
-  const src = values.src ? new EtcdClient(parseEndpoint(values.src, '--src'), { connections: 1 }) : null;
+  const dst = new EtcdClient(parseCluster(dstUrl, 'DST'), { connections: 1 });
+  const src = values.src ? new EtcdClient(parseCluster(values.src, '--src'), { connections: 1 }) : null;
   try {
     const stored = await readIndex(dst, map.indexKey);
     const sourceIndex = src ? (await src.get('/')).etcdIndex : null;

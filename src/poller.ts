@@ -71,7 +71,7 @@ const SILENCE_MS = 15;
 const STALL_CHECK_MS = 1_000;
 /** Quick reconnects after a transport failure before it is reported: a cut must not cost seconds of backoff
  * while the rest of the store races through the history window. */
-const QUICK_RETRIES = [50, 150, 400];
+const QUICK_RETRIES = [0, 100, 400];
 /** Claimed ranges remembered for contradiction checks. */
 const CLAIMS_KEPT = 4_096;
 /** How long a silent catch-up watch stays open after its range was claimed, in case a history match was only
@@ -156,9 +156,11 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
   const seq = new Sequencer(opts.fromIndex === 'now' ? 0 : opts.fromIndex, sink);
   const failedByClaim = seq.failed();
   failedByClaim.catch(() => {});
+  // Quick retries are counted until the poller makes progress again: a source that accepts every watch and then
+  // drops it must still be reported.
   let failures = 0;
+  let lastAtFailure = -1;
   const onRegistered = (etcdIndex: number) => {
-    failures = 0;
     if (registered) return;
     registered = true;
     seq.last = etcdIndex; // a watch without waitIndex covers exactly what comes after this index
@@ -171,13 +173,13 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
     try {
       if (!pipeline) {
         if (!registered) onRegistered((await src.get('/')).etcdIndex);
-        await Promise.race([catchUp(opts, seq, Infinity, false, conn.signal, () => (failures = 0)), failedByClaim]);
+        await Promise.race([catchUp(opts, seq, Infinity, false, conn.signal), failedByClaim]);
         continue;
       }
       const stream = await within(src.stream(prefix, { recursive: true, signal: conn.signal }), unreachableAfter, src, conn);
       onRegistered(stream.etcdIndex);
       sink.sourceIndex(stream.etcdIndex);
-      await Promise.race([catchUp(opts, seq, stream.etcdIndex, true, conn.signal, () => (failures = 0)), failedByClaim]);
+      await Promise.race([catchUp(opts, seq, stream.etcdIndex, true, conn.signal), failedByClaim]);
       const ended = await Promise.race([follow(opts, seq, stream, conn.signal), failedByClaim]);
       if (ended === 'stalled') sink.poll('stalled');
     } catch (err) {
@@ -185,8 +187,9 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
       if (err instanceof ResyncNeededError) throw err;
       if (isAborted(err) || isAbortError(err)) continue;
       sink.poll('error');
-      if (err instanceof WatcherClearedError) continue;
-      const pause = isRetryable(err) ? QUICK_RETRIES[failures++] : undefined;
+      if (seq.last > lastAtFailure) failures = 0;
+      lastAtFailure = seq.last;
+      const pause = err instanceof WatcherClearedError ? QUICK_RETRIES[0] : isRetryable(err) ? QUICK_RETRIES[failures++] : undefined;
       if (pause === undefined) throw err;
       await sleep(pause, undefined, { signal }).catch(() => {});
     } finally {
@@ -206,7 +209,6 @@ async function catchUp(
   target: number,
   claims: boolean,
   signal: AbortSignal,
-  answered: () => void,
 ): Promise<void> {
   const { src, prefix, sink } = opts;
   const parallel = claims ? Math.max(1, opts.parallel ?? 32) : 1;
@@ -220,7 +222,6 @@ async function catchUp(
     signal.addEventListener('abort', stop, { once: true });
     const outcome = (async (): Promise<Outcome> => {
       const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
-      answered();
       sink.sourceIndex(handle.etcdIndex);
       const first = claims ? await Promise.race([handle.event, sleep(SILENCE_MS, 'silent' as const, { signal: ctl.signal })]) : await handle.event;
       signal.removeEventListener('abort', stop);
@@ -236,7 +237,7 @@ async function catchUp(
   };
   try {
     while (seq.last < target) {
-      await sink.room();
+      await untilAborted(sink.room(), signal);
       const head = seq.last + 1;
       for (const [w, r] of inFlight) {
         if (w < head) {
@@ -286,7 +287,7 @@ async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle,
   stalled.catch(() => {});
   try {
     for (;;) {
-      await sink.room();
+      await untilAborted(sink.room(), signal);
       const next = await Promise.race([stream.next(), stalled]);
       if (next === 'stalled') return 'stalled';
       sink.poll('event');
@@ -361,6 +362,21 @@ function linked(parent: AbortSignal): Linked {
 }
 
 const isAbortError = (err: unknown): boolean => err instanceof Error && err.name === 'AbortError';
+
+/** Backpressure waits must not outlive the poller. */
+async function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([p, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+  }
+}
 
 /** Re-arm often enough that at most REARM_TARGET_EVENTS store indexes pass between two proofs. */
 function nextRearm(prev: { index: number; at: number } | null, index: number, at: number, min: number, max: number): number {

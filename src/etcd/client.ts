@@ -1,9 +1,10 @@
-// The only module that speaks HTTP to etcd: one undici keep-alive pool per cluster.
+// The only module that speaks HTTP to etcd: one undici keep-alive pool per cluster member. Requests go to the
+// current member and fail over to the next on a connection failure; every answer must carry the same cluster id.
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { EtcdError, TransportError, UnexpectedResponseError } from './errors.js';
-import type { Endpoint } from './endpoint.js';
+import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError } from './errors.js';
+import type { Cluster, Endpoint } from './endpoint.js';
 import { keysPath } from './paths.js';
 
 export interface ClientOptions {
@@ -48,24 +49,45 @@ export class AbortedError extends Error {
 
 export const isAborted = (err: unknown): boolean => err instanceof AbortedError;
 
+/** Node/OpenSSL codes of certificate problems: retrying cannot help. */
+const TLS_CODES = new Set([
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_REVOKED',
+]);
+const isTlsCode = (code: string): boolean => TLS_CODES.has(code) || code.startsWith('ERR_SSL_');
+
 export class EtcdClient {
+  /** The members' origins (no credentials): for messages, logs and pages. */
   readonly origin: string;
-  readonly #pool: Pool;
+  readonly #members: { origin: string; pool: Pool }[];
+  #current = 0;
+  #clusterId: { id: string; member: string } | undefined;
   readonly #authorization: string | undefined;
   readonly #timeoutMs: number;
 
-  constructor(endpoint: Endpoint, options: ClientOptions = {}) {
-    this.origin = endpoint.origin;
+  constructor(target: Endpoint | Cluster, options: ClientOptions = {}) {
+    const cluster: Cluster = 'members' in target ? target : { members: [target], origin: target.origin };
+    this.origin = cluster.origin;
     this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
-    this.#pool = new Pool(endpoint.origin, {
-      connections: options.connections ?? 16,
-      keepAliveTimeout: 30_000,
-      connect: { timeout: 5_000 },
-    });
+    this.#members = cluster.members.map((m) => ({
+      origin: m.origin,
+      pool: new Pool(m.origin, {
+        connections: options.connections ?? 16,
+        keepAliveTimeout: 30_000,
+        connect: { timeout: 5_000, ...cluster.tls },
+      }),
+    }));
+    const first = cluster.members[0]!;
     this.#authorization =
-      endpoint.username !== undefined
-        ? 'Basic ' + Buffer.from(`${endpoint.username}:${endpoint.password ?? ''}`).toString('base64')
-        : undefined;
+      first.username !== undefined ? 'Basic ' + Buffer.from(`${first.username}:${first.password ?? ''}`).toString('base64') : undefined;
   }
 
   async #request(
@@ -77,28 +99,57 @@ export class EtcdClient {
     if (this.#authorization) headers.authorization = this.#authorization;
     if (opts.body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
     const timeout = opts.timeoutMs ?? this.#timeoutMs;
-    try {
-      return await this.#pool.request({
-        method,
-        path,
-        headers,
-        body: opts.body,
-        signal: opts.signal,
-        headersTimeout: timeout,
-        bodyTimeout: timeout,
-      });
-    } catch (err) {
-      throw this.#wrap(err, opts.signal);
+    // Every request is idempotent, so a connection failure moves on to the next member at once.
+    let index = this.#current;
+    for (let attempt = 0; ; attempt++) {
+      const member = this.#members[index]!;
+      try {
+        const res = await member.pool.request({
+          method,
+          path,
+          headers,
+          body: opts.body,
+          signal: opts.signal,
+          headersTimeout: timeout,
+          bodyTimeout: timeout,
+        });
+        const mismatch = this.#checkCluster(member.origin, res.headers);
+        if (mismatch) {
+          res.body.on('error', () => {}).destroy(); // a watch body may never end: drop the connection, do not drain
+          throw mismatch;
+        }
+        return res;
+      } catch (err) {
+        const wrapped = err instanceof ClusterIdMismatchError ? err : this.#wrap(err, opts.signal, member.origin);
+        if (!(wrapped instanceof TransportError) || attempt + 1 >= this.#members.length) throw wrapped;
+        index = (index + 1) % this.#members.length;
+        // Concurrent failures on the same member move the shared choice once, not back and forth.
+        if (this.#current !== index && this.#members[this.#current] === member) this.#current = index;
+      }
     }
   }
 
-  #wrap(err: unknown, signal: AbortSignal | undefined): Error {
-    if (signal?.aborted) return new AbortedError('request aborted');
-    if (err instanceof Error && 'code' in err) {
-      // undici and node errors carry host:port at most, never our Authorization header.
-      return new TransportError(`${this.origin}: ${(err as { code: string }).code} ${err.message}`, { cause: err });
+  #checkCluster(member: string, headers: Dispatcher.ResponseData['headers']): ClusterIdMismatchError | undefined {
+    const id = header(headers, 'x-etcd-cluster-id');
+    if (id === undefined) return undefined;
+    if (this.#clusterId === undefined) this.#clusterId = { id, member };
+    else if (this.#clusterId.id !== id) {
+      return new ClusterIdMismatchError(
+        `${member} belongs to cluster ${id}, but ${this.#clusterId.member} to cluster ${this.#clusterId.id}: the URLs given are not members of one cluster`,
+      );
     }
-    return new TransportError(`${this.origin}: ${String(err)}`, { cause: err });
+    return undefined;
+  }
+
+  #wrap(err: unknown, signal: AbortSignal | undefined, member = this.origin): Error {
+    if (signal?.aborted) return new AbortedError('request aborted');
+    const code = err instanceof Error && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+    const cause = err instanceof Error && err.cause instanceof Error && 'code' in err.cause ? String((err.cause as { code: unknown }).code) : undefined;
+    const tls = [code, cause].find((c) => c !== undefined && isTlsCode(c));
+    if (tls) return new TlsError(`${member}: TLS verification failed (${tls}): ${(err as Error).message}`, { cause: err });
+    // undici and node errors carry host:port at most, never our Authorization header.
+    if (code) return new TransportError(`${member}: ${code} ${(err as Error).message}`, { cause: err });
+    return new TransportError(`${member}: ${String(err)}`, { cause: err });
   }
 
   async #keys(method: Dispatcher.HttpMethod, path: string, opts: { body?: string; signal?: AbortSignal; timeoutMs?: number }): Promise<KeysResult> {
@@ -234,6 +285,6 @@ export class EtcdClient {
   }
 
   async close(): Promise<void> {
-    await this.#pool.destroy();
+    await Promise.all(this.#members.map((m) => m.pool.destroy()));
   }
 }

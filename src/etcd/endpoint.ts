@@ -43,3 +43,33 @@ function decodeUserinfo(raw: string): string {
     return raw.replace(/%([0-9a-f]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
   }
 }
+
+export interface TlsFiles {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+/** One cluster: the client URLs of its members (requests fail over between them) and its TLS material. */
+export interface Cluster {
+  readonly members: readonly Endpoint[];
+  /** The members' origins, comma-separated: for logs and pages (never credentials). */
+  readonly origin: string;
+  readonly tls?: TlsFiles;
+}
+
+/** Parses `url[,url...]`: members of one cluster. Credentials may be given on any member and apply to all. */
+export function parseCluster(raw: string, what: string, tls?: TlsFiles): Cluster {
+  const parts = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) throw new ConfigError(`${what}: empty URL`);
+  const parsed = parts.map((p, i) => parseEndpoint(p, parts.length > 1 ? `${what} member ${i + 1}` : what));
+  const withCreds = parsed.find((e) => e.username !== undefined);
+  if (parsed.some((e) => e.username !== undefined && (e.username !== withCreds!.username || e.password !== withCreds!.password))) {
+    throw new ConfigError(`${what}: members carry different credentials`);
+  }
+  const members = parsed.map((e) => ({ origin: e.origin, username: withCreds?.username, password: withCreds?.password }));
+  if (new Set(members.map((m) => m.origin)).size !== members.length) throw new ConfigError(`${what}: a member is listed twice`);
+  const schemes = new Set(members.map((m) => m.origin.split(':')[0]));
+  if (schemes.size > 1) throw new ConfigError(`${what}: members mix http and https`);
+  return { members, origin: members.map((m) => m.origin).join(','), tls };
+}

@@ -105,6 +105,16 @@ export class TransportError extends MirrorError {
   override readonly [Retryable] = true;
 }
 
+/** TLS verification failed (unknown CA, expired or mismatched certificate): configuration, not a transient fault. */
+export class TlsError extends MirrorError {
+  override readonly code = 'EM_ERR_TLS';
+}
+
+/** A member answered for another cluster than the others: its indexes would mean nothing here. */
+export class ClusterIdMismatchError extends MirrorError {
+  override readonly code = 'EM_ERR_CLUSTER_ID_MISMATCH';
+}
+
 /** Something answered that is not etcd's v2 API (a proxy page, a 5xx, a 301 for a bad path). */
 export class UnexpectedResponseError extends MirrorError {
   override readonly code = 'EM_ERR_UNEXPECTED_RESPONSE';

@@ -261,7 +261,7 @@ describe('parseConfig: messages never contain a password', () => {
 
   it('keeps the password only in the endpoint, never in the origin', () => {
     const c = run(SRC_PW, DST_PW);
-    expect(c.src.password).toBe(PASSWORD);
+    expect(c.src.members[0]!.password).toBe(PASSWORD);
     expect(c.src.origin).toBe('http://127.0.0.1:2379');
     expect(c.dst.origin).toBe('http://127.0.0.1:2380');
   });

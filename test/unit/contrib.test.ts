@@ -1,0 +1,31 @@
+// The deploy files under contrib/ must stay true to the code: alert rules only use metrics the daemon exports.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { createMetrics, STATES } from '../../src/metrics.js';
+
+const read = (file: string) => readFileSync(new URL(`../../contrib/${file}`, import.meta.url), 'utf8');
+
+describe('contrib/prometheus-alerts.yml', () => {
+  it('uses only metric names that the daemon exports', async () => {
+    const exported = new Set((await createMetrics({ url: 'http://x:1', prefix: '/p' }).registry.getMetricsAsJSON()).map((m) => m.name));
+    const used = new Set(read('prometheus-alerts.yml').match(/\betcdmirror_[a-z_]+/g));
+    expect(used.size).toBeGreaterThanOrEqual(6);
+    expect([...used].filter((name) => !exported.has(name))).toEqual([]);
+  });
+
+  it('matches only state labels that etcdmirror_state has', () => {
+    const states = [...read('prometheus-alerts.yml').matchAll(/state=~?"([^"]+)"/g)].flatMap((m) => m[1]!.split('|'));
+    expect(states.length).toBeGreaterThanOrEqual(3);
+    expect(states.filter((s) => !(STATES as readonly string[]).includes(s))).toEqual([]);
+  });
+});
+
+describe('contrib/etcd-mirror.service', () => {
+  it('restarts on failure, but not on bad configuration, and is hardened', () => {
+    const unit = read('etcd-mirror.service');
+    for (const line of ['Restart=on-failure', 'RestartPreventExitStatus=2', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'DynamicUser=yes']) {
+      expect(unit.split('\n')).toContain(line);
+    }
+    expect(unit).not.toMatch(/^ExecStart=.*--reload/m);
+  });
+});
