@@ -11,6 +11,7 @@ import { KeyMap } from './keys.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, STATES } from './metrics.js';
 import { faultFrom, RunnerHost } from './runner.js';
+import { OwnWrites } from './healer.js';
 import { VERSION } from './version.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
@@ -40,10 +41,11 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const log = opts.log ?? createLogger({ debug: config.debug });
   // Catch-up keeps up to 32 long-polls in flight, plus the stream, probes, guards and TTL reads.
   const src = new EtcdClient(config.src, { connections: 48 });
-  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency + 4 });
+  const own = new OwnWrites();
+  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency + 4, onWrite: (index) => own.record(index) });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });
-  const host = new RunnerHost({ config, src, dst, map, log, metrics });
+  const host = new RunnerHost({ config, src, dst, map, log, metrics, own });
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
     try {

@@ -14,6 +14,7 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { runPoller } from './poller.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
+import { Healer, type OwnWrites } from './healer.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { OrderedWriter } from './writer.js';
 
@@ -24,6 +25,8 @@ export interface RunnerDeps {
   map: KeyMap;
   log: Logger;
   metrics: Metrics;
+  /** The destination client's own writes, to tell them from foreign changes. */
+  own: OwnWrites;
 }
 
 /** Stored-index lag (in source indexes) above which the index is written early. */
@@ -61,6 +64,7 @@ class Runner {
   readonly #abort = new AbortController();
   #writer: OrderedWriter | null = null;
   #keeper: TtlKeeper | null = null;
+  #healer: Healer | null = null;
   /** What the poller delivered before the snapshot index was known (reload/recover only). */
   #held: { index: number; ev?: EtcdEvent }[] | null = null;
   #persisted: number | null = null;
@@ -122,7 +126,7 @@ class Runner {
         this.#persisted = from;
         this.#floor = from;
         this.#startWriter(from);
-        this.#startKeeper();
+        this.#startUpkeep();
         // TTL keys refreshed while no mirror was running must be found again: read them from the source.
         takeSnapshot(src, config.srcPrefix, this.#abort.signal).then(
           (s) => this.#keeper?.seed(s.root),
@@ -147,7 +151,7 @@ class Runner {
         log.info({ etcdIndex: from, mode: this.input.mode }, 'source snapshot taken; reconciling the destination');
         this.#floor = from;
         this.#startWriter(from - 1);
-        this.#startKeeper();
+        this.#startUpkeep();
         this.#keeper!.seed(snapshot.root);
         this.#phase = 'reconcile';
         // The reconcile is a barrier in the writer: live events fetched meanwhile queue up behind it.
@@ -244,8 +248,11 @@ class Runner {
     });
   }
 
-  #startKeeper(): void {
-    const { src, dst, map, log, metrics } = this.deps;
+  /** TTL keeper and healer: they keep the destination right between events. */
+  #startUpkeep(): void {
+    const { src, dst, map, log, metrics, own, config } = this.deps;
+    this.#healer = new Healer({ src, dst, map, log, metrics, own, writer: () => this.#writer, concurrency: config.writeConcurrency });
+    this.#healer.start();
     this.#keeper = new TtlKeeper({
       src,
       dst,
@@ -373,6 +380,7 @@ class Runner {
     this.#phase = 'stopping';
     this.#abort.abort();
     clearTimeout(this.#timer);
+    this.#healer?.stop();
     await this.#keeper?.stop();
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);

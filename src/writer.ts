@@ -95,8 +95,24 @@ export class OrderedWriter {
   }
 
   push(item: WriteItem): void {
-    const last = this.#queue.length > this.#head ? this.#queue[this.#queue.length - 1]!.index : this.#checkpoint;
+    const last = this.#lastIndex();
     if (item.index <= last) throw new Error(`writer: index ${item.index} pushed after ${last}`);
+    this.#enqueue(item);
+  }
+
+  /**
+   * Runs `run` with nothing else in flight: after everything pushed so far is applied, before anything pushed
+   * later starts. It has no source index of its own, so the checkpoint does not move for it.
+   */
+  pushBarrier(run: () => Promise<void>): void {
+    this.#enqueue({ index: this.#lastIndex(), op: { key: '/', subtree: true, run } });
+  }
+
+  #lastIndex(): number {
+    return this.#queue.length > this.#head ? this.#queue[this.#queue.length - 1]!.index : this.#checkpoint;
+  }
+
+  #enqueue(item: WriteItem): void {
     const slot: Slot = {
       seq: this.#seq++,
       index: item.index,

@@ -12,6 +12,8 @@ export interface ClientOptions {
   connections?: number;
   /** Per-request timeout for ordinary reads and writes, ms. */
   requestTimeoutMs?: number;
+  /** Told the store index of every successful write (PUT/DELETE), e.g. to tell our writes from others'. */
+  onWrite?: (modifiedIndex: number) => void;
 }
 
 export interface PutOptions {
@@ -72,11 +74,13 @@ export class EtcdClient {
   #clusterId: { id: string; member: string } | undefined;
   readonly #authorization: string | undefined;
   readonly #timeoutMs: number;
+  readonly #onWrite: ((modifiedIndex: number) => void) | undefined;
 
   constructor(target: Endpoint | Cluster, options: ClientOptions = {}) {
     const cluster: Cluster = 'members' in target ? target : { members: [target], origin: target.origin };
     this.origin = cluster.origin;
     this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
+    this.#onWrite = options.onWrite;
     this.#members = cluster.members.map((m) => ({
       origin: m.origin,
       pool: new Pool(m.origin, {
@@ -188,12 +192,18 @@ export class EtcdClient {
     if (opts.refresh) form.set('refresh', 'true');
     if (opts.ttl !== undefined) form.set('ttl', opts.ttl === null ? '' : String(opts.ttl));
     if (opts.prevExist !== undefined) form.set('prevExist', String(opts.prevExist));
-    return this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal });
+    return this.#written(this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal }));
+  }
+
+  async #written(result: Promise<KeysResult>): Promise<KeysResult> {
+    const r = await result;
+    this.#onWrite?.(r.body.node.modifiedIndex);
+    return r;
   }
 
   delete(key: string, opts: { recursive?: boolean; dir?: boolean; signal?: AbortSignal } = {}): Promise<KeysResult> {
     const path = keysPath(key, { recursive: opts.recursive || undefined, dir: opts.dir || undefined });
-    return this.#keys('DELETE', path, { signal: opts.signal });
+    return this.#written(this.#keys('DELETE', path, { signal: opts.signal }));
   }
 
   /**

@@ -1,0 +1,121 @@
+// Heals the destination when someone else changes it. The mirror watches its own destination subtree; any event
+// whose store index is not one of its own writes is foreign (a hand edit, a delete, a copy expiring early). Each
+// affected subtree is then reconciled to the source — as a barrier in the writer, so that no replicated event is
+// in flight meanwhile and every later one is applied after it — and the repairs are counted.
+import type { EtcdClient } from './etcd/client.js';
+import type { EtcdEvent } from './etcd/decode.js';
+import { isWithin } from './etcd/paths.js';
+import { KeyMap } from './keys.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { reconcile, takeSnapshot } from './reconcile.js';
+import type { OrderedWriter } from './writer.js';
+
+/** Store indexes of the destination writes this process made, remembered long enough to classify events. */
+export class OwnWrites {
+  readonly #seen = new Map<number, number>();
+  static readonly KEEP_MS = 30_000;
+
+  record(modifiedIndex: number): void {
+    this.#seen.set(modifiedIndex, Date.now());
+  }
+
+  has(modifiedIndex: number): boolean {
+    return this.#seen.has(modifiedIndex);
+  }
+
+  prune(now = Date.now()): void {
+    for (const [index, at] of this.#seen) {
+      if (now - at < OwnWrites.KEEP_MS) break; // insertion order is time order
+      this.#seen.delete(index);
+    }
+  }
+}
+
+export interface HealerDeps {
+  src: EtcdClient;
+  dst: EtcdClient;
+  map: KeyMap;
+  log: Logger;
+  metrics: Metrics;
+  own: OwnWrites;
+  writer: () => OrderedWriter | null;
+  concurrency: number;
+}
+
+/** Our own write's event can arrive before the write's response: classify events only after this delay. */
+const CLASSIFY_AFTER_MS = 1_000;
+/** More foreign keys than this in one batch: reconcile the whole subtree once instead. */
+const MAX_KEYS_PER_BATCH = 200;
+
+export class Healer {
+  readonly #abort = new AbortController();
+  #pending: { ev: EtcdEvent; at: number }[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly deps: HealerDeps) {}
+
+  start(): void {
+    void this.#watch();
+    this.#timer = setInterval(() => this.#classify(), 250);
+  }
+
+  stop(): void {
+    this.#abort.abort();
+    clearInterval(this.#timer);
+  }
+
+  async #watch(): Promise<void> {
+    const { dst, map, log } = this.deps;
+    const signal = this.#abort.signal;
+    while (!signal.aborted) {
+      try {
+        const stream = await dst.stream(map.dstRoot, { recursive: true, signal });
+        for (;;) {
+          const ev = await stream.next();
+          const key = ev.node.key ?? '/';
+          if (map.ownsDst(key) || isWithin(map.dstRoot, key)) this.#pending.push({ ev, at: Date.now() });
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        log.debug({ err }, 'destination watch interrupted; foreign changes meanwhile are healed only by a reload');
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    }
+  }
+
+  #classify(): void {
+    const now = Date.now();
+    this.deps.own.prune(now);
+    const due = this.#pending.filter((p) => now - p.at >= CLASSIFY_AFTER_MS);
+    if (due.length === 0) return;
+    this.#pending = this.#pending.filter((p) => now - p.at < CLASSIFY_AFTER_MS);
+    const foreign = due.filter((p) => !this.deps.own.has(p.ev.node.modifiedIndex)).map((p) => p.ev);
+    if (foreign.length === 0) return;
+    const { map } = this.deps;
+    // Heal whole subtrees, top-most first; a change above the mirrored root means the root itself.
+    let keys = [...new Set(foreign.map((ev) => (isWithin(map.dstRoot, ev.node.key ?? '/') ? map.dstRoot : ev.node.key)))].sort();
+    keys = keys.filter((k, i) => !keys.slice(0, i).some((a) => isWithin(k, a)));
+    if (keys.length > MAX_KEYS_PER_BATCH) keys = [map.dstRoot];
+    this.deps.log.warn({ keys: keys.slice(0, 20), count: keys.length }, 'destination changed by someone else; healing from the source');
+    const writer = this.deps.writer();
+    if (!writer) return;
+    writer.pushBarrier(async () => {
+      for (const key of keys) await this.#heal(key);
+    });
+  }
+
+  async #heal(dstKey: string): Promise<void> {
+    const { src, dst, map, metrics, log, concurrency } = this.deps;
+    const srcKey = map.toSrc(dstKey);
+    const snapshot = await takeSnapshot(src, srcKey, this.#abort.signal);
+    const subtree = new KeyMap(srcKey, dstKey, true, map.ignore);
+    // The foreign change is what gets undone, however large: no mass-delete guard here.
+    const result = await reconcile(snapshot, dst, subtree, { allowMassDelete: true, massDeleteRatio: 1, concurrency }, this.#abort.signal);
+    const repaired = result.written + result.deleted;
+    if (repaired > 0) {
+      metrics.healed.labels({ reason: 'foreign change' }).inc(repaired);
+      log.warn({ key: dstKey, written: result.written, deleted: result.deleted }, 'destination healed from the source');
+    }
+  }
+}
