@@ -45,6 +45,8 @@ export interface HealerDeps {
 
 /** Our own write's event can arrive before the write's response: classify events only after this delay. */
 const CLASSIFY_AFTER_MS = 1_000;
+/** A heal holds the writer: it must not wait long for an unreachable source. */
+const HEAL_READ_TIMEOUT_MS = 5_000;
 /** More foreign keys than this in one batch: reconcile the whole subtree once instead. */
 const MAX_KEYS_PER_BATCH = 200;
 
@@ -74,6 +76,9 @@ export class Healer {
         for (;;) {
           const ev = await stream.next();
           const key = ev.node.key ?? '/';
+          // Copies expiring is normal (the source's own expire event follows); one that expires too early is the
+          // TTL keeper's to recreate.
+          if (ev.action === 'expire') continue;
           if (map.ownsDst(key) || isWithin(map.dstRoot, key)) this.#pending.push({ ev, at: Date.now() });
         }
       } catch (err) {
@@ -101,14 +106,21 @@ export class Healer {
     const writer = this.deps.writer();
     if (!writer) return;
     writer.pushBarrier(async () => {
-      for (const key of keys) await this.#heal(key);
+      for (const key of keys) {
+        try {
+          await this.#heal(key);
+        } catch (err) {
+          // A failed heal must not stop replication; the key is healed when it changes next, or by a reload.
+          if (!this.#abort.signal.aborted) this.deps.log.warn({ err, key }, 'could not heal a destination key');
+        }
+      }
     });
   }
 
   async #heal(dstKey: string): Promise<void> {
     const { src, dst, map, metrics, log, concurrency } = this.deps;
     const srcKey = map.toSrc(dstKey);
-    const snapshot = await takeSnapshot(src, srcKey, this.#abort.signal);
+    const snapshot = await takeSnapshot(src, srcKey, this.#abort.signal, HEAL_READ_TIMEOUT_MS);
     const subtree = new KeyMap(srcKey, dstKey, true, map.ignore);
     // The foreign change is what gets undone, however large: no mass-delete guard here.
     const result = await reconcile(snapshot, dst, subtree, { allowMassDelete: true, massDeleteRatio: 1, concurrency }, this.#abort.signal);

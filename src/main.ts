@@ -166,14 +166,26 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const done = new Promise<number>((r) => (resolveDone = r));
   const timeline: { at: string; from: string; to: string; reason: string }[] = [];
   const transitionListeners = new Set<() => void>();
+  // One log line per state change, not one per retry: while the same fault keeps failing the retries, the
+  // stalled ⇄ running round trips are logged at debug level, and the recovery once, when progress resumes.
+  let outage: { code: string; retries: number } | null = null;
   actor.subscribe({
     next: (snap) => {
       const name = stateName(snap);
+      if (outage && snap.context.attempt === 0 && name === 'tailing') {
+        log.info({ state: name, retries: outage.retries, appliedIndex: snap.context.appliedIndex }, `resumed after ${outage.retries} retries`);
+        outage = null;
+      }
       if (name === previous) return;
       const entry = { from: previous, to: name, reason: snap.context.reason, appliedIndex: host.lastPersisted ?? snap.context.appliedIndex };
       timeline.push({ at: new Date().toISOString(), from: previous, to: name, reason: snap.context.reason });
       if (timeline.length > TIMELINE_LENGTH) timeline.shift();
-      if (name === 'stalled' || name === 'outOfWindow' || name === 'failed') log.error({ ...entry, fault: snap.context.lastFault }, `state: ${name}`);
+      const fault = snap.context.lastFault;
+      const retrying = ['starting', 'tailing', 'reloading', 'recovering'].includes(name) && previous === 'stalled';
+      const repeat = outage !== null && (name === 'stalled' ? fault?.code === outage.code : retrying);
+      if (name === 'stalled') outage = repeat && outage ? { code: outage.code, retries: outage.retries + 1 } : { code: fault?.code ?? '', retries: 0 };
+      if (repeat) log.debug(entry, `state: ${name} (retry)`);
+      else if (name === 'stalled' || name === 'outOfWindow' || name === 'failed') log.error({ ...entry, fault }, `state: ${name}`);
       else log.info(entry, `state: ${name}`);
       for (const s of STATES) metrics.state.labels({ state: s }).set(s === name ? 1 : 0);
       metrics.transitions.labels({ state: name }).inc();

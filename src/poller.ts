@@ -18,7 +18,7 @@ import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
-import { isRetryable, MirrorError, TransportError, WatcherClearedError } from './etcd/errors.js';
+import { isRetryable, MirrorError, UnreachableError, WatcherClearedError } from './etcd/errors.js';
 
 export interface PollerSink {
   /** An event with modifiedIndex > every index handed over before. */
@@ -189,7 +189,10 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
       sink.poll('error');
       if (seq.last > lastAtFailure) failures = 0;
       lastAtFailure = seq.last;
-      const pause = err instanceof WatcherClearedError ? QUICK_RETRIES[0] : isRetryable(err) ? QUICK_RETRIES[failures++] : undefined;
+      // A link that gives no answer at all is reported at once (the machine backs off); a refused or reset
+      // connection is retried quickly, since a cut must not cost seconds while the store races on.
+      const quick = isRetryable(err) && !(err instanceof UnreachableError);
+      const pause = err instanceof WatcherClearedError ? QUICK_RETRIES[0] : quick ? QUICK_RETRIES[failures++] : undefined;
       if (pause === undefined) throw err;
       await sleep(pause, undefined, { signal }).catch(() => {});
     } finally {
@@ -214,6 +217,8 @@ async function catchUp(
   const parallel = claims ? Math.max(1, opts.parallel ?? 32) : 1;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   const inFlight = new Map<number, { ctl: AbortController; outcome: Promise<Outcome> }>();
+  /** Indexes of events any catch-up watch has delivered: a silent head must not claim past one of them. */
+  const delivered: number[] = [];
   const issue = (waitIndex: number) => {
     // A claimed watch outlives this catch-up as a guard, so it hangs off the poller's lifetime; the others stop
     // with the catch-up.
@@ -223,11 +228,14 @@ async function catchUp(
     const outcome = (async (): Promise<Outcome> => {
       const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
       sink.sourceIndex(handle.etcdIndex);
-      const first = claims ? await Promise.race([handle.event, sleep(SILENCE_MS, 'silent' as const, { signal: ctl.signal })]) : await handle.event;
+      const first = claims && (await silent(handle, ctl.signal)) ? 'silent' : await bodyOf(handle, claims, unreachableAfter, src, ctl);
       signal.removeEventListener('abort', stop);
       if (first === 'silent') return { kind: 'silent', etcdIndex: handle.etcdIndex, handle, ctl };
       ctl.dispose();
-      return first === null ? { kind: 'empty' } : { kind: 'event', ev: first };
+      if (first === null) return { kind: 'empty' };
+      delivered.push(first.node.modifiedIndex);
+      seq.check(first.node.modifiedIndex); // late answers too: nothing may land inside a claimed range
+      return { kind: 'event', ev: first };
     })();
     outcome.catch(() => {
       signal.removeEventListener('abort', stop);
@@ -260,6 +268,15 @@ async function catchUp(
       if (outcome.kind === 'event') {
         sink.poll('event');
         seq.release(outcome.ev);
+        continue;
+      }
+      if (delivered.some((i) => i >= head && i <= outcome.etcdIndex)) {
+        // Another watch already saw an event in this range: the head's silence was only a late body. Give the
+        // body a little longer, then ask again.
+        const ev = await within(outcome.handle.event, unreachableAfter, src, outcome.ctl).catch(() => undefined);
+        outcome.ctl.abort();
+        outcome.ctl.dispose();
+        if (ev) seq.release(ev);
         continue;
       }
       seq.claim(head, outcome.etcdIndex);
@@ -314,7 +331,7 @@ async function probe(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, 
     const ctl = linked(signal);
     const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
     sink.sourceIndex(handle.etcdIndex);
-    const first = await Promise.race([handle.event, sleep(SILENCE_MS, 'silent' as const, { signal })]);
+    const first = (await silent(handle, signal)) ? 'silent' : await bodyOf(handle, true, unreachableAfter, src, ctl);
     ctl.abort(); // past the stream's start, the stream itself delivers anything a delayed body would have
     ctl.dispose();
     if (first === 'silent') {
@@ -336,12 +353,34 @@ async function probe(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, 
   }
 }
 
+/**
+ * True when no body byte arrived within SILENCE_MS after the headers. The verdict waits for one more pass of the
+ * event loop's I/O phase, so that a busy process does not take bytes it has not read yet for silence.
+ */
+async function silent(handle: WatchHandle, signal: AbortSignal): Promise<boolean> {
+  let arrived = false;
+  void handle.firstByte.then(() => (arrived = true));
+  const first = await Promise.race([handle.firstByte.then(() => 'bytes' as const), sleep(SILENCE_MS, 'timer' as const, { signal })]);
+  if (first === 'bytes') return false;
+  await new Promise((resolve) => setImmediate(resolve));
+  return !arrived;
+}
+
+/**
+ * The watch's event once its body has started (or, for a long-poll that waits for the future, whenever it comes).
+ * A body that starts must finish: one that stops half-way is a dead link.
+ */
+async function bodyOf(handle: WatchHandle, started: boolean, ms: number, src: EtcdClient, ctl: AbortController): Promise<EtcdEvent | null> {
+  if (!started) return handle.event;
+  return within(handle.event, ms, src, ctl);
+}
+
 async function within<T>(request: Promise<T>, ms: number, src: EtcdClient, ctl: AbortController): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       ctl.abort();
-      reject(new TransportError(`${src.origin}: a watch got no answer within ${ms} ms`));
+      reject(new UnreachableError(`${src.origin}: a watch got no answer within ${ms} ms`));
     }, ms);
   });
   try {

@@ -16,13 +16,14 @@ function ancestorsOf(key: string): string[] {
 export interface Snapshot {
   /** X-Etcd-Index of the recursive GET: the snapshot is consistent at this index. */
   etcdIndex: number;
-  /** The prefix node with its subtree, or null when the prefix does not exist on the source. */
+  /** The prefix node with its subtree, or null when the prefix does not exist on the source. reconcile() lets go
+   * of it once planned, so a large snapshot can be collected while the writes run. */
   root: EtcdNode | null;
 }
 
-export async function takeSnapshot(src: EtcdClient, prefix: string, signal?: AbortSignal): Promise<Snapshot> {
+export async function takeSnapshot(src: EtcdClient, prefix: string, signal?: AbortSignal, timeoutMs?: number): Promise<Snapshot> {
   try {
-    const res = await src.get(prefix, { recursive: true, quorum: true, sorted: true, signal, timeoutMs: 120_000 });
+    const res = await src.get(prefix, { recursive: true, quorum: true, sorted: true, signal, timeoutMs });
     return { etcdIndex: res.etcdIndex, root: res.body.node };
   } catch (err) {
     if (err instanceof KeyNotFoundError) return { etcdIndex: err.etcdIndex, root: null };
@@ -30,15 +31,14 @@ export async function takeSnapshot(src: EtcdClient, prefix: string, signal?: Abo
   }
 }
 
-/** Flattens a recursive GET into key → node (children dropped), the root included. */
+/** Flattens a recursive GET into key → node, the root included (nodes are shared, not copied: snapshots are big). */
 export function flatten(root: EtcdNode | null, into = new Map<string, EtcdNode>()): Map<string, EtcdNode> {
   if (!root) return into;
   const stack = [root];
   while (stack.length) {
     const n = stack.pop()!;
-    const { nodes, ...rest } = n;
-    into.set(n.key ?? '/', rest as EtcdNode);
-    if (nodes) stack.push(...nodes);
+    into.set(n.key ?? '/', n);
+    if (n.nodes) for (const child of n.nodes) stack.push(child);
   }
   return into;
 }
@@ -134,7 +134,7 @@ export function planReconcile(srcRoot: EtcdNode | null, dstRoot: EtcdNode | null
 /** Recursive, quorum GET of the mirror's destination root (null when it does not exist). */
 export async function readDestination(dst: EtcdClient, map: KeyMap, signal?: AbortSignal): Promise<EtcdNode | null> {
   try {
-    return (await dst.get(map.dstRoot, { recursive: true, sorted: true, quorum: true, signal, timeoutMs: 120_000 })).body.node;
+    return (await dst.get(map.dstRoot, { recursive: true, sorted: true, quorum: true, signal })).body.node;
   } catch (err) {
     if (err instanceof KeyNotFoundError) return null;
     throw err;
@@ -150,6 +150,7 @@ export async function reconcile(
 ): Promise<ReconcileResult> {
   const now = opts.nowMs ?? Date.now;
   const plan = planReconcile(snapshot.root, await readDestination(dst, map, signal), map, now());
+  snapshot.root = null;
   const { extra, removals, sourceKeys: sourceCount, destinationKeys: ownedCount } = plan;
   const deletedKeys = extra.length;
   const mkdirs = plan.writes.filter((w) => w.op.kind === 'mkdir').map((w) => w.op);

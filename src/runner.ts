@@ -67,6 +67,8 @@ class Runner {
   #healer: Healer | null = null;
   /** What the poller delivered before the snapshot index was known (reload/recover only). */
   #held: { index: number; ev?: EtcdEvent }[] | null = null;
+  /** Source index of the snapshot the destination is reconciled to (0 when tailing from a stored index). */
+  #coveredBySnapshot = 0;
   #persisted: number | null = null;
   /** Lowest index that may be stored: below it the destination is not known to match (reconcile pending). */
   #floor = Number.POSITIVE_INFINITY;
@@ -183,11 +185,8 @@ class Runner {
         // Events up to the snapshot index are in the snapshot; the rest follow the reconcile in order.
         const held = this.#held;
         this.#held = null;
-        for (const item of held) {
-          if (item.index <= from) continue;
-          if (item.ev) this.#onEvent(item.ev);
-          else this.#writer!.push({ index: item.index });
-        }
+        this.#coveredBySnapshot = from;
+        for (const item of held) this.#deliver(item);
         await polling;
       }
     } catch (err) {
@@ -209,17 +208,31 @@ class Runner {
       rearmMaxMs: config.quietRearmMs,
       rearmMinMs: Math.min(15, config.quietRearmMs),
       sink: {
-        event: (ev) => (this.#held ? void this.#held.push({ index: ev.node.modifiedIndex, ev }) : this.#onEvent(ev)),
+        event: (ev) => this.#deliver({ index: ev.node.modifiedIndex, ev }),
         quiet: (index) => {
           log.debug({ index }, 'quiet watch: no prefix event up to this index');
-          if (this.#held) this.#held.push({ index });
-          else this.#writer!.push({ index });
+          this.#deliver({ index });
         },
         sourceIndex: (index) => this.#noteSourceIndex(index),
         room: () => this.#room(),
         poll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
       },
     });
+  }
+
+  /**
+   * Hands what the poller found to the writer. Before the snapshot index is known it is held back; afterwards
+   * anything at or below it is already in the snapshot (the poller, registered before the snapshot, may still be
+   * catching up through that range).
+   */
+  #deliver(item: { index: number; ev?: EtcdEvent }): void {
+    if (this.#held) {
+      this.#held.push(item);
+      return;
+    }
+    if (item.index <= this.#coveredBySnapshot) return;
+    if (item.ev) this.#onEvent(item.ev);
+    else this.#writer!.push({ index: item.index });
   }
 
   /** Backpressure for the poller. Without the pipeline: nothing is fetched until the previous event and the

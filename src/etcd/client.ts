@@ -3,7 +3,7 @@
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError } from './errors.js';
+import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from './errors.js';
 import type { Cluster, Endpoint } from './endpoint.js';
 import { keysPath } from './paths.js';
 
@@ -33,6 +33,8 @@ export interface WatchHandle {
   clusterId: string | undefined;
   /** The event, or null when etcd ended the response without one (re-poll). Rejects on abort or transport loss. */
   event: Promise<EtcdEvent | null>;
+  /** Resolves when the first byte of the body has arrived (a history match is written right behind the headers). */
+  firstByte: Promise<void>;
 }
 
 export interface StreamHandle {
@@ -64,6 +66,7 @@ const TLS_CODES = new Set([
   'CERT_SIGNATURE_FAILURE',
   'CERT_REVOKED',
 ]);
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 const isTlsCode = (code: string): boolean => TLS_CODES.has(code) || code.startsWith('ERR_SSL_');
 
 export class EtcdClient {
@@ -152,6 +155,7 @@ export class EtcdClient {
     const tls = [code, cause].find((c) => c !== undefined && isTlsCode(c));
     if (tls) return new TlsError(`${member}: TLS verification failed (${tls}): ${(err as Error).message}`, { cause: err });
     // undici and node errors carry host:port at most, never our Authorization header.
+    if (code && TIMEOUT_CODES.has(code)) return new UnreachableError(`${member}: ${code} ${(err as Error).message}`, { cause: err });
     if (code) return new TransportError(`${member}: ${code} ${(err as Error).message}`, { cause: err });
     return new TransportError(`${member}: ${String(err)}`, { cause: err });
   }
@@ -219,14 +223,23 @@ export class EtcdClient {
       throw new UnexpectedResponseError(`watch answered HTTP ${res.statusCode}`, res.statusCode, true);
     }
     const etcdIndex = parseIndex(header(res.headers, 'x-etcd-index'), 'X-Etcd-Index');
-    const event = res.body.text().then(
-      (text) => (text.trim() === '' ? null : decodeEvent(text.trim())),
-      (err: unknown) => {
+    let gotBytes!: () => void;
+    const firstByte = new Promise<void>((resolve) => (gotBytes = resolve));
+    const event = (async () => {
+      let text = '';
+      try {
+        for await (const chunk of res.body) {
+          gotBytes();
+          text += (chunk as Buffer).toString('utf8');
+        }
+      } catch (err) {
         throw this.#wrap(err, opts.signal);
-      },
-    );
+      }
+      gotBytes();
+      return text.trim() === '' ? null : decodeEvent(text.trim());
+    })();
     event.catch(() => {}); // the caller may abandon it; never an unhandled rejection
-    return { etcdIndex, clusterId: header(res.headers, 'x-etcd-cluster-id'), event };
+    return { etcdIndex, clusterId: header(res.headers, 'x-etcd-cluster-id'), event, firstByte };
   }
 
   /**

@@ -101,8 +101,13 @@ export function etcdErrorFrom(
 
 /** Network-level failure (refused, reset, timeout, TLS): always worth retrying. */
 export class TransportError extends MirrorError {
-  override readonly code = 'EM_ERR_TRANSPORT';
+  override readonly code: string = 'EM_ERR_TRANSPORT';
   override readonly [Retryable] = true;
+}
+
+/** No answer at all within the time allowed (a partition, a blackholed link): worth retrying, but not at once. */
+export class UnreachableError extends TransportError {
+  override readonly code = 'EM_ERR_UNREACHABLE';
 }
 
 /** TLS verification failed (unknown CA, expired or mismatched certificate): configuration, not a transient fault. */

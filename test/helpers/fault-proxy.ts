@@ -11,6 +11,8 @@ export interface FaultProxy {
   cut(): void;
   /** While on, connections are accepted and kept open but nothing is forwarded; queued data is dropped. */
   blackhole(on: boolean): void;
+  /** The connections open now go silent (nothing forwarded, sockets stay open); new ones work normally. */
+  freeze(): void;
   /** Number of client connections currently open. */
   connections(): number;
   /** Stops accepting and destroys all connections. */
@@ -22,6 +24,8 @@ class Pipe {
   private queue: { due: number; chunk: Buffer | null }[] = []; // null = end of stream
   private timer: NodeJS.Timeout | undefined;
   private draining = false;
+  /** Set by freeze(): this connection swallows everything from now on. */
+  frozen = false;
 
   constructor(
     private readonly from: Socket,
@@ -33,7 +37,7 @@ class Pipe {
   }
 
   private push(chunk: Buffer | null): void {
-    if (this.state.blackhole) return; // a partition swallows FINs too
+    if (this.state.blackhole || this.frozen) return; // a partition swallows FINs too
     if (this.state.delayMs === 0 && this.queue.length === 0) return this.deliver(chunk);
     this.queue.push({ due: Date.now() + this.state.delayMs, chunk });
     this.schedule();
@@ -123,6 +127,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     blackhole(on) {
       state.blackhole = on;
       if (on) for (const { pipes } of open.values()) for (const p of pipes) p.drop();
+    },
+    freeze() {
+      for (const { pipes } of open.values()) for (const p of pipes) p.frozen = true;
     },
     connections() {
       return open.size;

@@ -18,7 +18,11 @@ export function rng(seed: number): () => number {
   };
 }
 
-export function startWorkload(baseUrl: string, prefix: string, opts: { seed?: number; concurrency?: number; maxOps?: number } = {}): Workload {
+export function startWorkload(
+  baseUrl: string,
+  prefix: string,
+  opts: { seed?: number; concurrency?: number; maxOps?: number; /** per loop, operations per second */ rate?: number } = {},
+): Workload {
   const random = rng(opts.seed ?? 1);
   const pick = <T>(xs: T[]): T => xs[Math.floor(random() * xs.length)]!;
   const dirs = ['a', 'b', 'b/c', 'd e', 'q'];
@@ -46,11 +50,13 @@ export function startWorkload(baseUrl: string, prefix: string, opts: { seed?: nu
   };
   const loops = Array.from({ length: opts.concurrency ?? 2 }, async () => {
     while (!stopped && done < maxOps) {
+      const started = Date.now();
       try {
         await one();
       } catch {
         // a refused source write is part of the workload, not a test failure
       }
+      if (opts.rate) await new Promise((r) => setTimeout(r, Math.max(0, 1000 / opts.rate! - (Date.now() - started))));
     }
   });
   return {

@@ -3,8 +3,15 @@
 // at or after its waitIndex if history holds one, and otherwise waits for the next matching event. Faults are
 // scripted per watch (fail, hang before the headers, dead after them, cut after them, empty answer) or per event
 // (delayed body).
-import { AbortedError, type EtcdClient, type WatchHandle } from '../../../src/etcd/client.js';
-import type { EtcdEvent } from '../../../src/etcd/decode.js';
+//
+// Stream watches (`stream`) behave like etcd's `?wait=true&stream=true` from now: the headers carry X-Etcd-Index =
+// the store index at registration, and every later matching event reaches the client in order (optionally after a
+// per-event delay that holds back the events behind it, as one TCP connection would). The client side mirrors
+// src/etcd/client.ts: arrived events are buffered, next() hands them out in order and rejects once the stream has
+// failed (after the buffered ones), lastIndex() is the highest index received. Faults: fail to open, hang before
+// the headers, stall (stop delivering without closing, as etcd drops a slow reader), cut (the connection breaks).
+import { AbortedError, type EtcdClient, type StreamHandle, type WatchHandle } from '../../../src/etcd/client.js';
+import type { EtcdEvent, KeysResult } from '../../../src/etcd/decode.js';
 import { etcdErrorFrom } from '../../../src/etcd/errors.js';
 
 /** Does `ev` answer a watch on `key`? */
@@ -25,6 +32,10 @@ export const etcdV2Match: WatchMatcher = (ev, key, recursive) => {
   if ((ev.action === 'delete' || ev.action === 'expire') && ev.prevNode?.dir) ok ||= key.startsWith(ev.prevNode.key);
   return ok;
 };
+
+/** etcd v2's live notification (watcherHub.notify): the key itself and keys below it, no string-prefix quirk. */
+export const liveMatch: WatchMatcher = (ev, key, recursive) =>
+  ev.node.key === key || (recursive && ev.node.key.startsWith(key.endsWith('/') ? key : `${key}/`));
 
 export type WatchState =
   | 'connecting' // headers not sent yet (a hung watch)
@@ -62,8 +73,51 @@ type Behaviour =
   | { kind: 'empty'; delayMs: number }
   | { kind: 'cut'; error: Error; delayMs: number };
 
+export type StreamState =
+  | 'connecting' // headers not sent yet (a hung stream)
+  | 'open' // registered and delivering
+  | 'stalled' // registered, delivers nothing more (etcd dropped the reader without closing)
+  | 'cut' // the connection broke: next() rejects after the buffered events
+  | 'failed' // the open failed
+  | 'aborted';
+
+export interface StreamRecord {
+  readonly id: number;
+  readonly key: string;
+  readonly recursive: boolean;
+  readonly issuedAt: number;
+  /** X-Etcd-Index (undefined until the headers are sent). */
+  etcdIndex: number | undefined;
+  state: StreamState;
+  /** Events that reached the client, in arrival order (buffered or consumed). */
+  readonly received: EtcdEvent[];
+  /** How many of them next() has handed out. */
+  consumed: number;
+  /** The state it was in when its signal aborted. */
+  abortedIn: StreamState | undefined;
+}
+
+type StreamBehaviour =
+  | { kind: 'fail'; error: Error }
+  | { kind: 'hang' }
+  | { kind: 'stall' }
+  | { kind: 'cut'; error: Error; delayMs: number };
+
+interface LiveStream {
+  rec: StreamRecord;
+  /** Events on the wire: they reach the client in this order, each not before its due time. */
+  inflight: { ev: EtcdEvent; due: number }[];
+  timer: NodeJS.Timeout | undefined;
+  lastIndex: number;
+  failure: Error | null;
+  wake: (() => void) | null;
+  cleanup(): void;
+}
+
 interface Live {
   rec: WatchRecord;
+  /** The body's first byte arrived (the fake sends a body in one piece: when it is delivered). */
+  gotBytes(): void;
   resolve(ev: EtcdEvent | null): void;
   reject(err: Error): void;
   timer: NodeJS.Timeout | undefined;
@@ -76,6 +130,16 @@ export interface FakeSourceOptions {
   match?: WatchMatcher;
   /** Events kept in history (etcd keeps 1000); a waitIndex older than the oldest kept one gets errorCode 401. */
   historyWindow?: number;
+  /** Every watch body (history match or live) reaches the client this long after it was found (a round trip). */
+  bodyLatencyMs?: number;
+  /** Every stream event reaches the client this long after it was written. */
+  streamLatencyMs?: number;
+  /**
+   * What a stream (a live notification) delivers; defaults to `match`. etcd notifies live watchers by walking the
+   * event key's path, so the history-only quirk of etcdV2Match (a deleted directory '/de' answers '/demo') does not
+   * reach a stream: pass `liveMatch` for that.
+   */
+  streamMatch?: WatchMatcher;
 }
 
 export class FakeSource {
@@ -83,10 +147,25 @@ export class FakeSource {
   storeIndex: number;
   readonly history: EtcdEvent[] = [];
   readonly watches: WatchRecord[] = [];
+  readonly streams: StreamRecord[] = [];
+  /** Calls of get() (the synchronous mode's registration with fromIndex 'now'). */
+  getCount = 0;
+  /** Most watch requests ever unanswered at the same time (connecting, waiting or sending). */
+  maxConcurrentWatches = 0;
+  /** Called for every watch() as it is issued (before it registers). */
+  onWatch: ((rec: WatchRecord) => void) | undefined;
   readonly #match: WatchMatcher;
+  readonly #streamMatch: WatchMatcher;
   readonly #window: number;
+  readonly #bodyLatency: number;
+  readonly #streamLatency: number;
   readonly #script: Behaviour[] = [];
+  readonly #streamScript: StreamBehaviour[] = [];
+  readonly #streamDelays = new Map<number, number>();
+  readonly #liveStreams = new Set<LiveStream>();
+  readonly #unanswered = new Set<WatchRecord>();
   readonly #bodyDelays = new Map<number, { ms: number; only: ((rec: WatchRecord) => boolean) | undefined }>();
+  readonly #truncated = new Map<number, ((rec: WatchRecord) => boolean) | undefined>();
   readonly #waiting = new Set<Live>();
   readonly #open = new Set<Live>();
   #nextId = 1;
@@ -96,10 +175,13 @@ export class FakeSource {
     this.storeIndex = opts.storeIndex ?? 0;
     this.#firstIndex = this.storeIndex + 1;
     this.#match = opts.match ?? stringPrefixMatch;
+    this.#streamMatch = opts.streamMatch ?? this.#match;
     this.#window = opts.historyWindow ?? Number.POSITIVE_INFINITY;
+    this.#bodyLatency = opts.bodyLatencyMs ?? 0;
+    this.#streamLatency = opts.streamLatencyMs ?? 0;
   }
 
-  /** This fake where the poller wants an EtcdClient (it only uses `watch` and `origin`). */
+  /** This fake where the poller wants an EtcdClient (it uses `watch`, `stream`, `get` and `origin`). */
   get client(): EtcdClient {
     return this as unknown as EtcdClient;
   }
@@ -114,6 +196,14 @@ export class FakeSource {
   /** Watches currently registered without an answer (waiting or sending). */
   get openWatches(): WatchRecord[] {
     return [...this.#open].map((l) => l.rec);
+  }
+  /** Watch requests not answered yet, including those whose headers hang. */
+  get unansweredWatches(): WatchRecord[] {
+    return [...this.#unanswered];
+  }
+  /** Streams registered and not closed (open, stalled), plus those whose headers hang. */
+  get openStreams(): StreamRecord[] {
+    return this.streams.filter((r) => r.state === 'open' || r.state === 'stalled' || r.state === 'connecting');
   }
 
   /** Appends one event at storeIndex + 1 and notifies matching waiting watches. */
@@ -138,6 +228,12 @@ export class FakeSource {
       if (live.rec.dead || !this.#match(ev, live.rec.key, live.rec.recursive) || index < live.rec.waitIndex) continue;
       this.#waiting.delete(live);
       this.#send(live, ev);
+    }
+    for (const s of [...this.#liveStreams]) {
+      if (s.rec.state !== 'open' || !this.#streamMatch(ev, s.rec.key, s.rec.recursive)) continue;
+      const delay = this.#streamDelays.get(index) ?? this.#streamLatency;
+      s.inflight.push({ ev, due: Date.now() + delay });
+      this.#pump(s);
     }
     return ev;
   }
@@ -170,6 +266,14 @@ export class FakeSource {
   /** Every watch (or each one `only` accepts) answered with the event at `index` gets its body `ms` after it was found. */
   delayBody(index: number, ms: number, only?: (rec: WatchRecord) => boolean): void {
     this.#bodyDelays.set(index, { ms, only });
+  }
+  /**
+   * Every watch (or each one `only` accepts) answered with the event at `index` gets the first bytes of its body
+   * and then nothing more: the connection died mid-body without a reset (firstByte resolves, event never settles
+   * until the watch is aborted).
+   */
+  truncateBody(index: number, only?: (rec: WatchRecord) => boolean): void {
+    this.#truncated.set(index, only);
   }
   /** Makes an already registered watch dead: it will never deliver (a pending delayed body is dropped). */
   kill(rec: WatchRecord): void {
@@ -208,6 +312,7 @@ export class FakeSource {
       abortedIn: undefined,
     };
     this.watches.push(rec);
+    this.onWatch?.(rec);
     const { signal } = opts;
     const behaviour = this.#script.shift();
     const aborted = () => new AbortedError('request aborted');
@@ -221,16 +326,17 @@ export class FakeSource {
       return Promise.reject(behaviour.error);
     }
     if (behaviour?.kind === 'hang') {
+      this.#track(rec);
       return new Promise<WatchHandle>((_, reject) => {
-        signal.addEventListener(
-          'abort',
-          () => {
-            rec.abortedIn = rec.state;
-            rec.state = 'aborted';
-            reject(aborted());
-          },
-          { once: true },
-        );
+        const onAbort = () => {
+          this.#unanswered.delete(rec);
+          rec.abortedIn = rec.state;
+          rec.state = 'aborted';
+          // Like the real client: undici reports the abort through a queued callback and the client awaits it,
+          // so the rejection comes a few ticks after abort() returns, never inside it.
+          setImmediate(() => reject(aborted()));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
       });
     }
     if (rec.waitIndex < this.#firstIndex && this.history.length >= this.#window) {
@@ -251,6 +357,8 @@ export class FakeSource {
       reject = rej;
     });
     event.catch(() => {}); // like the real client: the caller may abandon it
+    let gotBytes!: () => void;
+    const firstByte = new Promise<void>((res) => (gotBytes = res)); // never rejects, as in the real client
     const onAbort = () => {
       if (!this.#open.has(live)) return;
       rec.abortedIn = rec.state;
@@ -260,10 +368,12 @@ export class FakeSource {
     };
     const live: Live = {
       rec,
+      gotBytes,
       resolve,
       reject,
       timer: undefined,
       cleanup: () => {
+        this.#unanswered.delete(rec);
         this.#open.delete(live);
         this.#waiting.delete(live);
         if (live.timer) clearTimeout(live.timer);
@@ -272,6 +382,7 @@ export class FakeSource {
       },
     };
     this.#open.add(live);
+    this.#track(rec);
     signal.addEventListener('abort', onAbort, { once: true });
 
     if (behaviour?.kind === 'dead') {
@@ -292,13 +403,25 @@ export class FakeSource {
       if (found) this.#send(live, found);
       else this.#waiting.add(live);
     }
-    return Promise.resolve({ etcdIndex: rec.etcdIndex, clusterId: 'fake-cluster', event });
+    return Promise.resolve({ etcdIndex: rec.etcdIndex, clusterId: 'fake-cluster', event, firstByte });
+  }
+
+  #track(rec: WatchRecord): void {
+    this.#unanswered.add(rec);
+    this.maxConcurrentWatches = Math.max(this.maxConcurrentWatches, this.#unanswered.size);
   }
 
   #send(live: Live, ev: EtcdEvent): void {
     const rule = this.#bodyDelays.get(ev.node.modifiedIndex);
-    const delay = rule && (!rule.only || rule.only(live.rec)) ? rule.ms : 0;
+    const delay = rule && (!rule.only || rule.only(live.rec)) ? rule.ms : this.#bodyLatency;
     live.rec.state = 'sending';
+    if (this.#truncated.has(ev.node.modifiedIndex)) {
+      const only = this.#truncated.get(ev.node.modifiedIndex);
+      if (!only || only(live.rec)) {
+        live.timer = setTimeout(() => live.gotBytes(), delay); // the rest never comes
+        return;
+      }
+    }
     if (delay > 0) live.timer = setTimeout(() => this.#finish(live, ev), delay);
     else this.#finish(live, ev);
   }
@@ -309,11 +432,167 @@ export class FakeSource {
     live.rec.state = ev ? 'delivered' : 'empty';
     live.rec.delivered = ev;
     live.cleanup();
+    live.gotBytes();
     live.resolve(ev);
+  }
+
+  /** A plain read: only its X-Etcd-Index matters to the poller (the synchronous mode's 'now'). */
+  get(key: string, _opts: { signal?: AbortSignal } = {}): Promise<KeysResult> {
+    this.getCount++;
+    return Promise.resolve({
+      etcdIndex: this.storeIndex,
+      clusterId: 'fake-cluster',
+      body: { action: 'get', node: { key, dir: true, modifiedIndex: 0, createdIndex: 0 } },
+    });
+  }
+
+  /** The next `times` stream() calls reject with `error` (an Error, or an etcd error body turned into its typed error). */
+  failNextStream(error: Error | { errorCode: number; message?: string; cause?: string; index?: number }, times = 1, httpStatus = 400): void {
+    for (let i = 0; i < times; i++) this.#streamScript.push({ kind: 'fail', error: error instanceof Error ? error : etcdErrorFrom(error, httpStatus) });
+  }
+  /** The next `times` stream() calls never get their headers (until their signal aborts). */
+  hangNextStream(times = 1): void {
+    for (let i = 0; i < times; i++) this.#streamScript.push({ kind: 'hang' });
+  }
+  /** The next stream() gets its headers and then never delivers anything (without closing). */
+  stallNextStream(): void {
+    this.#streamScript.push({ kind: 'stall' });
+  }
+  /** The next `times` stream() calls get their headers, then their connection breaks after `delayMs`. */
+  cutNextStream(error: Error, delayMs = 0, times = 1): void {
+    for (let i = 0; i < times; i++) this.#streamScript.push({ kind: 'cut', error, delayMs });
+  }
+  /** Every stream's copy of the event at `index` reaches the client `ms` after it was written (later events wait behind it). */
+  delayStreamEvent(index: number, ms: number): void {
+    this.#streamDelays.set(index, ms);
+  }
+  /** The stream stops delivering without closing: events on the wire and every later one never arrive. */
+  stallStream(rec: StreamRecord): void {
+    for (const s of this.#liveStreams) {
+      if (s.rec !== rec || rec.state !== 'open') continue;
+      rec.state = 'stalled';
+      s.inflight = [];
+      if (s.timer) clearTimeout(s.timer);
+      s.timer = undefined;
+    }
+  }
+  /** The stream's connection breaks: events on the wire are lost, next() rejects with `error` after the arrived ones. */
+  cutStream(rec: StreamRecord, error: Error): void {
+    for (const s of [...this.#liveStreams]) if (s.rec === rec) this.#failStream(s, error, 'cut');
+  }
+
+  stream(key: string, opts: { recursive?: boolean; signal: AbortSignal }): Promise<StreamHandle> {
+    const rec: StreamRecord = {
+      id: this.#nextId++,
+      key,
+      recursive: opts.recursive === true,
+      issuedAt: Date.now(),
+      etcdIndex: undefined,
+      state: 'connecting',
+      received: [],
+      consumed: 0,
+      abortedIn: undefined,
+    };
+    this.streams.push(rec);
+    const { signal } = opts;
+    const behaviour = this.#streamScript.shift();
+    const aborted = () => new AbortedError('request aborted');
+    if (signal.aborted) {
+      rec.abortedIn = rec.state;
+      rec.state = 'aborted';
+      return Promise.reject(aborted());
+    }
+    if (behaviour?.kind === 'fail') {
+      rec.state = 'failed';
+      return Promise.reject(behaviour.error);
+    }
+    if (behaviour?.kind === 'hang') {
+      return new Promise<StreamHandle>((_, reject) => {
+        const onAbort = () => {
+          rec.abortedIn = rec.state;
+          rec.state = 'aborted';
+          setImmediate(() => reject(aborted())); // asynchronously, as for a hung watch
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+
+    // Registered: X-Etcd-Index is the store index now; every later matching event is sent.
+    rec.etcdIndex = this.storeIndex;
+    rec.state = behaviour?.kind === 'stall' ? 'stalled' : 'open';
+    const onAbort = () => this.#failStream(s, aborted(), 'aborted');
+    const s: LiveStream = {
+      rec,
+      inflight: [],
+      timer: undefined,
+      lastIndex: rec.etcdIndex,
+      failure: null,
+      wake: null,
+      cleanup: () => {
+        this.#liveStreams.delete(s);
+        if (s.timer) clearTimeout(s.timer);
+        s.timer = undefined;
+        s.inflight = [];
+        signal.removeEventListener('abort', onAbort);
+      },
+    };
+    this.#liveStreams.add(s);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (behaviour?.kind === 'cut') {
+      s.timer = setTimeout(() => this.#failStream(s, behaviour.error, 'cut'), behaviour.delayMs);
+    }
+    const handle: StreamHandle = {
+      etcdIndex: rec.etcdIndex,
+      buffered: () => rec.received.length - rec.consumed,
+      lastIndex: () => s.lastIndex,
+      next: async () => {
+        while (rec.consumed === rec.received.length) {
+          if (s.failure) throw s.failure;
+          await new Promise<void>((resolve) => (s.wake = resolve));
+        }
+        return rec.received[rec.consumed++]!;
+      },
+    };
+    return Promise.resolve(handle);
+  }
+
+  /** Moves the events that are due from the wire into the client's buffer; re-arms for the next one. */
+  #pump(s: LiveStream, force = false): void {
+    let moved = false;
+    while (s.inflight.length > 0 && (force || s.inflight[0]!.due <= Date.now())) {
+      force = false;
+      const { ev } = s.inflight.shift()!;
+      s.rec.received.push(ev);
+      s.lastIndex = Math.max(s.lastIndex, ev.node.modifiedIndex);
+      moved = true;
+    }
+    if (moved) this.#wake(s);
+    if (s.inflight.length > 0 && !s.timer) {
+      s.timer = setTimeout(() => {
+        s.timer = undefined;
+        this.#pump(s, true); // the head is due: timers may fire a millisecond before Date.now() agrees
+      }, Math.max(0, s.inflight[0]!.due - Date.now()));
+    }
+  }
+
+  #wake(s: LiveStream): void {
+    const w = s.wake;
+    s.wake = null;
+    w?.();
+  }
+
+  #failStream(s: LiveStream, error: Error, state: 'cut' | 'aborted'): void {
+    if (!this.#liveStreams.has(s)) return;
+    if (state === 'aborted') s.rec.abortedIn = s.rec.state;
+    s.rec.state = state;
+    s.failure = error;
+    s.cleanup();
+    this.#wake(s);
   }
 
   /** Clears every timer and listener the fake holds (for afterEach). */
   close(): void {
     for (const live of [...this.#open]) live.cleanup();
+    for (const s of [...this.#liveStreams]) s.cleanup();
   }
 }
