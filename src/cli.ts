@@ -1,4 +1,4 @@
-// Entry point: subcommands first (demo), otherwise the reference-compatible daemon command line.
+// Entry point: subcommands first (demo, viz, verify, index), otherwise the reference-compatible daemon command line.
 import { HELP, parseConfig } from './config.js';
 import { ConfigError } from './etcd/errors.js';
 import { MISSING_INDEX_MESSAGE, startMirror } from './main.js';

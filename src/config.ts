@@ -52,7 +52,8 @@ reference-compatible options:
   --dst-prefix P            destination prefix (default: /replica)
   --strip                   map SP/x to DP/x; without it SP/x maps to DP + SP/x
   --src-ignore-keys-regex R full match on the source key: matching events are not written (the index still advances)
-  --port N                  HTTP port for /, /lag, /metrics (default: 8000)
+  --port N                  HTTP port (default: 8000): / help, /lag, /metrics, /state, /ui, /events,
+                            /healthz, /readyz — all read-only
 
 etcd-mirror options:
   --listen-address A        address the HTTP server binds (default: 0.0.0.0, as the reference); the HTTP
@@ -69,6 +70,15 @@ etcd-mirror options:
   --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key)
   --pipeline on|off         off: the reference tool's synchronous loop — one long-poll per event, then the
                             write, then the index write — kept as the benchmark baseline (default: on)
+
+other commands:
+  etcd-mirror demo                          a real mirror between two throw-away local etcds, with the visualizer
+  etcd-mirror verify SRC DST [--src-prefix P] [--dst-prefix P] [--strip] [--src-ignore-keys-regex R] [--json]
+                                            compare the trees as the mirror maps keys; exit 0 equal, 1 different
+  etcd-mirror index get DST [--dst-prefix P] [--src SRC] [--json]
+  etcd-mirror index set DST VALUE [--dst-prefix P] (--src SRC | --force)
+                                            read or safely set the stored replication index
+  etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
 
 Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
 reference does, so an existing deployment can switch binaries without --reload.

@@ -29,6 +29,12 @@ export function stateName(snapshot: Snapshot): string {
   return typeof v === 'string' ? v : Object.values(v)[0] ?? 'unknown';
 }
 
+function countResources(): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const kind of process.getActiveResourcesInfo()) counts[kind] = (counts[kind] ?? 0) + 1;
+  return counts;
+}
+
 export interface MirrorHandle {
   /** Resolves with the exit code once the machine reached stopped (0) or failed (1). */
   done: Promise<number>;
@@ -127,6 +133,8 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       source: { url: src.origin, prefix: config.srcPrefix },
       destination: { url: dst.origin, prefix: config.dstPrefix, indexKey: map.indexKey },
       version: VERSION,
+      // Open handles by kind (sockets, timers, ...): flat over time in a healthy process.
+      resources: countResources(),
     };
   };
 

@@ -81,8 +81,10 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   const open = new Map<Socket, { upstream: Socket; pipes: Pipe[] }>();
 
   // allowHalfOpen: a FIN from one side is forwarded (after any delayed data) instead of closing both ways.
-  const server = createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = connect({ host: target.host, port: target.port, allowHalfOpen: true });
+  // noDelay on both legs: with Nagle, the proxy itself would hold small segments (an event right behind its
+  // headers) until the peer's delayed ACK, 40 ms later — a delay no WAN link adds.
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
+    const upstream = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
     const pipes = [new Pipe(client, upstream, state), new Pipe(upstream, client, state)];
     open.set(client, { upstream, pipes });
     const teardown = (): void => {
