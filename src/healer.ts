@@ -3,7 +3,6 @@
 // affected subtree is then reconciled to the source — as a barrier in the writer, so that no replicated event is
 // in flight meanwhile and every later one is applied after it — and the repairs are counted.
 import type { EtcdClient } from './etcd/client.js';
-import type { EtcdEvent } from './etcd/decode.js';
 import { isWithin } from './etcd/paths.js';
 import { KeyMap } from './keys.js';
 import type { Logger } from './log.js';
@@ -52,7 +51,8 @@ const MAX_KEYS_PER_BATCH = 200;
 
 export class Healer {
   readonly #abort = new AbortController();
-  #pending: { ev: EtcdEvent; at: number }[] = [];
+  /** Events not yet classified: only what classification needs (a reload produces one per key written). */
+  #pending: { index: number; key: string; at: number }[] = [];
   #timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: HealerDeps) {}
@@ -79,7 +79,8 @@ export class Healer {
           // Copies expiring is normal (the source's own expire event follows); one that expires too early is the
           // TTL keeper's to recreate.
           if (ev.action === 'expire') continue;
-          if (map.ownsDst(key) || isWithin(map.dstRoot, key)) this.#pending.push({ ev, at: Date.now() });
+          if (this.deps.own.has(ev.node.modifiedIndex)) continue; // our write, already answered
+          if (map.ownsDst(key) || isWithin(map.dstRoot, key)) this.#pending.push({ index: ev.node.modifiedIndex, key, at: Date.now() });
         }
       } catch (err) {
         if (signal.aborted) return;
@@ -95,11 +96,11 @@ export class Healer {
     const due = this.#pending.filter((p) => now - p.at >= CLASSIFY_AFTER_MS);
     if (due.length === 0) return;
     this.#pending = this.#pending.filter((p) => now - p.at < CLASSIFY_AFTER_MS);
-    const foreign = due.filter((p) => !this.deps.own.has(p.ev.node.modifiedIndex)).map((p) => p.ev);
+    const foreign = due.filter((p) => !this.deps.own.has(p.index));
     if (foreign.length === 0) return;
     const { map } = this.deps;
     // Heal whole subtrees, top-most first; a change above the mirrored root means the root itself.
-    let keys = [...new Set(foreign.map((ev) => (isWithin(map.dstRoot, ev.node.key ?? '/') ? map.dstRoot : ev.node.key)))].sort();
+    let keys = [...new Set(foreign.map((p) => (isWithin(map.dstRoot, p.key) ? map.dstRoot : p.key)))].sort();
     keys = keys.filter((k, i) => !keys.slice(0, i).some((a) => isWithin(k, a)));
     if (keys.length > MAX_KEYS_PER_BATCH) keys = [map.dstRoot];
     this.deps.log.warn({ keys: keys.slice(0, 20), count: keys.length }, 'destination changed by someone else; healing from the source');

@@ -48,7 +48,8 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   // Catch-up keeps up to 32 long-polls in flight, plus the stream, probes, guards and TTL reads.
   const src = new EtcdClient(config.src, { connections: 48 });
   const own = new OwnWrites();
-  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency + 4, onWrite: (index) => own.record(index) });
+  // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
+  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, onWrite: (index) => own.record(index) });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });
   const host = new RunnerHost({ config, src, dst, map, log, metrics, own });

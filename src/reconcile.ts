@@ -1,6 +1,5 @@
 // Make the destination equal to a consistent source snapshot without ever emptying it first: write what
 // differs, delete what the source lacks, leave equal keys untouched. Serves --reload and out-of-window recovery.
-import PQueue from 'p-queue';
 import type { EtcdClient } from './etcd/client.js';
 import type { EtcdNode } from './etcd/decode.js';
 import { KeyNotFoundError, MassDeleteRefusedError } from './etcd/errors.js';
@@ -174,15 +173,19 @@ export async function reconcile(
   const total = topRemovals.length + mkdirs.length + puts.length;
   let done = 0;
   const tick = () => opts.onProgress?.(++done, total);
-  const queue = new PQueue({ concurrency: opts.concurrency });
-  const run = async (ops: (() => Promise<void>)[]) => {
-    await Promise.all(ops.map((op) => queue.add(async () => {
-      signal?.throwIfAborted();
-      await op();
-      tick();
-    })));
+  // A fixed set of workers pulls the next item: a 100,000-key reload never holds 100,000 pending promises.
+  const run = async <T>(items: readonly T[], apply: (item: T) => Promise<void>) => {
+    let next = 0;
+    const worker = async () => {
+      while (next < items.length) {
+        signal?.throwIfAborted();
+        await apply(items[next++]!);
+        tick();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(opts.concurrency, items.length) }, worker));
   };
-  await run(topRemovals.map((key) => () => deleteTree(dst, key)));
+  await run(topRemovals, (key) => deleteTree(dst, key));
   // Parents before children: one depth level at a time.
   const byDepth = new Map<number, DstOp[]>();
   for (const op of mkdirs) {
@@ -192,9 +195,9 @@ export async function reconcile(
     else byDepth.set(depth, [op]);
   }
   for (const depth of [...byDepth.keys()].sort((a, b) => a - b)) {
-    await run(byDepth.get(depth)!.map((op) => () => executeOp(dst, op, map, opts.healStats)));
+    await run(byDepth.get(depth)!, (op) => executeOp(dst, op, map, opts.healStats));
   }
-  await run(puts.map((op) => () => executeOp(dst, op, map, opts.healStats)));
+  await run(puts, (op) => executeOp(dst, op, map, opts.healStats));
   return {
     written: mkdirs.length + puts.length,
     deleted: deletedKeys,

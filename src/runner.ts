@@ -33,6 +33,9 @@ export interface RunnerDeps {
 const INDEX_LAG_BOUND = 100;
 const FAST_CHECKPOINT_MS = 10;
 
+/** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
+const RECONCILE_FANOUT = 4;
+
 /** Prefetched-but-unapplied events the poller may run ahead by. */
 const HIGH_WATER = 10_000;
 
@@ -166,7 +169,7 @@ class Runner {
               const result = await reconcile(snapshot, dst, map, {
                 allowMassDelete: config.allowMassDelete,
                 massDeleteRatio: config.massDeleteRatio,
-                concurrency: config.writeConcurrency,
+                concurrency: config.writeConcurrency * RECONCILE_FANOUT,
                 healStats: this.#healStats,
                 onProgress: (done, total) => (this.#reconcile = { done, total }),
               }, this.#abort.signal);
@@ -178,6 +181,7 @@ class Runner {
               log.info({ ...result, etcdIndex: from, seconds }, 'destination reconciled to the source snapshot');
               await this.#persist(from);
               this.#phase = 'tail';
+              this.#healer?.start();
               this.report({ type: 'runner.reconciled', etcdIndex: from });
             },
           },
@@ -265,7 +269,8 @@ class Runner {
   #startUpkeep(): void {
     const { src, dst, map, log, metrics, own, config } = this.deps;
     this.#healer = new Healer({ src, dst, map, log, metrics, own, writer: () => this.#writer, concurrency: config.writeConcurrency });
-    this.#healer.start();
+    // During a reload the destination sees nothing but our own writes: watch it for foreign changes afterwards.
+    if (this.input.mode === 'tail') this.#healer.start();
     this.#keeper = new TtlKeeper({
       src,
       dst,
