@@ -144,6 +144,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   let progressLoggedAt = Date.now();
   const gauges = setInterval(() => {
     const v = view();
+    if (metrics.lastApplyAt) metrics.sinceLastApply.set((Date.now() - metrics.lastApplyAt) / 1000);
     if (v.lagEvents !== null) {
       metrics.lag.set(v.lagEvents);
       metrics.lagEvents.set(v.lagEvents);

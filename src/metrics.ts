@@ -45,6 +45,9 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     ttlKeysTracked: new Gauge({ name: 'etcdmirror_ttl_keys_tracked', help: 'Source keys with a TTL whose destination copies are kept alive', registers: r }),
     windowHeadroom: new Gauge({ name: 'etcdmirror_window_headroom_events', help: "Source events left before the stored replication index falls out of etcd's 1000-event history window", registers: r }),
     lastApply: new Gauge({ name: 'etcdmirror_last_apply_timestamp_seconds', help: 'Unix time of the last successful destination apply or proven-quiet index advance', registers: r }),
+    sinceLastApply: new Gauge({ name: 'etcdmirror_seconds_since_last_apply', help: 'Seconds since the last successful destination apply or proven-quiet index advance', registers: r }),
+    /** ms timestamp behind the two gauges above (0: nothing applied yet). */
+    lastApplyAt: 0,
   };
   for (const s of STATES) m.state.labels({ state: s }).set(s === 'idle' ? 1 : 0);
   for (const a of ['set', 'create', 'update', 'compareAndSwap', 'delete', 'compareAndDelete', 'expire']) m.eventsApplied.labels({ action: a });

@@ -79,6 +79,8 @@ class Runner {
   /** Pending index write; at most one every checkpointMs (leading edge, so quiet proofs are stored fast). */
   #timer: NodeJS.Timeout | undefined;
   #lastPersistAt = 0;
+  /** Events handed to the writer since the last index write. */
+  #eventsSincePersist = 0;
   #timerDue = 0;
   #faulted = false;
   #stopped = false;
@@ -260,7 +262,8 @@ class Runner {
           if (i > index) break;
           this.#received.delete(i);
         }
-        metrics.lastApply.set(Date.now() / 1000);
+        metrics.lastApplyAt = Date.now();
+        metrics.lastApply.set(metrics.lastApplyAt / 1000);
       },
     });
   }
@@ -311,6 +314,7 @@ class Runner {
     }
     const { key, subtree } = opFootprint(op, map);
     this.#received.set(index, Date.now());
+    this.#eventsSincePersist++;
     this.#writer!.push({
       index,
       op: {
@@ -334,10 +338,12 @@ class Runner {
 
   #schedulePersist(): void {
     if (this.#stopped || !this.#writer) return;
-    // Normally one index write per checkpointMs. When the source races ahead (a busy store around a quiet
-    // prefix), write sooner so the stored index never trails by more than a fraction of etcd's 1000-event window.
+    // One index write per checkpointMs. When the store races ahead around a quiet prefix (the checkpoint moves by
+    // quiet proofs, hardly by events), write sooner, so the stored index never trails by more than a fraction of
+    // etcd's 1000-event window; replicated events themselves never cost more than one index write per checkpointMs.
     const behind = this.#writer.checkpoint - (this.#persisted ?? 0);
-    const spacing = behind >= INDEX_LAG_BOUND ? Math.min(FAST_CHECKPOINT_MS, this.deps.config.checkpointMs) : this.deps.config.checkpointMs;
+    const quietAdvance = behind >= INDEX_LAG_BOUND && this.#eventsSincePersist * 20 < behind;
+    const spacing = quietAdvance ? Math.min(FAST_CHECKPOINT_MS, this.deps.config.checkpointMs) : this.deps.config.checkpointMs;
     const due = this.#lastPersistAt + spacing;
     if (this.#timer && this.#timerDue <= due) return;
     clearTimeout(this.#timer);
@@ -363,6 +369,7 @@ class Runner {
     if (!this.#canPersist(index)) return;
     const { dst, map, metrics } = this.deps;
     this.#lastPersistAt = Date.now();
+    this.#eventsSincePersist = 0;
     this.#persisting = (async () => {
       await dst.put(map.indexKey, { value: String(index) });
       metrics.indexWrites.inc();

@@ -85,6 +85,15 @@ describe('command line', () => {
     expect((await raw(pair.dst.clientUrl, 'GET', '/__replication/app')).status).toBe(200);
   });
 
+  it('permission denied on the destination prefix fails with one line and never prints the password', async () => {
+    await ok(pair.src.clientUrl, 'PUT', '/perm/a', { value: '1' });
+    const dst = `http://mirror:${encodeURIComponent(PASSWORD)}@${authed.clientUrl.replace('http://', '')}`;
+    const m = await spawnMirror(['--reload', '--src-prefix', '/perm', '--dst-prefix', '/forbidden', '--strip', pair.src.clientUrl, dst]);
+    expect(await m.exited()).toBe(1);
+    expect(oneLine(m.stderr())).toMatch(new RegExp(`${authed.clientUrl}: request refused \\(errorCode 110\\)`));
+    expect(m.stderr() + JSON.stringify(m.logs)).not.toContain(PASSWORD);
+  });
+
   it('SIGTERM stops within 5 s with exit 0 and the index stored', async () => {
     await ok(pair.src.clientUrl, 'PUT', '/term/a', { value: '1' });
     const m = await spawnMirror(['--reload', '--src-prefix', '/term', '--dst-prefix', '/term', '--strip', pair.src.clientUrl, pair.dst.clientUrl]);

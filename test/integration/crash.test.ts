@@ -21,7 +21,7 @@ describe('crash safety', () => {
     const workload = startWorkload(pair.src.clientUrl, '/crash', { seed: 20261126, concurrency: 3 });
     const random = rng(7);
     let current = first;
-    for (let round = 0; round < 10; round++) {
+    for (let round = 0; round < 20; round++) {
       await sleep(150 + Math.floor(random() * 700));
       await current.kill('SIGKILL');
       current = await spawnMirror(args);
