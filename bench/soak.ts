@@ -47,7 +47,9 @@ try {
   process.stderr.write(`soak: ${minutes} min at ${rate} put/s, mirror pid ${mirror.pid}\n`);
   const rows: string[] = ['minute  rss_MB  fds  sockets  timers  handles  lagEvents  state      writes'];
   const started = Date.now();
-  const until = started + minutes * 60_000;
+  let until = started + minutes * 60_000;
+  // Ctrl-C ends the soak early but still prints the table and cleans up.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => (until = 0));
   let sent = 0;
   let failed = 0;
   let nextSample = started;

@@ -176,11 +176,12 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
         await Promise.race([catchUp(opts, seq, Infinity, false, conn.signal), failedByClaim]);
         continue;
       }
-      const stream = await within(src.stream(prefix, { recursive: true, signal: conn.signal }), unreachableAfter, src, conn);
+      const streamCtl = linked(conn.signal);
+      const stream = await within(src.stream(prefix, { recursive: true, signal: streamCtl.signal }), unreachableAfter, src, streamCtl);
       onRegistered(stream.etcdIndex);
       sink.sourceIndex(stream.etcdIndex);
       await Promise.race([catchUp(opts, seq, stream.etcdIndex, true, conn.signal), failedByClaim]);
-      const ended = await Promise.race([follow(opts, seq, stream, conn.signal), failedByClaim]);
+      const ended = await Promise.race([follow(opts, seq, stream, streamCtl, conn.signal), failedByClaim]);
       if (ended === 'stalled') sink.poll('stalled');
     } catch (err) {
       if (signal.aborted) return;
@@ -297,16 +298,34 @@ async function catchUp(
  * Releases stream events in order while a probe re-arms from the last index: silent probes are quiet proofs;
  * a probe that sees an event the stream does not deliver in time means the stream stalled. Returns 'stalled'.
  */
-async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
+async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, streamCtl: AbortController, signal: AbortSignal): Promise<'stalled'> {
   const { sink } = opts;
   const probing = linked(signal);
-  const stalled = probe(opts, seq, stream, probing.signal);
-  stalled.catch(() => {});
+  // The probe ends the stream read when it finds the stream stalled, or fails itself. (Racing every event against
+  // the long-lived probe promise instead would pile up one promise reaction per event.)
+  let ended: { stalled: true } | { error: unknown } | null = null;
+  probe(opts, seq, stream, probing.signal).then(
+    () => {
+      ended = { stalled: true };
+      streamCtl.abort();
+    },
+    (error: unknown) => {
+      if (probing.signal.aborted) return;
+      ended = { error };
+      streamCtl.abort();
+    },
+  );
   try {
     for (;;) {
       await untilAborted(sink.room(), signal);
-      const next = await Promise.race([stream.next(), stalled]);
-      if (next === 'stalled') return 'stalled';
+      let next: EtcdEvent;
+      try {
+        next = await stream.next();
+      } catch (err) {
+        const why = ended as { stalled: true } | { error: unknown } | null;
+        if (why && 'stalled' in why) return 'stalled';
+        throw why ? why.error : err;
+      }
       sink.poll('event');
       seq.release(next);
       sink.sourceIndex(next.node.modifiedIndex);
