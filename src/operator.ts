@@ -8,10 +8,9 @@ import { parseCluster } from './etcd/endpoint.js';
 import { ConfigError, KeyNotFoundError } from './etcd/errors.js';
 import type { DstOp } from './apply.js';
 import { compileIgnoreRegex, KeyMap, parsePrefix } from './keys.js';
+import { HISTORY_WINDOW_EVENTS } from './health.js';
 import { planReconcile, readDestination, takeSnapshot } from './reconcile.js';
 
-/** etcd v2 keeps the last 1000 store indexes of events; a watch from below current − 999 gets error 401. */
-export const HISTORY_WINDOW = 1000;
 
 type Out = { stdout: (s: string) => void };
 const defaultOut: Out = { stdout: (s) => process.stdout.write(s) };
@@ -121,7 +120,7 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
   try {
     const stored = await readIndex(dst, map.indexKey);
     const sourceIndex = src ? (await src.get('/')).etcdIndex : null;
-    const window = sourceIndex === null ? null : { current: sourceIndex, oldest: Math.max(1, sourceIndex - HISTORY_WINDOW + 1) };
+    const window = sourceIndex === null ? null : { current: sourceIndex, oldest: Math.max(1, sourceIndex - HISTORY_WINDOW_EVENTS + 1) };
     const status = (idx: number | null) =>
       idx === null || window === null
         ? 'unknown'
