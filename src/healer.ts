@@ -2,12 +2,10 @@
 // whose store index is not one of its own writes is foreign (a hand edit, a delete, a copy expiring early). Each
 // affected subtree is then reconciled to the source — as a barrier in the writer, so that no replicated event is
 // in flight meanwhile and every later one is applied after it — and the repairs are counted.
-import type { EtcdClient } from './etcd/client.js';
 import { isWithin } from './etcd/paths.js';
 import { KeyMap } from './keys.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
+import type { RunnerDeps } from './runner.js';
 import type { OrderedWriter } from './writer.js';
 
 /** Store indexes of the destination writes this process made, remembered long enough to classify events. */
@@ -31,16 +29,10 @@ export class OwnWrites {
   }
 }
 
-export interface HealerDeps {
-  src: EtcdClient;
-  dst: EtcdClient;
-  map: KeyMap;
-  log: Logger;
-  metrics: Metrics;
-  own: OwnWrites;
+export type HealerDeps = Pick<RunnerDeps, 'src' | 'dst' | 'map' | 'log' | 'metrics' | 'own'> & {
   writer: () => OrderedWriter | null;
   concurrency: number;
-}
+};
 
 /** Our own write's event can arrive before the write's response: classify events only after this delay. */
 const CLASSIFY_AFTER_MS = 1_000;

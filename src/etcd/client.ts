@@ -42,7 +42,6 @@ export interface StreamHandle {
   etcdIndex: number;
   /** Resolves with the next event; rejects once the stream failed or ended (after the buffered events). */
   next(): Promise<EtcdEvent>;
-  buffered(): number;
   /** Highest modifiedIndex received so far (buffered or consumed), or etcdIndex before the first event. */
   lastIndex(): number;
 }
@@ -290,7 +289,6 @@ export class EtcdClient {
     })();
     return {
       etcdIndex,
-      buffered: () => queue.length - head,
       lastIndex: () => lastIndex,
       next: async () => {
         while (head === queue.length) {

@@ -42,7 +42,11 @@ async function settle(timeoutMs = 60_000): Promise<void> {
   expect(writes).toBeGreaterThan(50);
   await sleep(4_000); // TTL keys of the workload expire on the source
   await m.waitForState('tailing', timeoutMs);
-  await waitForIndex(pair.dstClient, '/__replication/fs', await storeIndex(pair.src.clientUrl), timeoutMs);
+  const target = await storeIndex(pair.src.clientUrl);
+  await waitForIndex(pair.dstClient, '/__replication/fs', target, timeoutMs).catch(async (err: Error) => {
+    const s = await m.state();
+    throw new Error(`${err.message}; mirror state ${JSON.stringify({ ...s, timeline: undefined })}; last logs ${JSON.stringify(m.logs.slice(-8))}`);
+  });
   await expectTreesEqual(pair.srcClient, '/fs', pair.dstClient, '/fs', { timeoutMs: 15_000 });
   expect(m.proc.exitCode).toBeNull();
 }

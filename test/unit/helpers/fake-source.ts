@@ -543,7 +543,6 @@ export class FakeSource {
     }
     const handle: StreamHandle = {
       etcdIndex: rec.etcdIndex,
-      buffered: () => rec.received.length - rec.consumed,
       lastIndex: () => s.lastIndex,
       next: async () => {
         while (rec.consumed === rec.received.length) {
