@@ -33,6 +33,9 @@ export interface RunnerDeps {
 const INDEX_LAG_BOUND = 100;
 const FAST_CHECKPOINT_MS = 10;
 
+/** Longest wait for a stopped runner's work to settle before the next one starts. */
+const SETTLE_LIMIT_MS = 30_000;
+
 /** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
 const RECONCILE_FANOUT = 4;
 
@@ -449,7 +452,16 @@ export class RunnerHost {
       this.#previous = started.then(async () => {
         if (!runner) return;
         await runner.stop(4_000);
-        await runner.settled;
+        // Every request has a timeout, so a runner settles within seconds; should one not, say so and move on
+        // rather than leave the mirror 'tailing' with no runner behind it.
+        const settled = await Promise.race([
+          runner.settled.then(() => true),
+          new Promise<false>((r) => setTimeout(() => r(false), SETTLE_LIMIT_MS).unref()),
+        ]);
+        if (!settled) {
+          this.deps.metrics.faults.labels({ code: 'EM_ERR_RUNNER_STUCK' }).inc();
+          this.deps.log.error({ limitMs: SETTLE_LIMIT_MS }, 'previous runner did not settle; starting the next one anyway');
+        }
       });
     };
   }
