@@ -1,10 +1,13 @@
 // The writer: applies destination operations concurrently while keeping source order wherever it matters,
 // and tracks the checkpoint — the highest source index below which everything is applied.
 //
-// Ordering rules (a value op touches one key and, implicitly, its parent dirs):
-// - a value op waits for every earlier unfinished value op on the same key, an ancestor or a descendant;
-// - a subtree op (mkdir, recursive delete, clearRoot) is a barrier: it starts when everything before it is
-//   done, and everything after it waits for it. Dir operations are rare next to value writes.
+// Two orderings:
+// - 'strict': one op at a time, in push order. The destination then passes only through states the source had,
+//   in source order (a write is visible only after every earlier one is).
+// - 'key': ops on unrelated keys overlap. A value op (one key and, implicitly, its parent dirs) waits for every
+//   earlier unfinished value op on the same key, an ancestor or a descendant; a subtree op (mkdir, recursive
+//   delete, clearRoot) is a barrier: it starts when everything before it is done, and everything after it waits.
+// Both keep the checkpoint contiguous: it only passes an op once the op and everything before it are applied.
 
 export interface WriteItem {
   /** Source modifiedIndex (or proof index for markers). Strictly increasing across pushes. */
@@ -46,8 +49,14 @@ function dequeue(map: Map<string, number[]>, key: string, seq: number): void {
   if (fifo.length === 0) map.delete(key);
 }
 
+export type WriteOrdering = 'strict' | 'key';
+
 export interface WriterOptions {
   concurrency: number;
+  /** @default 'key' */
+  ordering?: WriteOrdering;
+  /** Called when an op starts before an earlier one is applied (it may become visible out of source order). */
+  onReordered?: () => void;
   /** Called once per failed op; the writer stops starting new work afterwards. */
   onError: (err: unknown, index: number) => void;
   /** Called after the checkpoint advanced. */
@@ -74,10 +83,23 @@ export class OrderedWriter {
   #idleWaiters: (() => void)[] = [];
   #roomWaiters: { below: number; resolve: () => void }[] = [];
   readonly #opts: Required<WriterOptions>;
+  #ordering: WriteOrdering;
 
   constructor(startIndex: number, opts: WriterOptions) {
     this.#checkpoint = startIndex;
-    this.#opts = { onCheckpoint: () => {}, lookahead: 1024, ...opts };
+    this.#opts = { onCheckpoint: () => {}, onReordered: () => {}, lookahead: 1024, ordering: 'key', ...opts };
+    this.#ordering = this.#opts.ordering;
+  }
+
+  get ordering(): WriteOrdering {
+    return this.#ordering;
+  }
+
+  /** Switches the ordering for ops not started yet. */
+  setOrdering(ordering: WriteOrdering): void {
+    if (ordering === this.#ordering) return;
+    this.#ordering = ordering;
+    this.#pump();
   }
 
   get checkpoint(): number {
@@ -106,6 +128,14 @@ export class OrderedWriter {
    */
   pushBarrier(run: () => Promise<void>): void {
     this.#enqueue({ index: this.#lastIndex(), op: { key: '/', subtree: true, run } });
+  }
+
+  /**
+   * An op on one key without a source index of its own (the TTL keeper's refresh): ordered after every earlier
+   * op on that key, its ancestors and descendants, before later ones; the checkpoint does not move for it.
+   */
+  pushKeyed(key: string, run: () => Promise<void>): void {
+    this.#enqueue({ index: this.#lastIndex(), op: { key, subtree: false, run } });
   }
 
   #lastIndex(): number {
@@ -154,9 +184,11 @@ export class OrderedWriter {
   }
 
   #canStart(slot: Slot): boolean {
+    const oldest = this.#queue[this.#head]?.seq === slot.seq;
+    if (this.#ordering === 'strict') return oldest && this.#running === 0;
     const firstBarrier = this.#barriers[0];
     // A barrier starts once everything before it is done, i.e. it is the oldest unretired slot.
-    if (slot.subtree) return this.#queue[this.#head]?.seq === slot.seq;
+    if (slot.subtree) return oldest;
     if (firstBarrier !== undefined && firstBarrier < slot.seq) return false;
     const below = this.#valueOpsBelow.get(slot.key!)?.[0];
     if (below !== undefined && below < slot.seq) return false;
@@ -174,7 +206,7 @@ export class OrderedWriter {
       if (++examined > this.#opts.lookahead) break;
       const slot = this.#waiting[i]!;
       if (!this.#canStart(slot)) {
-        if (slot.subtree) break; // nothing after a waiting barrier may start
+        if (slot.subtree || this.#ordering === 'strict') break; // nothing after a waiting barrier may start
         continue;
       }
       this.#waiting.splice(i--, 1);
@@ -183,6 +215,7 @@ export class OrderedWriter {
   }
 
   #start(slot: Slot): void {
+    if (this.#queue[this.#head]?.seq !== slot.seq) this.#opts.onReordered();
     slot.state = 'running';
     this.#running++;
     slot.run!().then(

@@ -430,3 +430,74 @@ describe('OrderedWriter: idle and waitForRoom', () => {
     expect(room).toBe(true);
   });
 });
+
+describe('OrderedWriter: strict ordering', () => {
+  it('runs one op at a time in push order, even on unrelated keys, and counts no reordering', async () => {
+    let reordered = 0;
+    const { ops, writer } = setup({ ordering: 'strict', onReordered: () => reordered++ });
+    for (let i = 1; i <= 4; i++) writer.push({ index: i, op: ops.op(i, `/k${i}`) });
+    for (let i = 1; i <= 4; i++) {
+      expect(ops.runningIndexes()).toEqual([i]);
+      ops.run(i).settle();
+      await flush();
+    }
+    expect(ops.maxRunning).toBe(1);
+    expect(reordered).toBe(0);
+    expect(writer.checkpoint).toBe(4);
+  });
+
+  it('markers between ops retire at once and never let a later op start early', async () => {
+    const { ops, writer, checkpoints } = setup({ ordering: 'strict' });
+    writer.push({ index: 1, op: ops.op(1, '/a') });
+    writer.push({ index: 2 });
+    writer.push({ index: 3, op: ops.op(3, '/b') });
+    expect(ops.runningIndexes()).toEqual([1]);
+    ops.run(1).settle();
+    await flush();
+    expect(checkpoints).toContain(2);
+    expect(ops.runningIndexes()).toEqual([3]);
+  });
+
+  it('switching key → strict lets running ops finish and starts nothing until they have', async () => {
+    let reordered = 0;
+    const { ops, writer } = setup({ ordering: 'key', onReordered: () => reordered++ });
+    writer.push({ index: 1, op: ops.op(1, '/a') });
+    writer.push({ index: 2, op: ops.op(2, '/b') });
+    expect(ops.runningIndexes()).toEqual([1, 2]);
+    expect(reordered).toBe(1); // 2 started while 1 was not applied
+    writer.setOrdering('strict');
+    writer.push({ index: 3, op: ops.op(3, '/c') });
+    expect(ops.runningIndexes()).toEqual([1, 2]);
+    ops.run(2).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([1]);
+    ops.run(1).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([3]);
+    writer.setOrdering('key');
+    writer.push({ index: 4, op: ops.op(4, '/d') });
+    expect(ops.runningIndexes()).toEqual([3, 4]);
+    expect(reordered).toBe(2);
+  });
+
+  it('pushKeyed orders after earlier ops on the same key, does not move the checkpoint, and blocks later ops on the key', async () => {
+    const { ops, writer, checkpoints } = setup({ ordering: 'key' });
+    writer.push({ index: 5, op: ops.op(5, '/a') });
+    const keyed = ops.op(100, '/a');
+    writer.pushKeyed('/a', keyed.run);
+    writer.push({ index: 6, op: ops.op(6, '/a') });
+    writer.push({ index: 7, op: ops.op(7, '/b') });
+    expect(ops.runningIndexes()).toEqual([5, 7]);
+    ops.run(5).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([7, 100]);
+    ops.run(100).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([7, 6]);
+    ops.run(6).settle();
+    ops.run(7).settle();
+    await flush();
+    expect(writer.checkpoint).toBe(7);
+    expect(checkpoints.every((c, i) => i === 0 || c >= checkpoints[i - 1]!)).toBe(true);
+  });
+});
