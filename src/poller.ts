@@ -14,6 +14,19 @@
 // wrong and the poller asks for a resync from a snapshot instead of losing the event. A probe that sees an event
 // the stream does not deliver within a grace time reveals a stalled stream (etcd drops slow stream readers
 // silently, 3.4): the stream is replaced and history fills the gap.
+//
+// Proofs before persistence. A claim is only a guess until nothing can contradict it any more, so the sink is
+// told separately up to where claims are confirmed (`confirmed`), and only that may be stored as the replication
+// index. A claim is confirmed
+// - positively, when the stream (registered below the claim, so it carries every prefix event above its start, in
+//   order on one connection) or the claim's own guard watch delivers an event above it: any event inside the
+//   claim would have come first; or
+// - after `confirmMs` of silence while the connection that would carry a contradiction is alive. etcd writes a
+//   history match microseconds after the headers; what delays it is descheduling or TCP retransmission, so the
+//   wait adapts to the largest header-to-body gap seen recently (8 times it, 100 ms to 2 s).
+// When a connection is lost, its pending claims are re-verified by a watch from the oldest one's start before
+// any is confirmed. A contradiction stops all confirmation and names the claim, so the runner can put the stored
+// index back below it.
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from './etcd/client.js';
@@ -23,8 +36,10 @@ import { isRetryable, MirrorError, UnreachableError, WatcherClearedError } from 
 export interface PollerSink {
   /** An event with modifiedIndex > every index handed over before. */
   event(ev: EtcdEvent): void;
-  /** Proof that nothing in the prefix happened up to `index`. */
+  /** Proof that nothing in the prefix happened up to `index` (a claim: it may still be contradicted). */
   quiet(index: number): void;
+  /** Every claim up to `index` is confirmed: an index up to here may be stored. Never decreases. */
+  confirmed?(index: number): void;
   /** Latest source store index seen. */
   sourceIndex(index: number): void;
   /** Resolves when the writer has room for more. */
@@ -56,17 +71,63 @@ export interface PollerOptions {
   unreachableAfterMs?: number;
   /** How long the stream may lag behind an event a probe saw before it counts as stalled. @default 2000 */
   streamGraceMs?: number;
+  /** Header-to-body gaps seen so far; kept by the caller across pollers so that a lesson is not forgotten. */
+  gaps?: BodyGaps;
 }
 
 /** A watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
 export class ResyncNeededError extends MirrorError {
   override readonly code = 'EM_ERR_RESYNC_NEEDED';
+  constructor(
+    message: string,
+    /** First index of the contradicted claim: the stored index must stay below it. */
+    readonly claimFrom: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Silence after the headers before a watch counts as blocked, at least. A wrong guess is caught (resync), not fatal. */
+export const SILENCE_MS = 15;
+const SILENCE_MAX_MS = 250;
+const CONFIRM_MIN_MS = 100;
+const CONFIRM_MAX_MS = 2_000;
+const GAPS_KEPT_MS = 60_000;
+
+/**
+ * The largest recent gap between a watch's headers and its history match's body. Silence thresholds and
+ * confirmation waits follow it, so a slow path (busy CPU, lossy link) makes the poller more careful by itself.
+ */
+export class BodyGaps {
+  #samples: { at: number; ms: number }[] = [];
+  #max = 0;
+
+  record(ms: number, now = Date.now()): void {
+    if (ms <= 1) return; // the common case: bytes together
+    this.#samples.push({ at: now, ms });
+    if (this.#samples.length > 256) this.#samples.shift();
+    this.#max = Math.max(this.#max, ms);
+  }
+
+  maxMs(now = Date.now()): number {
+    if (this.#samples.length && this.#samples[0]!.at < now - GAPS_KEPT_MS) {
+      this.#samples = this.#samples.filter((s) => s.at >= now - GAPS_KEPT_MS);
+      this.#max = this.#samples.reduce((m, s) => Math.max(m, s.ms), 0);
+    }
+    return this.#max;
+  }
+
+  silenceMs(): number {
+    return Math.min(SILENCE_MAX_MS, Math.max(SILENCE_MS, Math.ceil(2 * this.maxMs())));
+  }
+
+  confirmMs(): number {
+    return Math.min(CONFIRM_MAX_MS, Math.max(CONFIRM_MIN_MS, Math.ceil(8 * this.maxMs())));
+  }
 }
 
 /** How many store indexes may pass between two probes: far below the 1000-event window. */
 const REARM_TARGET_EVENTS = 150;
-/** Silence after the headers before a watch counts as blocked. A wrong guess is caught (resync), not fatal. */
-const SILENCE_MS = 15;
 /** While events flow, probes only check that the stream keeps up. */
 const STALL_CHECK_MS = 1_000;
 /** Quick reconnects after a transport failure before it is reported: a cut must not cost seconds of backoff
@@ -81,55 +142,142 @@ const GUARD_MS = 5_000;
 type Linked = AbortController & { dispose(): void };
 type Outcome = { kind: 'event'; ev: EtcdEvent } | { kind: 'empty' } | { kind: 'silent'; etcdIndex: number; handle: WatchHandle; ctl: Linked };
 
-/** Releases events and quiet proofs in index order and checks every later delivery against the claims. */
+interface Claim {
+  from: number;
+  to: number;
+  /** When the claim was made (or last re-verified), ms. */
+  at: number;
+  /** False after the connection that would carry a contradiction was lost, until a new watch re-verified it. */
+  verified: boolean;
+}
+
+/** Releases events and quiet proofs in index order, checks every later delivery against the claims, and confirms them. */
 class Sequencer {
   last: number;
-  readonly #claims: [number, number][] = [];
-  failure: Error | null = null;
+  readonly #claims: { from: number; to: number; at: number }[] = [];
+  /** Claims not confirmed yet, in index order (contiguous with nothing but events in between). */
+  readonly #pending: Claim[] = [];
+  #confirmed: number;
+  failure: ResyncNeededError | null = null;
   #onFailure: (() => void) | null = null;
 
   constructor(
     start: number,
     private readonly sink: PollerSink,
+    private readonly gaps: BodyGaps,
   ) {
     this.last = start;
+    this.#confirmed = start;
   }
 
-  release(ev: EtcdEvent): void {
+  /** A watch without waitIndex covers exactly what comes after its X-Etcd-Index. */
+  startAt(index: number): void {
+    this.last = index;
+    this.#confirmed = index;
+    this.sink.confirmed?.(index);
+  }
+
+  /**
+   * `coveredFrom`: the delivering channel carries every prefix event above this index, in order (the stream's
+   * X-Etcd-Index): claims above it and below the event are then confirmed.
+   */
+  release(ev: EtcdEvent, coveredFrom?: number): void {
     const index = ev.node.modifiedIndex;
     if (index <= this.last) {
       this.check(index);
       return; // a duplicate (stream and history overlap, etcd's double delete on the watched path)
     }
     this.last = index;
+    if (coveredFrom !== undefined) this.confirmBelow(index, coveredFrom);
     this.sink.event(ev);
+    this.#advance();
   }
 
   claim(from: number, to: number): void {
     this.sink.poll('quiet');
     if (to <= this.last) return;
-    this.#claims.push([Math.max(from, this.last + 1), to]);
+    const start = Math.max(from, this.last + 1);
+    const at = Date.now();
+    this.#claims.push({ from: start, to, at });
     if (this.#claims.length > CLAIMS_KEPT) this.#claims.shift();
+    this.#pending.push({ from: start, to, at, verified: true });
     this.last = to;
     this.sink.quiet(to);
+  }
+
+  /** Positive proof: nothing lies in (coveredFrom, index) but what was delivered. */
+  confirmBelow(index: number, coveredFrom: number): void {
+    if (this.failure) return;
+    let n = 0;
+    while (n < this.#pending.length && this.#pending[n]!.to < index && this.#pending[n]!.from > coveredFrom) n++;
+    if (n === 0) return;
+    this.#pending.splice(0, n);
+    this.#advance();
+  }
+
+  /** Confirms claims that stayed uncontradicted for confirmMs on a live connection. */
+  tick(now = Date.now()): void {
+    if (this.failure) return;
+    const wait = this.gaps.confirmMs();
+    let n = 0;
+    while (n < this.#pending.length && this.#pending[n]!.verified && this.#pending[n]!.at + wait <= now) n++;
+    if (n === 0) return;
+    this.#pending.splice(0, n);
+    this.#advance();
+  }
+
+  /** The connection that carried the claims' contradictions is gone: they need a new watch's word. */
+  connectionLost(): void {
+    for (const c of this.#pending) c.verified = false;
+  }
+
+  /** Start and end of the claims waiting for re-verification, or null. */
+  unverified(): { from: number; to: number } | null {
+    const open = this.#pending.filter((c) => !c.verified);
+    return open.length ? { from: open[0]!.from, to: open[open.length - 1]!.to } : null;
+  }
+
+  /** A new watch from `from` stayed silent up to `to`: the claims it covers count from now. */
+  reverified(to: number): void {
+    const now = Date.now();
+    for (const c of this.#pending) {
+      if (!c.verified && c.to <= to) {
+        c.verified = true;
+        c.at = now;
+      }
+    }
+  }
+
+  #advance(): void {
+    const next = this.#pending.length ? this.#pending[0]!.from - 1 : this.last;
+    if (next > this.#confirmed) {
+      this.#confirmed = next;
+      this.sink.confirmed?.(next);
+    }
   }
 
   /** An event at `index` was delivered: if a claim ruled it out, the claim was wrong. */
   check(index: number): void {
     if (this.failure) return;
-    if (this.#claims.some(([a, b]) => index >= a && index <= b)) {
-      this.failure = new ResyncNeededError(`the source delivered event ${index} inside a range proven quiet; resynchronising from a snapshot`);
+    const wrong = this.#claims.find((c) => index >= c.from && index <= c.to);
+    if (wrong) {
+      // The body was at least this late: the next poller sharing `gaps` waits longer before it calls silence.
+      this.gaps.record(Date.now() - wrong.at + this.gaps.silenceMs());
+      this.failure = new ResyncNeededError(`the source delivered event ${index} inside a range proven quiet; resynchronising from a snapshot`, wrong.from);
       this.#onFailure?.();
     }
   }
 
   /** Keeps a silent watch open for a while after its range was claimed: whatever it delivers must not contradict. */
-  guard(outcome: Extract<Outcome, { kind: 'silent' }>): void {
+  guard(outcome: Extract<Outcome, { kind: 'silent' }>, from: number): void {
     const timer = setTimeout(() => outcome.ctl.abort(), GUARD_MS);
     timer.unref();
     outcome.handle.event.then(
       (ev) => {
-        if (ev) this.check(ev.node.modifiedIndex);
+        if (!ev) return;
+        this.check(ev.node.modifiedIndex);
+        // The watch returns the first prefix event at or after its waitIndex: none lies below this one.
+        this.confirmBelow(ev.node.modifiedIndex, from - 1);
       },
       () => {},
     ).finally(() => {
@@ -148,23 +296,41 @@ class Sequencer {
 }
 
 export async function runPoller(opts: PollerOptions): Promise<void> {
-  const { src, prefix, sink, signal } = opts;
-  setMaxListeners(0, signal); // one listener per watch in flight (up to `parallel` plus guards)
-  const pipeline = opts.pipeline ?? true;
-  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
+  setMaxListeners(0, opts.signal); // one listener per watch in flight (up to `parallel` plus guards)
   let registered = opts.fromIndex !== 'now';
-  const seq = new Sequencer(opts.fromIndex === 'now' ? 0 : opts.fromIndex, sink);
+  const gaps = opts.gaps ?? new BodyGaps();
+  const seq = new Sequencer(opts.fromIndex === 'now' ? 0 : opts.fromIndex, opts.sink, gaps);
   const failedByClaim = seq.failed();
   failedByClaim.catch(() => {});
+  const confirming = setInterval(() => seq.tick(), 20);
+  try {
+    await pollLoop(opts, seq, gaps, failedByClaim, () => registered, (etcdIndex) => {
+      registered = true;
+      seq.startAt(etcdIndex);
+      opts.registered?.(etcdIndex);
+    });
+  } finally {
+    clearInterval(confirming);
+  }
+}
+
+async function pollLoop(
+  opts: PollerOptions,
+  seq: Sequencer,
+  gaps: BodyGaps,
+  failedByClaim: Promise<never>,
+  isRegistered: () => boolean,
+  register: (etcdIndex: number) => void,
+): Promise<void> {
+  const { src, prefix, sink, signal } = opts;
+  const pipeline = opts.pipeline ?? true;
+  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   // Quick retries are counted until the poller makes progress again: a source that accepts every watch and then
   // drops it must still be reported.
   let failures = 0;
   let lastAtFailure = -1;
   const onRegistered = (etcdIndex: number) => {
-    if (registered) return;
-    registered = true;
-    seq.last = etcdIndex; // a watch without waitIndex covers exactly what comes after this index
-    opts.registered?.(etcdIndex);
+    if (!isRegistered()) register(etcdIndex);
   };
 
   while (!signal.aborted) {
@@ -172,20 +338,25 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
     setMaxListeners(0, conn.signal);
     try {
       if (!pipeline) {
-        if (!registered) onRegistered((await src.get('/')).etcdIndex);
-        await Promise.race([catchUp(opts, seq, Infinity, false, conn.signal), failedByClaim]);
+        if (!isRegistered()) onRegistered((await src.get('/')).etcdIndex);
+        await Promise.race([catchUp(opts, seq, gaps, Infinity, false, conn.signal), failedByClaim]);
         continue;
       }
+      await Promise.race([reverify(opts, seq, gaps, conn.signal), failedByClaim]);
       const streamCtl = linked(conn.signal);
       const stream = await within(src.stream(prefix, { recursive: true, signal: streamCtl.signal }), unreachableAfter, src, streamCtl);
       onRegistered(stream.etcdIndex);
       sink.sourceIndex(stream.etcdIndex);
-      await Promise.race([catchUp(opts, seq, stream.etcdIndex, true, conn.signal), failedByClaim]);
-      const ended = await Promise.race([follow(opts, seq, stream, streamCtl, conn.signal), failedByClaim]);
-      if (ended === 'stalled') sink.poll('stalled');
+      await Promise.race([catchUp(opts, seq, gaps, stream.etcdIndex, true, conn.signal), failedByClaim]);
+      const ended = await Promise.race([follow(opts, seq, gaps, stream, streamCtl, conn.signal), failedByClaim]);
+      if (ended === 'stalled') {
+        sink.poll('stalled');
+        seq.connectionLost(); // the stalled stream carried the probes' contradictions
+      }
     } catch (err) {
       if (signal.aborted) return;
       if (err instanceof ResyncNeededError) throw err;
+      seq.connectionLost();
       if (isAborted(err) || isAbortError(err)) continue;
       sink.poll('error');
       if (seq.last > lastAtFailure) failures = 0;
@@ -210,6 +381,7 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
 async function catchUp(
   opts: PollerOptions,
   seq: Sequencer,
+  gaps: BodyGaps,
   target: number,
   claims: boolean,
   signal: AbortSignal,
@@ -229,7 +401,7 @@ async function catchUp(
     const outcome = (async (): Promise<Outcome> => {
       const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
       sink.sourceIndex(handle.etcdIndex);
-      const first = claims && (await silent(handle, ctl.signal)) ? 'silent' : await bodyOf(handle, claims, unreachableAfter, src, ctl);
+      const first = claims && (await silent(handle, gaps, ctl.signal)) ? 'silent' : await bodyOf(handle, claims, unreachableAfter, src, ctl);
       signal.removeEventListener('abort', stop);
       if (first === 'silent') return { kind: 'silent', etcdIndex: handle.etcdIndex, handle, ctl };
       ctl.dispose();
@@ -281,7 +453,7 @@ async function catchUp(
         continue;
       }
       seq.claim(head, outcome.etcdIndex);
-      seq.guard(outcome);
+      seq.guard(outcome, head);
       // A blocked head at or beyond the target means history holds nothing more up to it.
       if (outcome.etcdIndex < head) {
         // Registered below the waitIndex (store index not there yet): nothing proven, wait for it to move on.
@@ -298,13 +470,20 @@ async function catchUp(
  * Releases stream events in order while a probe re-arms from the last index: silent probes are quiet proofs;
  * a probe that sees an event the stream does not deliver in time means the stream stalled. Returns 'stalled'.
  */
-async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, streamCtl: AbortController, signal: AbortSignal): Promise<'stalled'> {
+async function follow(
+  opts: PollerOptions,
+  seq: Sequencer,
+  gaps: BodyGaps,
+  stream: StreamHandle,
+  streamCtl: AbortController,
+  signal: AbortSignal,
+): Promise<'stalled'> {
   const { sink } = opts;
   const probing = linked(signal);
   // The probe ends the stream read when it finds the stream stalled, or fails itself. (Racing every event against
   // the long-lived probe promise instead would pile up one promise reaction per event.)
   let ended: { stalled: true } | { error: unknown } | null = null;
-  probe(opts, seq, stream, probing.signal).then(
+  probe(opts, seq, gaps, stream, probing.signal).then(
     () => {
       ended = { stalled: true };
       streamCtl.abort();
@@ -327,7 +506,7 @@ async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle,
         throw why ? why.error : err;
       }
       sink.poll('event');
-      seq.release(next);
+      seq.release(next, stream.etcdIndex);
       sink.sourceIndex(next.node.modifiedIndex);
     }
   } finally {
@@ -336,7 +515,7 @@ async function follow(opts: PollerOptions, seq: Sequencer, stream: StreamHandle,
   }
 }
 
-async function probe(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
+async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
   const { src, prefix, sink } = opts;
   const rearmMin = opts.rearmMinMs ?? 15;
   const rearmMax = opts.rearmMaxMs ?? 100;
@@ -350,7 +529,7 @@ async function probe(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, 
     const ctl = linked(signal);
     const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
     sink.sourceIndex(handle.etcdIndex);
-    const first = (await silent(handle, signal)) ? 'silent' : await bodyOf(handle, true, unreachableAfter, src, ctl);
+    const first = (await silent(handle, gaps, signal)) ? 'silent' : await bodyOf(handle, true, unreachableAfter, src, ctl);
     ctl.abort(); // past the stream's start, the stream itself delivers anything a delayed body would have
     ctl.dispose();
     if (first === 'silent') {
@@ -373,16 +552,56 @@ async function probe(opts: PollerOptions, seq: Sequencer, stream: StreamHandle, 
 }
 
 /**
- * True when no body byte arrived within SILENCE_MS after the headers. The verdict waits for one more pass of the
- * event loop's I/O phase, so that a busy process does not take bytes it has not read yet for silence.
+ * True when no body byte arrived within the silence threshold after the headers. The verdict waits for one more
+ * pass of the event loop's I/O phase, so that a busy process does not take bytes it has not read yet for
+ * silence. Every history match (an event at or below the watch's X-Etcd-Index, written right behind the headers)
+ * teaches `gaps` how long its body took, even one that arrives long after the verdict.
  */
-async function silent(handle: WatchHandle, signal: AbortSignal): Promise<boolean> {
+async function silent(handle: WatchHandle, gaps: BodyGaps, signal: AbortSignal): Promise<boolean> {
+  const headersAt = performance.now();
   let arrived = false;
-  void handle.firstByte.then(() => (arrived = true));
-  const first = await Promise.race([handle.firstByte.then(() => 'bytes' as const), sleep(SILENCE_MS, 'timer' as const, { signal })]);
+  let firstByteAt = 0;
+  void handle.firstByte.then(() => {
+    arrived = true;
+    firstByteAt = performance.now();
+  });
+  handle.event.then(
+    (ev) => {
+      if (ev && ev.node.modifiedIndex <= handle.etcdIndex) gaps.record(firstByteAt - headersAt);
+    },
+    () => {},
+  );
+  const first = await Promise.race([handle.firstByte.then(() => 'bytes' as const), sleep(gaps.silenceMs(), 'timer' as const, { signal })]);
   if (first === 'bytes') return false;
   await new Promise((resolve) => setImmediate(resolve));
   return !arrived;
+}
+
+/**
+ * After a lost connection: a watch from the oldest unverified claim's start. Silent → the claims count again from
+ * now; an event inside them → the contradiction; an event above them → they are proven.
+ */
+async function reverify(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, signal: AbortSignal): Promise<void> {
+  const open = seq.unverified();
+  if (!open) return;
+  const { src, prefix, sink } = opts;
+  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
+  const ctl = linked(signal);
+  try {
+    const handle = await within(src.watch(prefix, { waitIndex: open.from, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
+    sink.sourceIndex(handle.etcdIndex);
+    if (await silent(handle, gaps, ctl.signal)) {
+      if (handle.etcdIndex >= open.to) seq.reverified(open.to);
+      return;
+    }
+    const ev = await bodyOf(handle, true, unreachableAfter, src, ctl);
+    if (!ev) return; // asked again on the next connection
+    seq.check(ev.node.modifiedIndex);
+    seq.confirmBelow(ev.node.modifiedIndex, open.from - 1);
+  } finally {
+    ctl.abort();
+    ctl.dispose();
+  }
 }
 
 /**

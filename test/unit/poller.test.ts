@@ -18,7 +18,7 @@ import {
   WatcherClearedError,
   etcdErrorFrom,
 } from '../../src/etcd/errors.js';
-import { ResyncNeededError, runPoller, type PollerOptions, type PollerSink } from '../../src/poller.js';
+import { BodyGaps, ResyncNeededError, runPoller, type PollerOptions, type PollerSink } from '../../src/poller.js';
 import { FakeSource, etcdV2Match, liveMatch } from './helpers/fake-source.js';
 
 const PREFIX = '/demo';
@@ -58,6 +58,11 @@ class RecordingSink implements PollerSink {
   quiet(index: number): void {
     this.handed.push(index);
     this.quiets.push({ index, store: this.fake.storeIndex, at: Date.now() });
+  }
+  /** Every confirmed() call with the time it came. */
+  readonly confirms: { index: number; at: number }[] = [];
+  confirmed(index: number): void {
+    this.confirms.push({ index, at: Date.now() });
   }
   sourceIndex(index: number): void {
     this.sourceIndexes.push(index);
@@ -443,6 +448,102 @@ describe('contradiction', () => {
   });
 });
 
+describe('proofs before persistence', () => {
+  it('confirms a quiet claim only after it stayed uncontradicted, never above what was handed over, never going down', async () => {
+    const fake = new FakeSource({ storeIndex: 100 });
+    const r = start(fake, { fromIndex: 100 });
+    await waitFor(() => following(fake));
+    fake.bump(50); // other prefixes only
+    await waitFor(() => r.sink.confirms.some((c) => c.index >= 150), 3_000);
+    for (const c of r.sink.confirms) {
+      const claimed = r.sink.quiets.find((q) => q.index >= c.index);
+      if (c.index > 100) {
+        expect(claimed).toBeDefined();
+        expect(c.at - claimed!.at).toBeGreaterThanOrEqual(-1); // never before its claim
+      }
+    }
+    const firstClaim150 = r.sink.quiets.find((q) => q.index >= 150)!;
+    const firstConfirm150 = r.sink.confirms.find((c) => c.index >= 150)!;
+    expect(firstConfirm150.at - firstClaim150.at).toBeGreaterThanOrEqual(90); // confirmMs is at least 100 ms
+    const values = r.sink.confirms.map((c) => c.index);
+    expect([...values].sort((a, b) => a - b)).toEqual(values);
+    await r.stop();
+  });
+
+  it('an event delivered by the stream confirms the claims below it at once', async () => {
+    const fake = new FakeSource({ storeIndex: 100 });
+    const r = start(fake, { fromIndex: 100 });
+    await waitFor(() => following(fake));
+    fake.bump(5);
+    await waitFor(() => r.sink.quiets.some((q) => q.index >= 105));
+    const ev = fake.append('/demo/a'); // 106
+    await waitFor(() => r.sink.events.length === 1);
+    await waitFor(() => r.sink.confirms.some((c) => c.index >= ev.node.modifiedIndex));
+    const at = r.sink.confirms.find((c) => c.index >= ev.node.modifiedIndex)!.at;
+    expect(at - r.sink.eventTimes[0]!).toBeLessThan(50);
+    await r.stop();
+  });
+
+  // Timing: gaps seeded with one 25 ms gap give a 50 ms silence threshold and a 200 ms confirmation wait. The
+  // event's watch bodies take 80 ms (past the threshold: the next probe, registered at most REARM_MAX_MS later,
+  // claims it wrongly), its stream copy 150 ms (after that claim, long before the claim could be confirmed).
+  it('a body later than the silence threshold makes a wrong claim that is never confirmed; the error names the claim', async () => {
+    const gaps = new BodyGaps();
+    gaps.record(25);
+    const fake = new FakeSource({ storeIndex: 100 });
+    const r = start(fake, { fromIndex: 100, gaps });
+    await waitFor(() => following(fake));
+    fake.delayBody(101, 80);
+    fake.delayStreamEvent(101, 150);
+    fake.append('/demo/late');
+    const err = await errorOf(r);
+    expect(err).toBeInstanceOf(ResyncNeededError);
+    expect((err as ResyncNeededError).claimFrom).toBe(101);
+    expect(r.sink.quiets.some((q) => q.index >= 101)).toBe(true); // the wrong claim was made ...
+    expect(r.sink.confirms.every((c) => c.index < 101)).toBe(true); // ... and never confirmed
+  });
+
+  it('learns from a late body: the next poller sharing the gaps waits longer before it calls a watch silent', async () => {
+    const gaps = new BodyGaps();
+    gaps.record(25);
+    const fake = new FakeSource({ storeIndex: 100 });
+    const first = start(fake, { fromIndex: 100, gaps });
+    await waitFor(() => following(fake));
+    fake.delayBody(101, 80);
+    fake.delayStreamEvent(101, 150);
+    fake.append('/demo/late');
+    expect(await errorOf(first)).toBeInstanceOf(ResyncNeededError);
+    expect(gaps.silenceMs()).toBeGreaterThanOrEqual(100); // at least the lower bound the contradiction shows, twice
+    expect(gaps.confirmMs()).toBeGreaterThanOrEqual(400);
+    // The same delays again: the silence threshold now outlasts them, so no wrong claim.
+    const second = start(fake, { fromIndex: fake.storeIndex, gaps });
+    await waitFor(() => following(fake, 2));
+    fake.delayBody(fake.storeIndex + 1, 80);
+    fake.delayStreamEvent(fake.storeIndex + 1, 150);
+    const ev = fake.append('/demo/again');
+    await waitFor(() => second.sink.events.length === 1);
+    await sleep(300);
+    expect(second.isSettled()).toBe(false);
+    expect(second.sink.events).toEqual([ev]);
+    await second.stop();
+  });
+
+  it('after a cut, pending claims are re-verified by a watch from their start before they are confirmed', async () => {
+    const fake = new FakeSource({ storeIndex: 100 });
+    const r = start(fake, { fromIndex: 100 });
+    await waitFor(() => following(fake));
+    fake.bump(5);
+    await waitFor(() => r.sink.quiets.some((q) => q.index >= 105));
+    const claimed = r.sink.quiets.at(-1)!.index;
+    const confirmedBefore = r.sink.confirms.at(-1)?.index ?? 100;
+    fake.cutStream(fake.streams[0]!, new TransportError("ECONNRESET"));
+    await waitFor(() => following(fake, 2));
+    expect(fake.watches.some((w) => w.waitIndex <= confirmedBefore + 1 && w.issuedAt > fake.streams[0]!.issuedAt && w.waitIndex < fake.streams[1]!.etcdIndex!)).toBe(true);
+    await waitFor(() => r.sink.confirms.some((c) => c.index >= claimed), 3_000);
+    await r.stop();
+  });
+});
+
 describe('stalled stream', () => {
   it('a stream that stops delivering is replaced once a probe has seen an event it lacks for streamGraceMs; history fills the gap, each event once', async () => {
     const fake = new FakeSource({ storeIndex: 100 });
@@ -730,9 +831,11 @@ describe('errors', () => {
     await waitFor(() => r.sink.events.length === 1);
     await waitFor(() => following(fake, 8));
     expect(fake.streams.slice(0, 6).every((s) => s.state === 'failed')).toBe(true);
-    fake.failNextWatch(cleared, 6); // the next six probes: each costs a reconnect
+    // The next six watches: the probe that gets the first costs a reconnect; after it, each re-verification of
+    // the pending claims (a watch from their start, before a new stream opens) gets one too.
+    fake.failNextWatch(cleared, 6);
     await waitFor(() => r.sink.count('error') >= 13, 4_000);
-    await waitFor(() => following(fake, 14));
+    await waitFor(() => following(fake, 9));
     const b = fake.append('/demo/b');
     await waitFor(() => r.sink.events.length === 2);
     await sleep(100);
@@ -741,7 +844,7 @@ describe('errors', () => {
     expect((await r.settled).ok).toBe(true);
     expect(indexes(r.sink.events)).toEqual([101, b.node.modifiedIndex]);
     expect(r.sink.count('error')).toBe(13);
-    expect(fake.streams).toHaveLength(14);
+    expect(fake.streams).toHaveLength(9);
     expectHandOverOrder(r.sink);
   });
 
