@@ -27,12 +27,17 @@ export interface Config {
   readonly quietRearmMs: number;
   /** false: the reference tool's synchronous loop (one long-poll, one write, one index write per event). */
   readonly pipeline: boolean;
+  /** Destination write order: 'strict' (source order), 'adaptive' (strict unless the window is at risk), 'key'. */
+  readonly ordering: Ordering;
 }
+
+export const ORDERINGS = ['strict', 'adaptive', 'key'] as const;
+export type Ordering = (typeof ORDERINGS)[number];
 
 export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
-                   [--quiet-rearm-ms N] [--pipeline on|off]
+                   [--quiet-rearm-ms N] [--pipeline on|off] [--ordering strict|adaptive|key]
                    [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F] SRC DST
 
 Live mirror of an etcd v2 key prefix from the SRC cluster into the DST cluster.
@@ -60,7 +65,14 @@ etcd-mirror options:
                             surface is read-only
   --allow-mass-delete       let a reconcile delete more than --mass-delete-ratio of the replica, or empty it
   --mass-delete-ratio F     share of destination keys a reconcile may delete unattended (default: 0.5)
-  --write-concurrency N     destination writes in flight, per-key order kept (default: 16)
+  --ordering MODE           order of destination writes (default: adaptive):
+                              strict    the replica passes only through states the source had, in source
+                                        order: one write at a time (the source is still read ahead)
+                              adaptive  strict, unless the stored index's window headroom falls below 250
+                                        events: then writes to unrelated keys overlap until it is back above 500
+                              key       writes to unrelated keys always overlap (per-key order only): fastest
+                                        catch-up, but the replica may show states the source never had
+  --write-concurrency N     destination writes in flight when writes may overlap (default: 16)
   --checkpoint-ms N         how often the replication index is stored while events flow (default: 100)
   --quiet-rearm-ms N        while the prefix is quiet, re-arm the source watch this often (ms) so the stored
                             index follows the source's store index and never falls out of etcd's 1000-event
@@ -108,6 +120,12 @@ function pipelineFlag(raw: string | undefined): boolean {
   throw new ConfigError('--pipeline: expected on or off');
 }
 
+function orderingFlag(raw: string | undefined): Ordering {
+  if (raw === undefined) return 'adaptive';
+  if ((ORDERINGS as readonly string[]).includes(raw)) return raw as Ordering;
+  throw new ConfigError('--ordering: expected strict, adaptive or key');
+}
+
 function intFlag(raw: string | undefined, flag: string, dflt: number, min: number, max: number): number {
   if (raw === undefined) return dflt;
   const n = Number(raw);
@@ -141,6 +159,7 @@ export function parseConfig(argv: string[]): Parsed {
         'checkpoint-ms': { type: 'string' },
         'quiet-rearm-ms': { type: 'string' },
         pipeline: { type: 'string' },
+        ordering: { type: 'string' },
         'src-ca': { type: 'string' },
         'src-cert': { type: 'string' },
         'src-key': { type: 'string' },
@@ -179,6 +198,7 @@ export function parseConfig(argv: string[]): Parsed {
     writeConcurrency: intFlag(v['write-concurrency'], '--write-concurrency', 16, 1, 256),
     checkpointMs: intFlag(v['checkpoint-ms'], '--checkpoint-ms', 100, 10, 60_000),
     pipeline: pipelineFlag(v.pipeline),
+    ordering: orderingFlag(v.ordering),
     quietRearmMs: intFlag(v['quiet-rearm-ms'], '--quiet-rearm-ms', 100, 50, 60_000),
   };
   const sameCluster = config.src.members.some((m) => config.dst.members.some((d) => d.origin === m.origin));

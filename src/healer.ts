@@ -1,17 +1,38 @@
 // Heals the destination when someone else changes it. The mirror watches its own destination subtree; any event
 // whose store index is not one of its own writes is foreign (a hand edit, a delete, a copy expiring early). Each
 // affected subtree is then reconciled to the source — as a barrier in the writer, so that no replicated event is
-// in flight meanwhile and every later one is applied after it — and the repairs are counted.
+// in flight meanwhile and every later one is applied after it — and the repairs are counted. The snapshot a heal
+// uses is newer than the writer's position: the runner skips the events it already contains (no rewinds).
 import { isWithin } from './etcd/paths.js';
 import { KeyMap } from './keys.js';
-import { reconcile, takeSnapshot } from './reconcile.js';
+import { reconcile, takeSnapshot, type GuardOptions } from './reconcile.js';
 import type { RunnerDeps } from './runner.js';
 import type { OrderedWriter } from './writer.js';
 
-/** Store indexes of the destination writes this process made, remembered long enough to classify events. */
+/**
+ * The destination writes this process made, told apart from others' by what they wrote (their store index), not
+ * by timing: an event on the destination watch is classified once every write that had begun before it arrived
+ * has answered, so its index is known if it was ours.
+ */
 export class OwnWrites {
   readonly #seen = new Map<number, number>();
   static readonly KEEP_MS = 30_000;
+  #issued = 0;
+  /** Begun writes that have not answered yet, by sequence number. */
+  readonly #open = new Set<number>();
+
+  /** Called as a destination write is sent; returns its sequence number. */
+  begin(): number {
+    const seq = ++this.#issued;
+    this.#open.add(seq);
+    return seq;
+  }
+
+  /** Called when it answered (with the store index it got, when it succeeded). */
+  end(seq: number, modifiedIndex?: number): void {
+    this.#open.delete(seq);
+    if (modifiedIndex !== undefined) this.record(modifiedIndex);
+  }
 
   record(modifiedIndex: number): void {
     this.#seen.set(modifiedIndex, Date.now());
@@ -19,6 +40,18 @@ export class OwnWrites {
 
   has(modifiedIndex: number): boolean {
     return this.#seen.has(modifiedIndex);
+  }
+
+  /** Sequence number of the latest write begun so far: an event arriving now can only be one of these. */
+  get issued(): number {
+    return this.#issued;
+  }
+
+  /** Sequence number of the oldest write still waiting for its answer (Infinity when none). */
+  oldestOpen(): number {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const open of this.#open) if (open < oldest) oldest = open;
+    return oldest;
   }
 
   prune(now = Date.now()): void {
@@ -32,19 +65,36 @@ export class OwnWrites {
 export type HealerDeps = Pick<RunnerDeps, 'src' | 'dst' | 'map' | 'log' | 'metrics' | 'own'> & {
   writer: () => OrderedWriter | null;
   concurrency: number;
+  /** The same mass-delete guard as every reconcile. */
+  guard: Pick<GuardOptions, 'allowMassDelete' | 'massDeleteRatio'>;
+  /** A subtree (source key) was reconciled to the source snapshot at `index`. */
+  covered: (srcKey: string, index: number) => void;
 };
 
-/** Our own write's event can arrive before the write's response: classify events only after this delay. */
-const CLASSIFY_AFTER_MS = 1_000;
 /** A heal holds the writer: it must not wait long for an unreachable source. */
 const HEAL_READ_TIMEOUT_MS = 5_000;
 /** More foreign keys than this in one batch: reconcile the whole subtree once instead. */
 const MAX_KEYS_PER_BATCH = 200;
+/** Unclassified events kept at most; beyond, the whole root is healed once (a flood of foreign changes). */
+const MAX_PENDING = 10_000;
+
+/** The top-most of `keys`: none kept lies within another kept one. Linear in keys × depth. */
+export function topMost(keys: Iterable<string>): string[] {
+  const sorted = [...new Set(keys)].sort((a, b) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+  const kept = new Set<string>();
+  for (const key of sorted) {
+    let covered = kept.has('/');
+    for (let i = key.indexOf('/', 1); !covered && i !== -1; i = key.indexOf('/', i + 1)) covered = kept.has(key.slice(0, i));
+    if (!covered && !kept.has(key)) kept.add(key);
+  }
+  return [...kept].sort();
+}
 
 export class Healer {
   readonly #abort = new AbortController();
-  /** Events not yet classified: only what classification needs (a reload produces one per key written). */
-  #pending: { index: number; key: string; at: number }[] = [];
+  /** Events not yet classified, with the latest own write begun when each arrived. */
+  #pending: { index: number; key: string; issued: number }[] = [];
+  #overflow = false;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: HealerDeps) {}
@@ -60,7 +110,7 @@ export class Healer {
   }
 
   async #watch(): Promise<void> {
-    const { dst, map, log } = this.deps;
+    const { dst, map, log, own } = this.deps;
     const signal = this.#abort.signal;
     while (!signal.aborted) {
       try {
@@ -71,8 +121,10 @@ export class Healer {
           // Copies expiring is normal (the source's own expire event follows); one that expires too early is the
           // TTL keeper's to recreate.
           if (ev.action === 'expire') continue;
-          if (this.deps.own.has(ev.node.modifiedIndex)) continue; // our write, already answered
-          if (map.ownsDst(key) || isWithin(map.dstRoot, key)) this.#pending.push({ index: ev.node.modifiedIndex, key, at: Date.now() });
+          if (own.has(ev.node.modifiedIndex)) continue; // our write, already answered
+          if (!map.ownsDst(key) && !isWithin(map.dstRoot, key)) continue;
+          if (this.#pending.length >= MAX_PENDING) this.#overflow = true;
+          else this.#pending.push({ index: ev.node.modifiedIndex, key, issued: own.issued });
         }
       } catch (err) {
         if (signal.aborted) return;
@@ -83,17 +135,23 @@ export class Healer {
   }
 
   #classify(): void {
-    const now = Date.now();
-    this.deps.own.prune(now);
-    const due = this.#pending.filter((p) => now - p.at >= CLASSIFY_AFTER_MS);
-    if (due.length === 0) return;
-    this.#pending = this.#pending.filter((p) => now - p.at < CLASSIFY_AFTER_MS);
-    const foreign = due.filter((p) => !this.deps.own.has(p.index));
+    const { own, map } = this.deps;
+    own.prune();
+    // Pending events arrive in index order and `issued` never decreases: the classifiable ones are a prefix.
+    const oldestOpen = own.oldestOpen();
+    let ready = 0;
+    while (ready < this.#pending.length && this.#pending[ready]!.issued < oldestOpen) ready++;
+    if (ready === 0 && !this.#overflow) return;
+    const due = this.#pending.slice(0, ready);
+    this.#pending = this.#pending.slice(ready);
+    const foreign = due.filter((p) => !own.has(p.index)).map((p) => (isWithin(map.dstRoot, p.key) ? map.dstRoot : p.key));
+    if (this.#overflow) {
+      this.#overflow = false;
+      foreign.push(map.dstRoot);
+    }
     if (foreign.length === 0) return;
-    const { map } = this.deps;
     // Heal whole subtrees, top-most first; a change above the mirrored root means the root itself.
-    let keys = [...new Set(foreign.map((p) => (isWithin(map.dstRoot, p.key) ? map.dstRoot : p.key)))].sort();
-    keys = keys.filter((k, i) => !keys.slice(0, i).some((a) => isWithin(k, a)));
+    let keys = topMost(foreign);
     if (keys.length > MAX_KEYS_PER_BATCH) keys = [map.dstRoot];
     this.deps.log.warn({ keys: keys.slice(0, 20), count: keys.length }, 'destination changed by someone else; healing from the source');
     const writer = this.deps.writer();
@@ -111,12 +169,20 @@ export class Healer {
   }
 
   async #heal(dstKey: string): Promise<void> {
-    const { src, dst, map, metrics, log, concurrency } = this.deps;
+    const { src, dst, map, metrics, log, concurrency, guard } = this.deps;
     const srcKey = map.toSrc(dstKey);
     const snapshot = await takeSnapshot(src, srcKey, this.#abort.signal, HEAL_READ_TIMEOUT_MS);
     const subtree = new KeyMap(srcKey, dstKey, true, map.ignore);
-    // The foreign change is what gets undone, however large: no mass-delete guard here.
-    const result = await reconcile(snapshot, dst, subtree, { allowMassDelete: true, massDeleteRatio: 1, concurrency }, this.#abort.signal);
+    // The guard judges the snapshot as for any reconcile. Below the root an empty source subtree is the normal
+    // answer for keys someone added on the destination only.
+    const result = await reconcile(
+      snapshot,
+      dst,
+      subtree,
+      { ...guard, emptyIsSuspect: dstKey === map.dstRoot, concurrency, nowMs: () => src.serverNow() },
+      this.#abort.signal,
+    );
+    this.deps.covered(srcKey, snapshot.etcdIndex);
     const repaired = result.written + result.deleted;
     if (repaired > 0) {
       metrics.healed.labels({ reason: 'foreign change' }).inc(repaired);

@@ -12,6 +12,8 @@ import { createLogger, type Logger } from './log.js';
 import { createMetrics, STATES } from './metrics.js';
 import { faultFrom, RunnerHost } from './runner.js';
 import { OwnWrites } from './healer.js';
+import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from './ordering.js';
+import { BodyGaps } from './poller.js';
 import { VERSION } from './version.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
@@ -52,7 +54,22 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, onWrite: (index) => own.record(index) });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });
-  const host = new RunnerHost({ config, src, dst, map, log, metrics, own });
+  const ordering = new OrderingPolicy(config.ordering, ({ reordering, headroomEvents }) => {
+    metrics.reorderingActive.set(reordering ? 1 : 0);
+    if (reordering) {
+      metrics.reorderingEpisodes.inc();
+      log.warn(
+        { headroomEvents, below: REORDER_BELOW_HEADROOM },
+        'window headroom low: writes to unrelated keys may now overlap (the replica can show states the source never had) until it is back above ' +
+          STRICT_ABOVE_HEADROOM,
+      );
+    } else {
+      log.info({ headroomEvents, above: STRICT_ABOVE_HEADROOM, reorderingSeconds: ordering.reorderingMs() / 1000 }, 'window headroom restored: writes follow source order again');
+    }
+  });
+  metrics.reorderingActive.set(ordering.reordering ? 1 : 0);
+  let reorderingMsCounted = 0;
+  const host = new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps() });
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
     try {
@@ -129,6 +146,14 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
         queue,
         inFlight,
       },
+      ordering: {
+        mode: config.ordering,
+        // What the writer does now: 'strict' (source order) or 'key' (writes to unrelated keys overlap).
+        current: runner?.ordering ?? ordering.writerOrdering,
+        reordering: ordering.reordering,
+        reorderingSeconds: Math.round(ordering.reorderingMs()) / 1000,
+      },
+      confirmedIndex: runner?.confirmedIndex ?? null,
       lastFault: ctx.lastFault,
       timeline: [...timeline],
       source: { url: src.origin, prefix: config.srcPrefix },
@@ -153,6 +178,9 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     metrics.lagSeconds.set(v.lagSeconds as number);
     metrics.queueEvents.set(v.queue as number);
     metrics.writesInFlight.set(v.inFlight as number);
+    const reorderingMs = ordering.reorderingMs();
+    metrics.reorderingSeconds.inc((reorderingMs - reorderingMsCounted) / 1000);
+    reorderingMsCounted = reorderingMs;
     const now = Date.now();
     void metrics.eventsApplied.get().then((m) => appliedRate.add(now, m.values.reduce((sum, x) => sum + x.value, 0)));
     // Long reconciles report progress in the log too, for operators following the terminal.

@@ -46,12 +46,18 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     windowHeadroom: new Gauge({ name: 'etcdmirror_window_headroom_events', help: "Source events left before the stored replication index falls out of etcd's 1000-event history window", registers: r }),
     lastApply: new Gauge({ name: 'etcdmirror_last_apply_timestamp_seconds', help: 'Unix time of the last successful destination apply or proven-quiet index advance', registers: r }),
     sinceLastApply: new Gauge({ name: 'etcdmirror_seconds_since_last_apply', help: 'Seconds since the last successful destination apply or proven-quiet index advance', registers: r }),
+    reorderingActive: new Gauge({ name: 'etcdmirror_reordering_active', help: 'Whether destination writes to unrelated keys may overlap now (1) or follow source order (0)', registers: r }),
+    reorderedWrites: new Counter({ name: 'etcdmirror_reordered_writes_total', help: 'Destination writes started before an earlier source event was applied', registers: r }),
+    reorderingEpisodes: new Counter({ name: 'etcdmirror_reordering_episodes_total', help: 'Times adaptive ordering let writes overlap because the window headroom was low', registers: r }),
+    reorderingSeconds: new Counter({ name: 'etcdmirror_reordering_seconds_total', help: 'Time spent with overlapping (reordering) destination writes', registers: r }),
+    writeRetries: new Counter({ name: 'etcdmirror_write_retries_total', help: 'Destination writes retried after a retryable failure', registers: r }),
+    coveredSkips: new Counter({ name: 'etcdmirror_events_covered_total', help: 'Events not replayed because a heal or recovery already brought their subtree to a newer source snapshot', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };
   for (const s of STATES) m.state.labels({ state: s }).set(s === 'idle' ? 1 : 0);
   for (const a of ['set', 'create', 'update', 'compareAndSwap', 'delete', 'compareAndDelete', 'expire']) m.eventsApplied.labels({ action: a });
-  for (const reason of ['ignored', 'hidden', 'outside', 'unknown']) m.eventsSkipped.labels({ reason });
+  for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
   return m;
 }

@@ -64,7 +64,7 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
   const dst = new EtcdClient(parseCluster(positionals[1]!, 'DST'), { connections: 2 });
   try {
     const snapshot = await takeSnapshot(src, map.srcPrefix);
-    const plan = planReconcile(snapshot.root, await readDestination(dst, map), map, Date.now());
+    const plan = planReconcile(snapshot.root, await readDestination(dst, map), map, src.serverNow());
     const report: VerifyReport = {
       equal: plan.writes.length === 0 && plan.extra.length === 0,
       sourceIndex: snapshot.etcdIndex,

@@ -42,11 +42,39 @@ export function flatten(root: EtcdNode | null, into = new Map<string, EtcdNode>(
   return into;
 }
 
-export interface ReconcileOptions {
+export interface GuardOptions {
   allowMassDelete: boolean;
-  /** Share of the destination's keys that may be deleted unattended. */
+  /** How much smaller than the replica a source snapshot may be (as a share of the replica's keys) unattended. */
   massDeleteRatio: number;
+  /** Whether an empty snapshot facing a non-empty replica is suspect (true for the mirror's whole root). @default true */
+  emptyIsSuspect?: boolean;
+}
+
+/** Below this many replica keys the size rule does not apply: a few keys may come and go. */
+const MIN_KEYS_JUDGED = 10;
+
+/**
+ * The mass-delete guard judges the snapshot, not the diff: a source read that looks wrong (empty, or much smaller
+ * than the replica: truncated, or the wrong cluster or prefix) must never delete the replica (consul-replicate
+ * #82), while a plausible one is reconciled however much of a small replica must go — after a busy outage the
+ * source may have grown fivefold while deleting half of what the replica holds. Returns why it is refused.
+ */
+export function judgeSnapshot(etcdIndex: number, sourceKeys: number, replicaKeys: number, guard: GuardOptions): string | null {
+  if (guard.allowMassDelete || replicaKeys === 0) return null;
+  const hint = 'pass --allow-mass-delete if this is intended';
+  if (sourceKeys === 0) {
+    if (guard.emptyIsSuspect === false) return null;
+    return `refusing to reconcile: the source snapshot at index ${etcdIndex} is empty while the replica holds ${replicaKeys} keys (${hint})`;
+  }
+  if (replicaKeys >= MIN_KEYS_JUDGED && sourceKeys < (1 - guard.massDeleteRatio) * replicaKeys) {
+    return `refusing to reconcile: the source snapshot at index ${etcdIndex} holds ${sourceKeys} keys, less than ${Math.round((1 - guard.massDeleteRatio) * 100)}% of the replica's ${replicaKeys}: it looks truncated (${hint})`;
+  }
+  return null;
+}
+
+export interface ReconcileOptions extends GuardOptions {
   concurrency: number;
+  /** The source's clock, ms. @default Date.now */
   nowMs?: () => number;
   onProgress?: (done: number, total: number) => void;
   healStats?: ApplyStats;
@@ -63,19 +91,21 @@ export interface ReconcileResult {
 /** TTLs count as equal when the expirations are within this many ms (the copies were written at different times). */
 const EXPIRATION_SLACK_MS = 2_000;
 
-function sameNode(want: DstOp, have: EtcdNode, nowMs: number): boolean {
+function sameNode(want: DstOp, have: EtcdNode): boolean {
   if (want.kind === 'put') {
     if (have.dir || have.value !== want.value) return false;
-    return sameTtl(want.ttl ?? null, have, nowMs);
+    return sameTtl(want.ttl ?? null, have);
   }
-  if (want.kind === 'mkdir') return have.dir === true && sameTtl(want.ttl, have, nowMs);
+  if (want.kind === 'mkdir') return have.dir === true && sameTtl(want.ttl, have);
   return false;
 }
 
-function sameTtl(wantTtl: number | null, have: EtcdNode, nowMs: number): boolean {
+/** `have` comes from a destination read: its `ttl` is the destination's own count of remaining seconds, so no
+ * clock of this host or of the destination enters the comparison. */
+function sameTtl(wantTtl: number | null, have: EtcdNode): boolean {
   if (wantTtl === null) return have.expiration === undefined;
-  if (have.expiration === undefined) return false;
-  return Math.abs(Date.parse(have.expiration) - (nowMs + wantTtl * 1000)) <= EXPIRATION_SLACK_MS + 1000;
+  if (have.expiration === undefined || have.ttl === undefined) return false;
+  return Math.abs(have.ttl - wantTtl) * 1000 <= EXPIRATION_SLACK_MS + 1000;
 }
 
 /** What it takes to make the destination equal to the source snapshot. Pure: shared by reconcile and verify. */
@@ -91,7 +121,8 @@ export interface ReconcilePlan {
   destinationKeys: number;
 }
 
-export function planReconcile(srcRoot: EtcdNode | null, dstRoot: EtcdNode | null, map: KeyMap, nowMs: number): ReconcilePlan {
+/** `sourceNowMs`: the source's clock (its TTL `expiration`s are its leader's wall clock). */
+export function planReconcile(srcRoot: EtcdNode | null, dstRoot: EtcdNode | null, map: KeyMap, sourceNowMs: number): ReconcilePlan {
   const source = new Map<string, EtcdNode>();
   for (const [key, node] of flatten(srcRoot)) {
     if (map.scope(key, node.dir === true, 'get') !== 'mirrored') continue;
@@ -107,9 +138,9 @@ export function planReconcile(srcRoot: EtcdNode | null, dstRoot: EtcdNode | null
   let unchanged = 0;
   for (const [key, node] of source) {
     if (key === '/') continue; // the root always exists
-    const op = planNode(node, key, nowMs);
+    const op = planNode(node, key, sourceNowMs);
     const have = destination.get(key);
-    if (have && sameNode(op, have, nowMs)) {
+    if (have && sameNode(op, have)) {
       unchanged++;
       continue;
     }
@@ -154,18 +185,8 @@ export async function reconcile(
   const deletedKeys = extra.length;
   const mkdirs = plan.writes.filter((w) => w.op.kind === 'mkdir').map((w) => w.op);
   const puts = plan.writes.filter((w) => w.op.kind !== 'mkdir').map((w) => w.op);
-  if (!opts.allowMassDelete && ownedCount > 0) {
-    if (sourceCount === 0) {
-      throw new MassDeleteRefusedError(
-        `refusing to reconcile: the source snapshot at index ${snapshot.etcdIndex} is empty while the replica holds ${ownedCount} keys (pass --allow-mass-delete if this is intended)`,
-      );
-    }
-    if (deletedKeys / ownedCount > opts.massDeleteRatio) {
-      throw new MassDeleteRefusedError(
-        `refusing to reconcile: it would delete ${deletedKeys} of ${ownedCount} replica keys (more than ${Math.round(opts.massDeleteRatio * 100)}%; pass --allow-mass-delete if this is intended)`,
-      );
-    }
-  }
+  const refused = judgeSnapshot(snapshot.etcdIndex, sourceCount, ownedCount, opts);
+  if (refused) throw new MassDeleteRefusedError(refused);
 
   // Only the top-most removals are needed: deleting a dir takes its subtree along.
   const removalSet = new Set(removals);

@@ -9,13 +9,17 @@ import type { Config } from './config.js';
 import type { EtcdClient } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
 import { EventIndexClearedError, isRetryable, MassDeleteRefusedError } from './etcd/errors.js';
+import { windowHeadroom } from './health.js';
 import type { KeyMap } from './keys.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
-import { runPoller } from './poller.js';
+import type { OrderingPolicy } from './ordering.js';
+import { BodyGaps, ResyncNeededError, runPoller } from './poller.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
+import { Coverage } from './coverage.js';
 import { Healer, type OwnWrites } from './healer.js';
 import { TtlKeeper } from './ttl-keeper.js';
+import { withWriteRetries } from './write-retry.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
@@ -27,6 +31,10 @@ export interface RunnerDeps {
   metrics: Metrics;
   /** The destination client's own writes, to tell them from foreign changes. */
   own: OwnWrites;
+  /** --ordering, with the adaptive mode's state: kept across runners. */
+  ordering: OrderingPolicy;
+  /** Header-to-body gaps of source watches: kept across runners, so a lesson is not forgotten on a restart. */
+  gaps: BodyGaps;
 }
 
 /** Stored-index lag (in source indexes) above which the index is written early. */
@@ -64,6 +72,9 @@ export interface RunnerStatus {
   sourceIndex: number | null;
   reconcile: { done: number; total: number } | null;
   oldestUnappliedAt: number | null;
+  /** Highest index up to which every quiet claim is confirmed: the stored index never passes it. */
+  confirmedIndex: number | null;
+  ordering: 'strict' | 'key';
 }
 
 class Runner {
@@ -87,11 +98,16 @@ class Runner {
   #timerDue = 0;
   #faulted = false;
   #stopped = false;
+  #rollingBack: Promise<void> | null = null;
   #sourceIndex: number | null = null;
   #phase: RunnerStatus['phase'] = 'snapshot';
   #reconcile: { done: number; total: number } | null = null;
   /** Receive time of events not yet behind the checkpoint, in index order. */
   readonly #received = new Map<number, number>();
+  /** Up to here every quiet claim of the poller is confirmed (events need no confirmation). */
+  #confirmed = Number.NEGATIVE_INFINITY;
+  /** Subtrees a heal reconciled to a snapshot ahead of the writer. */
+  readonly #coverage = new Coverage();
   readonly #healStats: ApplyStats;
   /** Settles when the run loop and every write it started have finished. */
   readonly settled: Promise<void>;
@@ -102,6 +118,8 @@ class Runner {
     private readonly resumeFrom: number | null,
     private readonly report: (e: MirrorEvent) => void,
     private readonly onPersisted: (index: number) => void,
+    /** TTL keys the previous runner tracked (null: read them from the source). */
+    private readonly ttlKeys: string[] | null,
   ) {
     this.#healStats = {
       onHealed: (reason, key) => {
@@ -124,7 +142,19 @@ class Runner {
       sourceIndex: this.#sourceIndex,
       reconcile: this.#reconcile,
       oldestUnappliedAt: oldest.done ? null : oldest.value,
+      confirmedIndex: Number.isFinite(this.#confirmed) ? this.#confirmed : null,
+      ordering: this.#writer?.ordering ?? this.deps.ordering.writerOrdering,
     };
+  }
+
+  /** TTL keys tracked now, for the next runner. */
+  ttlKeysTracked(): string[] | null {
+    return this.#keeper?.keys() ?? null;
+  }
+
+  /** The highest index that may be stored: applied, and not above an unconfirmed quiet claim. */
+  #storable(): number {
+    return Math.min(this.#writer?.checkpoint ?? Number.NEGATIVE_INFINITY, this.#confirmed);
   }
 
   async #run(): Promise<void> {
@@ -135,13 +165,18 @@ class Runner {
         from = Math.max(this.input.appliedIndex ?? 0, this.resumeFrom ?? 0);
         this.#persisted = from;
         this.#floor = from;
+        this.#confirmed = from;
         this.#startWriter(from);
         this.#startUpkeep();
-        // TTL keys refreshed while no mirror was running must be found again: read them from the source.
-        takeSnapshot(src, config.srcPrefix, this.#abort.signal).then(
-          (s) => this.#keeper?.seed(s.root),
-          (err: unknown) => log.warn({ err }, 'could not read the source to find TTL keys'),
-        );
+        if (this.ttlKeys) this.#keeper!.seedKeys(this.ttlKeys);
+        else {
+          // TTL keys refreshed while no mirror was running must be found again: read them from the source (once
+          // per process: a restarted runner takes over what the previous one tracked).
+          takeSnapshot(src, config.srcPrefix, this.#abort.signal).then(
+            (s) => this.#keeper?.seed(s.root),
+            (err: unknown) => log.warn({ err }, 'could not read the source to find TTL keys'),
+          );
+        }
         this.#phase = 'tail';
         log.info({ fromIndex: from + 1 }, 'tailing the source');
         await this.#poll(from);
@@ -177,6 +212,7 @@ class Runner {
                 concurrency: config.writeConcurrency * RECONCILE_FANOUT,
                 healStats: this.#healStats,
                 onProgress: (done, total) => (this.#reconcile = { done, total }),
+                nowMs: () => src.serverNow(),
               }, this.#abort.signal);
               const seconds = (Date.now() - started) / 1000;
               metrics.loadTime.observe(seconds);
@@ -214,6 +250,7 @@ class Runner {
       registered,
       signal: this.#abort.signal,
       pipeline: config.pipeline,
+      gaps: this.deps.gaps,
       rearmMaxMs: config.quietRearmMs,
       rearmMinMs: Math.min(15, config.quietRearmMs),
       sink: {
@@ -221,6 +258,10 @@ class Runner {
         quiet: (index) => {
           log.debug({ index }, 'quiet watch: no prefix event up to this index');
           this.#deliver({ index });
+        },
+        confirmed: (index) => {
+          this.#confirmed = index;
+          this.#schedulePersist();
         },
         sourceIndex: (index) => this.#noteSourceIndex(index),
         room: () => this.#room(),
@@ -251,15 +292,18 @@ class Runner {
     if (!w) return;
     if (this.deps.config.pipeline) return w.waitForRoom(HIGH_WATER);
     await w.idle();
-    if (this.#phase === 'tail' && this.#canPersist(w.checkpoint)) await this.#persist(w.checkpoint);
+    if (this.#phase === 'tail' && this.#canPersist(this.#storable())) await this.#persist(this.#storable());
   }
 
   #startWriter(checkpoint: number): void {
-    const { metrics } = this.deps;
+    const { metrics, config, ordering } = this.deps;
     this.#writer = new OrderedWriter(checkpoint, {
-      concurrency: this.deps.config.pipeline ? this.deps.config.writeConcurrency : 1,
+      concurrency: config.pipeline ? config.writeConcurrency : 1,
+      ordering: config.pipeline ? ordering.writerOrdering : 'strict',
+      onReordered: () => metrics.reorderedWrites.inc(),
       onError: (err) => this.#fault(err),
       onCheckpoint: (index) => {
+        this.#coverage.prune(index);
         this.#schedulePersist();
         for (const [i] of this.#received) {
           if (i > index) break;
@@ -274,7 +318,18 @@ class Runner {
   /** TTL keeper and healer: they keep the destination right between events. */
   #startUpkeep(): void {
     const { src, dst, map, log, metrics, own, config } = this.deps;
-    this.#healer = new Healer({ src, dst, map, log, metrics, own, writer: () => this.#writer, concurrency: config.writeConcurrency });
+    this.#healer = new Healer({
+      src,
+      dst,
+      map,
+      log,
+      metrics,
+      own,
+      writer: () => this.#writer,
+      concurrency: config.writeConcurrency,
+      guard: { allowMassDelete: config.allowMassDelete, massDeleteRatio: config.massDeleteRatio },
+      covered: (srcKey, index) => this.#coverage.add(srcKey, index),
+    });
     // During a reload the destination sees nothing but our own writes: watch it for foreign changes afterwards.
     if (this.input.mode === 'tail') this.#healer.start();
     this.#keeper = new TtlKeeper({
@@ -283,6 +338,7 @@ class Runner {
       map,
       log,
       checkpoint: () => this.#writer?.checkpoint ?? 0,
+      writer: () => this.#writer,
       onRefresh: () => metrics.ttlRefreshes.inc(),
       onTick: (tracked) => metrics.ttlKeysTracked.set(tracked),
     });
@@ -293,11 +349,20 @@ class Runner {
     if (this.#sourceIndex === null || index > this.#sourceIndex) {
       this.#sourceIndex = index;
       this.deps.metrics.sourceIndex.set(index);
+      this.#updateOrdering();
     }
   }
 
+  /** Adaptive ordering follows the stored index's window headroom. */
+  #updateOrdering(): void {
+    const { ordering, config } = this.deps;
+    if (ordering.mode !== 'adaptive' || !config.pipeline || this.#persisted === null || this.#sourceIndex === null) return;
+    ordering.update(windowHeadroom(Math.max(0, this.#sourceIndex - this.#persisted)));
+    this.#writer?.setOrdering(ordering.writerOrdering);
+  }
+
   #onEvent(ev: EtcdEvent): void {
-    const { map, metrics, dst, log } = this.deps;
+    const { map, metrics, dst, src, log } = this.deps;
     const index = ev.node.modifiedIndex;
     const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
     if (scope === 'outside' || scope === 'hidden' || scope === 'ignored') {
@@ -308,7 +373,7 @@ class Runner {
       return;
     }
     this.#keeper?.observe(ev);
-    const op = planEvent(ev, map, Date.now(), scope);
+    const op = planEvent(ev, map, src.serverNow(), scope);
     if (!op) {
       metrics.eventsSkipped.labels({ reason: 'unknown' }).inc();
       log.warn({ index, key: ev.node.key, action: ev.action }, 'unknown action, not replicated');
@@ -316,6 +381,7 @@ class Runner {
       return;
     }
     const { key, subtree } = opFootprint(op, map);
+    const removesSubtree = op.kind === 'delete' || op.kind === 'clearRoot';
     this.#received.set(index, Date.now());
     this.#eventsSincePersist++;
     this.#writer!.push({
@@ -324,9 +390,23 @@ class Runner {
         key,
         subtree,
         run: async () => {
-          const end = metrics.writeLatency.startTimer();
-          await executeOp(dst, op, map, this.#healStats);
-          end();
+          // Decided when the op's turn comes: a heal ahead of it may have run meanwhile.
+          if (this.#coverage.skip(ev.node.key, index, removesSubtree)) {
+            metrics.eventsSkipped.labels({ reason: 'covered' }).inc();
+            log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
+            return;
+          }
+          await withWriteRetries({ key, index }, async () => {
+            const end = metrics.writeLatency.startTimer();
+            await executeOp(dst, op, map, this.#healStats);
+            end();
+          }, {
+            signal: this.#abort.signal,
+            onRetry: (err, attempt) => {
+              metrics.writeRetries.inc();
+              log.debug({ err, key, index, attempt }, 'destination write failed; retrying');
+            },
+          });
           metrics.eventsApplied.labels({ action: ev.action }).inc();
           metrics.replicatedEvents.inc();
           log.debug({ index, action: ev.action, key: ev.node.key, dstKey: key }, 'event applied');
@@ -344,7 +424,7 @@ class Runner {
     // One index write per checkpointMs. When the store races ahead around a quiet prefix (the checkpoint moves by
     // quiet proofs, hardly by events), write sooner, so the stored index never trails by more than a fraction of
     // etcd's 1000-event window; replicated events themselves never cost more than one index write per checkpointMs.
-    const behind = this.#writer.checkpoint - (this.#persisted ?? 0);
+    const behind = this.#storable() - (this.#persisted ?? 0);
     const quietAdvance = behind >= INDEX_LAG_BOUND && this.#eventsSincePersist * 20 < behind;
     const spacing = quietAdvance ? Math.min(FAST_CHECKPOINT_MS, this.deps.config.checkpointMs) : this.deps.config.checkpointMs;
     const due = this.#lastPersistAt + spacing;
@@ -359,9 +439,9 @@ class Runner {
 
   async #maybePersist(): Promise<void> {
     const w = this.#writer;
-    if (!w || this.#persisting || this.#faulted || !this.#canPersist(w.checkpoint)) return;
+    if (!w || this.#persisting || this.#faulted || !this.#canPersist(this.#storable())) return;
     try {
-      await this.#persist(w.checkpoint);
+      await this.#persist(this.#storable());
     } catch (err) {
       this.#fault(err);
     }
@@ -379,6 +459,7 @@ class Runner {
       this.#persisted = index;
       metrics.appliedIndex.set(index);
       this.onPersisted(index);
+      this.#updateOrdering();
       if (!this.#stopped) this.report({ type: 'runner.progress', appliedIndex: index, sourceIndex: this.#sourceIndex });
     })();
     try {
@@ -398,7 +479,27 @@ class Runner {
     if (err instanceof MassDeleteRefusedError) metrics.massDeleteRefused.inc();
     this.#writer?.halt();
     this.#abort.abort();
+    if (err instanceof ResyncNeededError) void this.#rollBack(err.claimFrom - 1);
     this.report({ type: 'runner.fault', fault });
+  }
+
+  /**
+   * A quiet claim was contradicted. Nothing above its start is stored from now on; should the stored index
+   * already be past it (a claim confirmed by time, then contradicted after all), it is put back, so that a crash
+   * before the resync resumes below the event instead of past it. Replaying from there is idempotent.
+   */
+  async #rollBack(index: number): Promise<void> {
+    this.#confirmed = Math.min(this.#confirmed, index);
+    if (this.#persisted === null || this.#persisted <= index) return;
+    const { dst, map, log } = this.deps;
+    log.warn({ from: this.#persisted, to: index }, 'a quiet proof was contradicted; the stored replication index goes back below it');
+    this.#rollingBack = (async () => {
+      while (this.#persisting) await this.#persisting.catch(() => {});
+      await dst.put(map.indexKey, { value: String(index) });
+      this.#persisted = index;
+      this.onPersisted(index);
+    })().catch((e: unknown) => log.error({ err: e }, 'could not put the stored replication index back'));
+    await this.#rollingBack;
   }
 
   /** Stop fetching, let in-flight writes finish, store the checkpoint. Resolves within about `deadlineMs`. */
@@ -412,8 +513,9 @@ class Runner {
     await this.#keeper?.stop();
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
-    // The checkpoint only ever covers applied events, so it is safe to store even after a fault.
-    const checkpoint = this.#writer?.checkpoint;
+    if (this.#rollingBack) await Promise.race([this.#rollingBack, deadline]);
+    // What is storable only ever covers applied events and confirmed proofs, so it is safe even after a fault.
+    const checkpoint = this.#writer ? this.#storable() : undefined;
     if (checkpoint !== undefined && this.#canPersist(checkpoint)) {
       const stored = this.#persist(checkpoint).catch((err: unknown) => this.deps.log.warn({ err }, 'could not store the final replication index'));
       await Promise.race([stored, deadline]);
@@ -427,6 +529,7 @@ export class RunnerHost {
   #current: Runner | null = null;
   #previous: Promise<void> = Promise.resolve();
   #lastPersisted: number | null = null;
+  #ttlKeys: string[] | null = null;
 
   constructor(private readonly deps: RunnerDeps) {}
 
@@ -443,7 +546,9 @@ export class RunnerHost {
     let cancelled = false;
     const started = this.#previous.then(() => {
       if (cancelled) return;
-      runner = new Runner(this.deps, input, this.#lastPersisted, report, (i) => (this.#lastPersisted = i));
+      // After a reload/recovery the previous runner's TTL keys may be stale; the snapshot seeds the new one.
+      const ttlKeys = input.mode === 'tail' ? this.#ttlKeys : null;
+      runner = new Runner(this.deps, input, this.#lastPersisted, report, (i) => (this.#lastPersisted = i), ttlKeys);
       this.#current = runner;
     });
     return () => {
@@ -452,6 +557,7 @@ export class RunnerHost {
       this.#previous = started.then(async () => {
         if (!runner) return;
         await runner.stop(4_000);
+        this.#ttlKeys = runner.ttlKeysTracked();
         // Every request has a timeout, so a runner settles within seconds; should one not, say so and move on
         // rather than leave the mirror 'tailing' with no runner behind it.
         const settled = await Promise.race([

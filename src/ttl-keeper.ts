@@ -11,6 +11,7 @@ import { KeyNotFoundError, NodeExistError } from './etcd/errors.js';
 import type { KeyMap } from './keys.js';
 import type { Logger } from './log.js';
 import { flatten } from './reconcile.js';
+import type { OrderedWriter } from './writer.js';
 
 export interface TtlKeeperDeps {
   src: EtcdClient;
@@ -19,6 +20,8 @@ export interface TtlKeeperDeps {
   log: Logger;
   /** Highest source index applied on the destination. */
   checkpoint: () => number;
+  /** Orders the keeper's destination writes with the events for the same key. */
+  writer: () => OrderedWriter | null;
   onRefresh?: () => void;
   /** Called after each tick with the number of tracked keys. */
   onTick?: (tracked: number) => void;
@@ -38,6 +41,8 @@ const SAME_EXPIRATION_MS = 500;
 export class TtlKeeper {
   readonly #tracked = new Map<string, Tracked>();
   readonly #queue = new PQueue({ concurrency: 8 });
+  /** Keys with a keeper write queued in the writer: one at a time per key. */
+  readonly #queued = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
@@ -58,6 +63,16 @@ export class TtlKeeper {
     }
     if (ev.node.expiration) this.#tracked.set(key, { expiration: ev.node.expiration, lastEvent: ev.node.modifiedIndex });
     else this.#tracked.delete(key);
+  }
+
+  /** The tracked source keys (handed to the next runner, so a restart needs no source read). */
+  keys(): string[] {
+    return [...this.#tracked.keys()];
+  }
+
+  /** Tracks these keys; their copies are brought in line at the next tick. */
+  seedKeys(keys: Iterable<string>): void {
+    for (const key of keys) if (!this.#tracked.has(key)) this.#tracked.set(key, { expiration: '', lastEvent: 0 });
   }
 
   /** Tracks every TTL node of a source snapshot; their copies are brought in line at the next tick. */
@@ -90,14 +105,16 @@ export class TtlKeeper {
   }
 
   async #keep(srcKey: string): Promise<void> {
-    const { src, dst, map } = this.deps;
-    if (this.#stopped) return;
+    const { src, map } = this.deps;
+    if (this.#stopped || this.#queued.has(srcKey)) return;
     let node: EtcdNode;
     let readAt: number;
+    let sourceNow: number;
     try {
       const res = await src.get(srcKey);
       node = res.body.node;
       readAt = res.etcdIndex;
+      sourceNow = src.serverNow();
     } catch (err) {
       if (err instanceof KeyNotFoundError) this.#tracked.delete(srcKey); // its delete/expire event follows
       else throw err;
@@ -112,24 +129,43 @@ export class TtlKeeper {
     // The destination must already hold this version of the node (or newer) before its TTL is touched.
     if (this.deps.checkpoint() < node.modifiedIndex || tracked.lastEvent > readAt) return;
     if (tracked.expiration && Math.abs(Date.parse(tracked.expiration) - Date.parse(node.expiration)) < SAME_EXPIRATION_MS) return;
-    const ttl = remainingTtl(node.expiration, Date.now());
+    // A GET's `ttl` is the remaining seconds on the source, rounded up, computed by the source itself.
+    const ttl = node.ttl ?? remainingTtl(node.expiration, sourceNow);
     if (ttl <= 0) return;
+    const writer = this.deps.writer();
+    if (!writer || writer.failed) return;
     const dstKey = map.toDst(srcKey);
+    const expiration = node.expiration;
+    this.#queued.add(srcKey);
+    writer.pushKeyed(dstKey, async () => {
+      try {
+        // Every earlier event for this key is applied now. Still tracked, and no event after our read?
+        const now = this.#tracked.get(srcKey);
+        if (this.#stopped || !now || now.lastEvent > readAt) return;
+        await this.#write(dstKey, node, ttl);
+        now.expiration = expiration;
+        this.deps.onRefresh?.();
+      } catch (err) {
+        // A keeper write never stops replication; the next tick tries again.
+        if (!this.#stopped) this.deps.log.warn({ err, key: dstKey }, 'could not keep a TTL copy alive');
+      } finally {
+        this.#queued.delete(srcKey);
+      }
+    });
+  }
+
+  async #write(dstKey: string, node: EtcdNode, ttl: number): Promise<void> {
+    const { dst } = this.deps;
     try {
       await dst.put(dstKey, { dir: node.dir, refresh: true, prevExist: true, ttl });
     } catch (err) {
       if (!(err instanceof KeyNotFoundError)) throw err;
-      // The copy expired before the source's (e.g. the mirror was down for longer than the TTL): recreate it,
-      // unless an event for this key arrived after our read (then that event decides).
-      if ((this.#tracked.get(srcKey)?.lastEvent ?? 0) > readAt) return;
+      // The copy expired before the source's (e.g. the mirror was down for longer than the TTL): recreate it.
       try {
         await dst.put(dstKey, node.dir ? { dir: true, ttl, prevExist: false } : { value: node.value ?? '', ttl, prevExist: false });
       } catch (inner) {
         if (!(inner instanceof NodeExistError)) throw inner;
       }
     }
-    const now = this.#tracked.get(srcKey);
-    if (now) now.expiration = node.expiration;
-    this.deps.onRefresh?.();
   }
 }

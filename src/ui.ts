@@ -38,6 +38,7 @@ ${svg}
       <dt>Window headroom</dt><dd><meter id="headroomMeter" min="0" max="1000" low="200" high="500" optimum="1000"></meter> <span id="headroom">–</span></dd>
       <dt>Applied</dt><dd id="rate">–</dd>
       <dt>Writer</dt><dd id="writer">–</dd>
+      <dt>Ordering</dt><dd id="ordering">–</dd>
       <dt>Poller</dt><dd id="poller">–</dd>
       <dt>Reconcile</dt><dd><progress id="reconcileBar" max="1" value="0" hidden></progress> <span id="reconcile">–</span></dd>
       <dt>Last fault</dt><dd id="fault">–</dd>
@@ -130,6 +131,9 @@ function render(v) {
   $('rate').textContent = v.eventsPerSecond.toFixed(1) + ' events/s';
   $('writer').textContent = v.writer.state + ': queue ' + v.writer.queue + ', in flight ' + v.writer.inFlight;
   $('poller').textContent = v.poller;
+  const o = v.ordering;
+  $('ordering').textContent = o.mode + ': ' + (o.current === 'strict' ? 'source order' : 'writes to unrelated keys overlap') +
+    (o.mode === 'adaptive' && o.reordering ? ' (window headroom low)' : '') + (o.reorderingSeconds > 0 ? ', ' + o.reorderingSeconds.toFixed(1) + ' s reordering so far' : '');
   const rc = v.reconcile;
   $('reconcileBar').hidden = !rc;
   if (rc) {

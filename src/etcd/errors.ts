@@ -143,3 +143,17 @@ export class ConfigError extends MirrorError {
 export class MassDeleteRefusedError extends MirrorError {
   override readonly code = 'EM_ERR_MASS_DELETE_REFUSED';
 }
+
+/** A destination write that kept failing for one key; retryable when its cause is. */
+export class DestinationWriteError extends MirrorError {
+  override readonly code = 'EM_ERR_DESTINATION_WRITE';
+  override readonly [Retryable]: boolean;
+  constructor(
+    message: string,
+    readonly key: string,
+    cause: unknown,
+  ) {
+    super(message, { cause });
+    this[Retryable] = isRetryable(cause);
+  }
+}

@@ -48,6 +48,11 @@ describe('parseConfig: defaults', () => {
     expect(c.writeConcurrency).toBe(16);
     expect(c.checkpointMs).toBe(100);
     expect(c.quietRearmMs).toBe(100);
+    expect(c.ordering).toBe('adaptive');
+  });
+
+  it.each(['strict', 'adaptive', 'key'])('accepts --ordering %s', (mode) => {
+    expect(run('--ordering', mode, SRC, DST).ordering).toBe(mode);
   });
 
   it('returns a frozen config', () => {
@@ -107,6 +112,7 @@ describe('parseConfig: flags', () => {
     ['--quiet-rearm-ms', '10'],
     ['--mass-delete-ratio', '1.5'],
     ['--mass-delete-ratio', 'half'],
+    ['--ordering', 'fast'],
   ])('refuses %s %j', (flag, value) => {
     expect(refused(flag, value, SRC, DST).message).toContain(flag);
   });
