@@ -454,7 +454,9 @@ class Runner {
     this.#lastPersistAt = Date.now();
     this.#eventsSincePersist = 0;
     this.#persisting = (async () => {
-      await dst.put(map.indexKey, { value: String(index) });
+      await withWriteRetries({ key: map.indexKey, index }, async () => {
+        await dst.put(map.indexKey, { value: String(index) });
+      }, { signal: this.#stopped ? undefined : this.#abort.signal, onRetry: () => metrics.writeRetries.inc() });
       metrics.indexWrites.inc();
       this.#persisted = index;
       metrics.appliedIndex.set(index);
