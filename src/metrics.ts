@@ -57,7 +57,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
   };
   for (const s of STATES) m.state.labels({ state: s }).set(s === 'idle' ? 1 : 0);
   for (const a of ['set', 'create', 'update', 'compareAndSwap', 'delete', 'compareAndDelete', 'expire']) m.eventsApplied.labels({ action: a });
-  for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered']) m.eventsSkipped.labels({ reason });
+  for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered', 'already applied']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
   return m;
 }

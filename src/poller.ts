@@ -23,7 +23,9 @@
 //   claim would have come first; or
 // - after `confirmMs` of silence while the connection that would carry a contradiction is alive. etcd writes a
 //   history match microseconds after the headers; what delays it is descheduling or TCP retransmission, so the
-//   wait adapts to the largest header-to-body gap seen recently (8 times it, 100 ms to 2 s).
+//   wait adapts to the largest header-to-body gap seen recently (8 times it, 100 ms to 2 s) — but it never lets
+//   more than 200 store indexes pass while the rest of the store races, since falling out of the window is a
+//   certain cost and a late body after that long a rare one (and a contradiction still puts the stored index back).
 // When a connection is lost, its pending claims are re-verified by a watch from the oldest one's start before
 // any is confirmed. A contradiction stops all confirmation and names the claim, so the runner can put the stored
 // index back below it.
@@ -55,6 +57,8 @@ export interface PollerOptions {
   fromIndex: number | 'now';
   /** Called once the first watch is registered, with its X-Etcd-Index. */
   registered?: (etcdIndex: number) => void;
+  /** Called whenever a stream watch is registered, with its X-Etcd-Index (everything up to it comes from history). */
+  streamStarted?: (etcdIndex: number) => void;
   sink: PollerSink;
   signal: AbortSignal;
   /**
@@ -92,6 +96,8 @@ export const SILENCE_MS = 15;
 const SILENCE_MAX_MS = 250;
 const CONFIRM_MIN_MS = 100;
 const CONFIRM_MAX_MS = 2_000;
+/** Store indexes a confirmation wait may let pass at most. */
+const CONFIRM_BUDGET_EVENTS = 200;
 const GAPS_KEPT_MS = 60_000;
 
 /**
@@ -121,8 +127,15 @@ export class BodyGaps {
     return Math.min(SILENCE_MAX_MS, Math.max(SILENCE_MS, Math.ceil(2 * this.maxMs())));
   }
 
-  confirmMs(): number {
-    return Math.min(CONFIRM_MAX_MS, Math.max(CONFIRM_MIN_MS, Math.ceil(8 * this.maxMs())));
+  /**
+   * How long a claim must stay uncontradicted. `storePerMs`: how fast the source's store index moves. The wait
+   * never lets more than CONFIRM_BUDGET_EVENTS store indexes pass (the stored index must stay well inside etcd's
+   * 1000-event window), and never drops below twice the silence threshold.
+   */
+  confirmMs(storePerMs = 0): number {
+    const wanted = Math.min(CONFIRM_MAX_MS, Math.max(CONFIRM_MIN_MS, Math.ceil(8 * this.maxMs())));
+    const budget = storePerMs > 0 ? CONFIRM_BUDGET_EVENTS / storePerMs : Infinity;
+    return Math.max(2 * this.silenceMs(), Math.min(wanted, budget));
   }
 }
 
@@ -215,10 +228,18 @@ class Sequencer {
     this.#advance();
   }
 
+  /** Store indexes per ms, from the claims of the last second or so (claims end at the store index). */
+  #storePerMs(): number {
+    const first = this.#claims[Math.max(0, this.#claims.length - 32)];
+    const last = this.#claims[this.#claims.length - 1];
+    if (!first || !last || last.at <= first.at) return 0;
+    return (last.to - first.to) / (last.at - first.at);
+  }
+
   /** Confirms claims that stayed uncontradicted for confirmMs on a live connection. */
   tick(now = Date.now()): void {
     if (this.failure) return;
-    const wait = this.gaps.confirmMs();
+    const wait = this.gaps.confirmMs(this.#storePerMs());
     let n = 0;
     while (n < this.#pending.length && this.#pending[n]!.verified && this.#pending[n]!.at + wait <= now) n++;
     if (n === 0) return;
@@ -303,6 +324,16 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
   const failedByClaim = seq.failed();
   failedByClaim.catch(() => {});
   const confirming = setInterval(() => seq.tick(), 20);
+  // Claims left unverified by a lost connection are re-verified beside the new connection, never in its way: a
+  // reconnect must not wait a round trip while the rest of the store races through the window.
+  let verifying = false;
+  const verifier = setInterval(() => {
+    if (verifying || !seq.unverified() || opts.signal.aborted) return;
+    verifying = true;
+    reverify(opts, seq, gaps, opts.signal)
+      .catch(() => {}) // asked again at the next interval
+      .finally(() => (verifying = false));
+  }, 50);
   try {
     await pollLoop(opts, seq, gaps, failedByClaim, () => registered, (etcdIndex) => {
       registered = true;
@@ -311,6 +342,7 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
     });
   } finally {
     clearInterval(confirming);
+    clearInterval(verifier);
   }
 }
 
@@ -342,10 +374,10 @@ async function pollLoop(
         await Promise.race([catchUp(opts, seq, gaps, Infinity, false, conn.signal), failedByClaim]);
         continue;
       }
-      await Promise.race([reverify(opts, seq, gaps, conn.signal), failedByClaim]);
       const streamCtl = linked(conn.signal);
       const stream = await within(src.stream(prefix, { recursive: true, signal: streamCtl.signal }), unreachableAfter, src, streamCtl);
       onRegistered(stream.etcdIndex);
+      opts.streamStarted?.(stream.etcdIndex);
       sink.sourceIndex(stream.etcdIndex);
       await Promise.race([catchUp(opts, seq, gaps, stream.etcdIndex, true, conn.signal), failedByClaim]);
       const ended = await Promise.race([follow(opts, seq, gaps, stream, streamCtl, conn.signal), failedByClaim]);

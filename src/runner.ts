@@ -20,6 +20,8 @@ import { Coverage } from './coverage.js';
 import { Healer, type OwnWrites } from './healer.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
+import { alreadyApplied, keysToRead, type DestinationState, type ReplayItem } from './replay-guard.js';
+import { KeyNotFoundError } from './etcd/errors.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
@@ -84,6 +86,9 @@ class Runner {
   #healer: Healer | null = null;
   /** What the poller delivered before the snapshot index was known (reload/recover only). */
   #held: { index: number; ev?: EtcdEvent }[] | null = null;
+  /** Tail mode: what the poller delivered up to the source's store index at the start, held back until the
+   * destination has said which of it is already applied (src/replay-guard.ts). */
+  #replay: { upTo: number | null; items: { index: number; ev?: EtcdEvent }[]; releasing: boolean } | null = null;
   /** Source index of the snapshot the destination is reconciled to (0 when tailing from a stored index). */
   #coveredBySnapshot = 0;
   #persisted: number | null = null;
@@ -179,7 +184,14 @@ class Runner {
         }
         this.#phase = 'tail';
         log.info({ fromIndex: from + 1 }, 'tailing the source');
-        await this.#poll(from);
+        // The synchronous mode has no stream to say where history ends: it replays as the reference does.
+        if (config.pipeline) this.#replay = { upTo: null, items: [], releasing: false };
+        await this.#poll(from, undefined, (etcdIndex) => {
+          if (this.#replay && this.#replay.upTo === null) {
+            this.#replay.upTo = etcdIndex;
+            if (etcdIndex <= from) void this.#releaseReplay();
+          }
+        });
       } else {
         // Register the live watch before reading the snapshot: the catch-up after a long snapshot and reconcile
         // can then never ask for a cleared index. Until the snapshot index is known, what it delivers is held back.
@@ -241,13 +253,14 @@ class Runner {
     await this.#writer?.idle();
   }
 
-  #poll(fromIndex: number | 'now', registered?: () => void): Promise<void> {
+  #poll(fromIndex: number | 'now', registered?: () => void, streamStarted?: (etcdIndex: number) => void): Promise<void> {
     const { config, src, log, metrics } = this.deps;
     return runPoller({
       src,
       prefix: config.srcPrefix,
       fromIndex,
       registered,
+      streamStarted,
       signal: this.#abort.signal,
       pipeline: config.pipeline,
       gaps: this.deps.gaps,
@@ -280,9 +293,84 @@ class Runner {
       this.#held.push(item);
       return;
     }
+    if (this.#replay) {
+      this.#replay.items.push(item);
+      if (this.#replay.upTo !== null && item.index >= this.#replay.upTo) void this.#releaseReplay();
+      return;
+    }
     if (item.index <= this.#coveredBySnapshot) return;
     if (item.ev) this.#onEvent(item.ev);
     else this.#writer!.push({ index: item.index });
+  }
+
+  /** Hands the held replay window to the writer, minus what the destination already shows. */
+  async #releaseReplay(): Promise<void> {
+    const replay = this.#replay;
+    if (!replay || replay.releasing) return;
+    replay.releasing = true;
+    const { log, metrics } = this.deps;
+    const upTo = replay.upTo ?? Number.POSITIVE_INFINITY;
+    const window: ReplayItem[] = [];
+    for (const { index, ev } of replay.items) {
+      if (index > upTo) break;
+      window.push(ev ? this.#replayItem(ev) : { index });
+    }
+    let skip = new Set<number>();
+    const keys = keysToRead(window);
+    if (keys && keys.length > 0) {
+      try {
+        skip = alreadyApplied(window, await this.#readCopies(keys));
+      } catch (err) {
+        if (this.#abort.signal.aborted) return;
+        log.warn({ err }, 'could not read the destination before the replay; replaying everything');
+      }
+    }
+    if (this.#abort.signal.aborted) return;
+    // Everything delivered meanwhile was held too; from now on events go straight to the writer.
+    const items = replay.items;
+    this.#replay = null;
+    for (const item of items) {
+      if (item.ev && skip.has(item.index)) this.#onEvent(item.ev, true);
+      else this.#deliver(item);
+    }
+    if (window.length > 0) {
+      metrics.eventsSkipped.labels({ reason: 'already applied' }).inc(skip.size);
+      log.info({ replayed: window.filter((w) => w.kind).length, alreadyApplied: skip.size, upTo }, 'resumed: events the destination already showed are not applied again');
+    }
+  }
+
+  #replayItem(ev: EtcdEvent): ReplayItem {
+    const { map, src } = this.deps;
+    const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
+    if (scope !== 'mirrored' && scope !== 'ancestor') return { index: ev.node.modifiedIndex };
+    const op = planEvent(ev, map, src.serverNow(), scope);
+    if (!op) return { index: ev.node.modifiedIndex };
+    const wasDir = ev.node.dir === true || ev.prevNode?.dir === true;
+    if (op.kind === 'put' && !wasDir) return { index: ev.node.modifiedIndex, key: op.key, kind: 'put', value: op.value, before: ev.prevNode?.value ?? null };
+    if (op.kind === 'delete' && !wasDir) return { index: ev.node.modifiedIndex, key: op.key, kind: 'delete', before: ev.prevNode?.value ?? null };
+    return { index: ev.node.modifiedIndex, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
+  }
+
+  /** The destination's values of `keys` (absent: null; directories and failed reads left out). */
+  async #readCopies(keys: string[]): Promise<DestinationState> {
+    const { dst } = this.deps;
+    const state: DestinationState = new Map();
+    let next = 0;
+    const worker = async () => {
+      while (next < keys.length) {
+        const key = keys[next++]!;
+        this.#abort.signal.throwIfAborted();
+        try {
+          const node = (await dst.get(key, { signal: this.#abort.signal })).body.node;
+          if (!node.dir) state.set(key, node.value ?? '');
+        } catch (err) {
+          if (err instanceof KeyNotFoundError) state.set(key, null);
+          else throw err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, keys.length) }, worker));
+    return state;
   }
 
   /** Backpressure for the poller. Without the pipeline: nothing is fetched until the previous event and the
@@ -361,7 +449,8 @@ class Runner {
     this.#writer?.setOrdering(ordering.writerOrdering);
   }
 
-  #onEvent(ev: EtcdEvent): void {
+  /** `applied`: the destination already shows it (a replay after a restart): tracked, not written again. */
+  #onEvent(ev: EtcdEvent, applied = false): void {
     const { map, metrics, dst, src, log } = this.deps;
     const index = ev.node.modifiedIndex;
     const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
@@ -373,6 +462,10 @@ class Runner {
       return;
     }
     this.#keeper?.observe(ev);
+    if (applied) {
+      this.#writer!.push({ index });
+      return;
+    }
     const op = planEvent(ev, map, src.serverNow(), scope);
     if (!op) {
       metrics.eventsSkipped.labels({ reason: 'unknown' }).inc();

@@ -831,11 +831,11 @@ describe('errors', () => {
     await waitFor(() => r.sink.events.length === 1);
     await waitFor(() => following(fake, 8));
     expect(fake.streams.slice(0, 6).every((s) => s.state === 'failed')).toBe(true);
-    // The next six watches: the probe that gets the first costs a reconnect; after it, each re-verification of
-    // the pending claims (a watch from their start, before a new stream opens) gets one too.
+    // The next six watches: a probe that gets one costs a reconnect (and counts); a re-verification of the
+    // claims pending at that moment (run beside the new connection) just asks again later.
     fake.failNextWatch(cleared, 6);
-    await waitFor(() => r.sink.count('error') >= 13, 4_000);
-    await waitFor(() => following(fake, 9));
+    await waitFor(() => fake.watches.filter((w) => w.state === 'failed').length >= 7, 4_000);
+    await waitFor(() => following(fake, fake.streams.length));
     const b = fake.append('/demo/b');
     await waitFor(() => r.sink.events.length === 2);
     await sleep(100);
@@ -843,8 +843,8 @@ describe('errors', () => {
     await r.stop();
     expect((await r.settled).ok).toBe(true);
     expect(indexes(r.sink.events)).toEqual([101, b.node.modifiedIndex]);
-    expect(r.sink.count('error')).toBe(13);
-    expect(fake.streams).toHaveLength(9);
+    expect(r.sink.count('error')).toBeGreaterThanOrEqual(8);
+    expect(fake.streams).toHaveLength(r.sink.count('error') + 1); // every counted failure cost exactly one reconnect
     expectHandOverOrder(r.sink);
   });
 

@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { alreadyApplied, keysToRead, type ReplayItem } from '../../src/replay-guard.js';
+
+const put = (index: number, key: string, value: string, before: string | null): ReplayItem => ({ index, key, kind: 'put', value, before });
+const del = (index: number, key: string, before: string | null): ReplayItem => ({ index, key, kind: 'delete', before });
+
+describe('replay guard', () => {
+  it('skips, per key, the events whose outcome the destination already shows', () => {
+    const items = [put(11, '/a', 'a1', 'a0'), put(12, '/b', 'b1', null), put(13, '/a', 'a2', 'a1'), { index: 14 }, put(15, '/a', 'a3', 'a2'), put(16, '/b', 'b2', 'b1')];
+    // Before the crash the writer had applied up to 13.
+    const dst = new Map<string, string | null>([['/a', 'a2'], ['/b', 'b1']]);
+    expect([...alreadyApplied(items, dst)].sort()).toEqual([11, 12, 13]);
+  });
+
+  it('nothing applied yet: nothing skipped', () => {
+    const items = [put(11, '/a', 'a1', 'a0'), del(12, '/b', 'b0')];
+    expect(alreadyApplied(items, new Map([['/a', 'a0'], ['/b', 'b0']])).size).toBe(0);
+  });
+
+  it('a delete counts only when absence says something (the key existed right before the window)', () => {
+    const existed = [del(11, '/a', 'a0'), put(12, '/a', 'a1', null)];
+    expect([...alreadyApplied(existed, new Map([['/a', null]]))]).toEqual([11]);
+    const created = [put(11, '/a', 'a1', null), del(12, '/a', 'a1')];
+    expect(alreadyApplied(created, new Map([['/a', null]])).size).toBe(0); // absent before the window too: unknown
+  });
+
+  it('a value that repeats proves only its first occurrence', () => {
+    const items = [put(11, '/a', 'v', 'x'), put(12, '/a', 'w', 'v'), put(13, '/a', 'v', 'w')];
+    expect([...alreadyApplied(items, new Map([['/a', 'v']]))]).toEqual([11]);
+    // The value it had before the window proves nothing.
+    const back = [put(11, '/a', 'w', 'v'), put(12, '/a', 'v', 'w')];
+    expect(alreadyApplied(back, new Map([['/a', 'v']])).size).toBe(0);
+  });
+
+  it('keys the destination did not answer for (directories, failed reads) are replayed', () => {
+    expect(alreadyApplied([put(11, '/a', 'a1', null)], new Map()).size).toBe(0);
+  });
+
+  it('a subtree operation in the window turns the guard off', () => {
+    expect(keysToRead([put(11, '/a', 'a1', null), { index: 12, key: '/d', kind: 'subtree' }])).toBeNull();
+    expect(keysToRead([put(11, '/a', 'a1', null), { index: 12 }, del(13, '/b', 'x'), put(14, '/a', 'a2', 'a1')])).toEqual(['/a', '/b']);
+  });
+});
