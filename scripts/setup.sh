@@ -43,6 +43,15 @@ else
   apt_install etcd-server etcd
 fi
 
+# The clock-skew test runs the mirror under libfaketime (LD_PRELOAD) to shift its wall clock against the etcds'.
+# (Debian's faketime depends on libfaketime, which holds /usr/lib/<arch>/faketime/libfaketime.so.1.)
+if command -v faketime >/dev/null 2>&1; then
+  step "faketime present"
+else
+  step "installing faketime with apt-get"
+  apt_install faketime faketime
+fi
+
 # The /ui browser test drives Debian's Chromium through playwright-core, which downloads no browser.
 if [[ ${1:-} == --browser ]]; then
   if [[ -x /usr/bin/chromium ]]; then

@@ -51,10 +51,14 @@ process.on('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
 
-export async function spawnMirror(args: string[], opts: { port?: number } = {}): Promise<MirrorProcess> {
+export async function spawnMirror(
+  args: string[],
+  opts: { port?: number; /** Extra environment variables for the mirror, merged over process.env. */ env?: Record<string, string> } = {},
+): Promise<MirrorProcess> {
   const port = opts.port ?? (await freePort());
   const proc = spawn(process.execPath, [BIN, '--port', String(port), '--listen-address', '127.0.0.1', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
   });
   running.add(proc);
   const logs: Record<string, unknown>[] = [];
