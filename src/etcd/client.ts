@@ -1,7 +1,9 @@
 // The only module that speaks HTTP to etcd: one undici keep-alive pool per cluster member. Requests go to the
-// current member and fail over to the next on a connection failure; every answer must carry the same cluster id.
+// current member and fail over to the next on a connection failure; every answer must carry the same cluster id,
+// and every answer's `Date` header feeds the estimate of the cluster's wall clock (serverNow()).
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
+import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
 import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from './errors.js';
 import type { Cluster, Endpoint } from './endpoint.js';
@@ -12,8 +14,16 @@ export interface ClientOptions {
   connections?: number;
   /** Per-request timeout for ordinary reads and writes, ms. */
   requestTimeoutMs?: number;
-  /** Told the store index of every successful write (PUT/DELETE), e.g. to tell our writes from others'. */
-  onWrite?: (modifiedIndex: number) => void;
+  /** Told of every write (PUT/DELETE) as it is sent and when it answered, with the store index it got when it
+   * succeeded: to tell this process's writes from others' by what they wrote. */
+  writes?: WriteTracker;
+}
+
+export interface WriteTracker {
+  /** A write is being sent; returns its sequence number. */
+  begin(): number;
+  /** It answered: with its store index when it succeeded. */
+  end(seq: number, modifiedIndex?: number): void;
 }
 
 export interface PutOptions {
@@ -76,13 +86,15 @@ export class EtcdClient {
   #clusterId: { id: string; member: string } | undefined;
   readonly #authorization: string | undefined;
   readonly #timeoutMs: number;
-  readonly #onWrite: ((modifiedIndex: number) => void) | undefined;
+  readonly #writes: WriteTracker | undefined;
+  /** The cluster's wall clock, from the `Date` header of every answer (TTLs are the leader's wall clock). */
+  readonly #clock = new ServerClock();
 
   constructor(target: Endpoint | Cluster, options: ClientOptions = {}) {
     const cluster: Cluster = 'members' in target ? target : { members: [target], origin: target.origin };
     this.origin = cluster.origin;
     this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
-    this.#onWrite = options.onWrite;
+    this.#writes = options.writes;
     this.#members = cluster.members.map((m) => ({
       origin: m.origin,
       pool: new Pool(m.origin, {
@@ -109,6 +121,7 @@ export class EtcdClient {
     let index = this.#current;
     for (let attempt = 0; ; attempt++) {
       const member = this.#members[index]!;
+      const sentAt = Date.now();
       try {
         const res = await member.pool.request({
           method,
@@ -124,6 +137,7 @@ export class EtcdClient {
           res.body.on('error', () => {}).destroy(); // a watch body may never end: drop the connection, do not drain
           throw mismatch;
         }
+        this.#clock.observe(sentAt, Date.now(), header(res.headers, 'date'));
         return res;
       } catch (err) {
         const wrapped = err instanceof ClusterIdMismatchError ? err : this.#wrap(err, opts.signal, member.origin);
@@ -133,6 +147,16 @@ export class EtcdClient {
         if (this.#current !== index && this.#members[this.#current] === member) this.#current = index;
       }
     }
+  }
+
+  /** The cluster's wall clock now, ms since the epoch (estimated from its answers; ours before the first one). */
+  serverNow(): number {
+    return this.#clock.now();
+  }
+
+  /** Estimated (cluster clock − this host's clock), ms; 0 before the first answer. */
+  clockOffsetMs(): number {
+    return this.#clock.offsetMs();
   }
 
   #checkCluster(member: string, headers: Dispatcher.ResponseData['headers']): ClusterIdMismatchError | undefined {
@@ -195,18 +219,24 @@ export class EtcdClient {
     if (opts.refresh) form.set('refresh', 'true');
     if (opts.ttl !== undefined) form.set('ttl', opts.ttl === null ? '' : String(opts.ttl));
     if (opts.prevExist !== undefined) form.set('prevExist', String(opts.prevExist));
-    return this.#written(this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal }));
+    return this.#written(() => this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal }));
   }
 
-  async #written(result: Promise<KeysResult>): Promise<KeysResult> {
-    const r = await result;
-    this.#onWrite?.(r.body.node.modifiedIndex);
-    return r;
+  async #written(write: () => Promise<KeysResult>): Promise<KeysResult> {
+    const seq = this.#writes?.begin();
+    let index: number | undefined;
+    try {
+      const r = await write();
+      index = r.body.node.modifiedIndex;
+      return r;
+    } finally {
+      if (seq !== undefined) this.#writes!.end(seq, index);
+    }
   }
 
   delete(key: string, opts: { recursive?: boolean; dir?: boolean; signal?: AbortSignal } = {}): Promise<KeysResult> {
     const path = keysPath(key, { recursive: opts.recursive || undefined, dir: opts.dir || undefined });
-    return this.#written(this.#keys('DELETE', path, { signal: opts.signal }));
+    return this.#written(() => this.#keys('DELETE', path, { signal: opts.signal }));
   }
 
   /**
@@ -225,17 +255,19 @@ export class EtcdClient {
     let gotBytes!: () => void;
     const firstByte = new Promise<void>((resolve) => (gotBytes = resolve));
     const event = (async () => {
-      let text = '';
+      // Collected as bytes and decoded once: a character split between two chunks must stay one character.
+      const chunks: Buffer[] = [];
       try {
         for await (const chunk of res.body) {
           gotBytes();
-          text += (chunk as Buffer).toString('utf8');
+          chunks.push(chunk as Buffer);
         }
       } catch (err) {
         throw this.#wrap(err, opts.signal);
       }
       gotBytes();
-      return text.trim() === '' ? null : decodeEvent(text.trim());
+      const text = (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).toString('utf8').trim();
+      return text === '' ? null : decodeEvent(text);
     })();
     event.catch(() => {}); // the caller may abandon it; never an unhandled rejection
     return { etcdIndex, clusterId: header(res.headers, 'x-etcd-cluster-id'), event, firstByte };
@@ -265,22 +297,32 @@ export class EtcdClient {
       wake = null;
       w?.();
     };
+    // Decoded as one UTF-8 stream (a character split between chunks is held back until its last byte arrives).
+    // Splitting the decoded text on '\n' is exact: that byte never occurs inside a multi-byte character, and
+    // etcd's JSON escapes newlines inside values. ignoreBOM: a U+FEFF is content, never dropped.
+    const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+    let partial = '';
+    const feed = (text: string): void => {
+      let from = 0;
+      for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', from)) {
+        const line = (partial === '' ? text.slice(from, nl) : partial + text.slice(from, nl)).trim();
+        partial = '';
+        from = nl + 1;
+        if (!line) continue;
+        const ev = decodeEvent(line);
+        lastIndex = Math.max(lastIndex, ev.node.modifiedIndex);
+        queue.push(ev);
+      }
+      // Only the new text is searched for newlines, so a large event arriving in many chunks costs linear time.
+      if (from < text.length) partial += from === 0 ? text : text.slice(from);
+    };
     (async () => {
-      let partial = '';
       try {
         for await (const chunk of res.body) {
-          partial += (chunk as Buffer).toString('utf8');
-          let nl;
-          while ((nl = partial.indexOf('\n')) >= 0) {
-            const line = partial.slice(0, nl).trim();
-            partial = partial.slice(nl + 1);
-            if (!line) continue;
-            const ev = decodeEvent(line);
-            lastIndex = Math.max(lastIndex, ev.node.modifiedIndex);
-            queue.push(ev);
-          }
+          feed(decoder.decode(chunk as Buffer, { stream: true }));
           notify();
         }
+        feed(decoder.decode()); // flush; an unterminated last line is not an event (etcd ends each with '\n')
         failure = new TransportError(`${this.origin}: the stream watch ended`);
       } catch (err) {
         failure = err instanceof EtcdError || err instanceof UnexpectedResponseError ? err : this.#wrap(err, opts.signal);

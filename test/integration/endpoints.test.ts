@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
 import { spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
 import { expectTreesEqual } from '../helpers/tree.js';
-import { ok, storeIndex } from '../helpers/raw.js';
+import { ok, sleep, storeIndex } from '../helpers/raw.js';
 
 let pair: Pair;
 let stranger: EtcdProcess;
@@ -27,16 +27,45 @@ describe('member lists', () => {
   });
 
   it('refuses a member that answers for another cluster', async () => {
-    await ok(pair.dst.clientUrl, 'PUT', '/__replication/mixed', { value: String(await storeIndex(pair.src.clientUrl)) });
-    const m = await spawnMirror(['--src-prefix', '/multi', '--dst-prefix', '/mixed', '--strip', `${pair.src.clientUrl},${stranger.clientUrl}`, pair.dst.clientUrl]);
-    await m.waitForState('tailing');
-    await pair.src.kill('SIGKILL'); // the next request fails over to the stranger
+    const S = pair.src.clientUrl;
+    await ok(pair.dst.clientUrl, 'PUT', '/__replication/mixed', { value: String(await storeIndex(S)) });
+    const m = await spawnMirror(['--src-prefix', '/multi', '--dst-prefix', '/mixed', '--strip', `${S},${stranger.clientUrl}`, pair.dst.clientUrl]);
     try {
-      await m.waitForState('failed', 15_000).catch(() => {});
-      expect(await Promise.race([m.exited(), new Promise((r) => setTimeout(() => r('still running: ' + JSON.stringify(m.logs.slice(-5))), 10_000))])).toBe(1);
+      await m.waitForState('tailing');
+      // The mirror learns which cluster its source is from the first member that answers. 'tailing' is entered
+      // before the first source request is even sent: had src died before answering, the stranger's would be the
+      // only cluster id ever seen, and nothing could tell it apart. So wait until the mirror has replicated an
+      // event it can only have read from src.
+      await ok(S, 'PUT', '/multi/c', { value: '3' });
+      await waitForIndex(pair.dstClient, '/__replication/mixed', await storeIndex(S));
+      expect((await pair.dstClient.get('/mixed/c')).body.node.value).toBe('3');
+
+      await pair.src.kill('SIGKILL'); // the next source request fails over to the stranger
+      // Refusing takes one failed-over request (milliseconds); the bound only keeps a regression from hanging.
+      const outcome = await Promise.race([m.exited(), sleep(30_000).then(() => `still running: ${JSON.stringify(m.logs.slice(-5))}`)]);
+      expect(outcome).toBe(1);
       expect(m.stderr()).toMatch(/belongs to cluster [0-9a-f]+, but .* to cluster [0-9a-f]+: the URLs given are not members of one cluster/);
+      expect(m.logs.some((l) => l.to === 'failed' && (l.fault as { code?: string } | undefined)?.code === 'EM_ERR_CLUSTER_ID_MISMATCH')).toBe(true);
     } finally {
+      await m.kill('SIGKILL');
       await pair.src.restart();
+    }
+  });
+
+  it('refuses a source whose history does not reach the stored index (the only member answering is a stranger)', async () => {
+    // The first member is down from the start: the stranger's cluster id is the only one ever seen, but its store
+    // index is far below the index stored for this replica, which a cluster's index never is.
+    const stored = (await storeIndex(stranger.clientUrl)) + 10_000;
+    await ok(pair.dst.clientUrl, 'PUT', '/__replication/stranger', { value: String(stored) });
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const m = await spawnMirror(['--src-prefix', '/multi', '--dst-prefix', '/stranger', '--strip', `${dead},${stranger.clientUrl}`, pair.dst.clientUrl]);
+    try {
+      const outcome = await Promise.race([m.exited(), sleep(30_000).then(() => `still running: ${JSON.stringify(m.logs.slice(-5))}`)]);
+      expect(outcome).toBe(1);
+      expect(m.stderr()).toMatch(/store index \d+ is below the stored replication index 1\d{4}: SRC is another cluster/);
+      expect((await pair.dstClient.get('/__replication/stranger')).body.node.value).toBe(String(stored));
+    } finally {
+      await m.kill('SIGKILL');
     }
   });
 });
