@@ -51,7 +51,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const src = new EtcdClient(config.src, { connections: 48 });
   const own = new OwnWrites();
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
-  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, onWrite: (index) => own.record(index) });
+  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes: own });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });
   const ordering = new OrderingPolicy(config.ordering, ({ reordering, headroomEvents }) => {

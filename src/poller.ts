@@ -24,7 +24,7 @@
 // - after `confirmMs` of silence while the connection that would carry a contradiction is alive. etcd writes a
 //   history match microseconds after the headers; what delays it is descheduling or TCP retransmission, so the
 //   wait adapts to the largest header-to-body gap seen recently (8 times it, 100 ms to 2 s) — but it never lets
-//   more than 200 store indexes pass while the rest of the store races, since falling out of the window is a
+//   more than 120 store indexes pass while the rest of the store races, since falling out of the window is a
 //   certain cost and a late body after that long a rare one (and a contradiction still puts the stored index back).
 // When a connection is lost, its pending claims are re-verified by a watch from the oldest one's start before
 // any is confirmed. A contradiction stops all confirmation and names the claim, so the runner can put the stored
@@ -97,7 +97,7 @@ const SILENCE_MAX_MS = 250;
 const CONFIRM_MIN_MS = 100;
 const CONFIRM_MAX_MS = 2_000;
 /** Store indexes a confirmation wait may let pass at most. */
-const CONFIRM_BUDGET_EVENTS = 200;
+const CONFIRM_BUDGET_EVENTS = 120;
 const GAPS_KEPT_MS = 60_000;
 
 /**

@@ -21,7 +21,7 @@ import { Healer, type OwnWrites } from './healer.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
 import { alreadyApplied, keysToRead, type DestinationState, type ReplayItem } from './replay-guard.js';
-import { KeyNotFoundError } from './etcd/errors.js';
+import { KeyNotFoundError, SourceHistoryMismatchError } from './etcd/errors.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
@@ -187,6 +187,15 @@ class Runner {
         // The synchronous mode has no stream to say where history ends: it replays as the reference does.
         if (config.pipeline) this.#replay = { upTo: null, items: [], releasing: false };
         await this.#poll(from, undefined, (etcdIndex) => {
+          // A store index never goes back: below the stored index, SRC is not the cluster it was taken from.
+          if (etcdIndex < from) {
+            this.#fault(
+              new SourceHistoryMismatchError(
+                `the source's store index ${etcdIndex} is below the stored replication index ${from}: SRC is another cluster than the one replicated so far, or was restored from a backup; resynchronise with --reload`,
+              ),
+            );
+            return;
+          }
           if (this.#replay && this.#replay.upTo === null) {
             this.#replay.upTo = etcdIndex;
             if (etcdIndex <= from) void this.#releaseReplay();

@@ -157,3 +157,8 @@ export class DestinationWriteError extends MirrorError {
     this[Retryable] = isRetryable(cause);
   }
 }
+
+/** The source's history does not contain the stored replication index: another cluster, or a restored one. */
+export class SourceHistoryMismatchError extends MirrorError {
+  override readonly code = 'EM_ERR_SOURCE_HISTORY_MISMATCH';
+}

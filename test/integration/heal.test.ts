@@ -39,7 +39,7 @@ describe('hand edits on the destination', () => {
     for (let i = 0; i < 50; i++) await ok(pair.src.clientUrl, 'PUT', `/h/k${i % 5}`, { value: `w${i}` });
     await ok(pair.src.clientUrl, 'DELETE', '/h/dir', { recursive: true });
     await waitForIndex(pair.dstClient, '/__replication/h', await storeIndex(pair.src.clientUrl));
-    await new Promise((r) => setTimeout(r, 2_000)); // past the classification delay
+    await new Promise((r) => setTimeout(r, 2_000)); // the healer classifies every 250 ms: eight chances to get it wrong
     await expectTreesEqual(pair.srcClient, '/h', pair.dstClient, '/h');
     expect(await healedCount()).toBe(before);
     expect((await raw(pair.dst.clientUrl, 'GET', '/h/dir')).status).toBe(404);
