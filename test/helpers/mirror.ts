@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { afterAll } from 'vitest';
 import { EtcdClient } from '../../src/etcd/client.js';
 import { parseEndpoint } from '../../src/etcd/endpoint.js';
 import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
@@ -48,6 +49,11 @@ export interface MirrorProcess {
 
 const running = new Set<ChildProcess>();
 process.on('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+// A test that fails half-way leaves its mirrors running, and the worker process may outlive the file: every
+// mirror a test file started is killed (by PID) when the file is done.
+afterAll(() => {
   for (const p of running) p.kill('SIGKILL');
 });
 
