@@ -1,8 +1,9 @@
 // A failed destination write is retried for that operation before the pipeline is given up: one lost
 // connection must not cost a restart (and its source reads). A write that keeps failing becomes one fault that
-// names the key.
+// names the key. Only failures that answer fast are retried here (a reset or refused connection, an etcd error
+// that says "try again"); a destination that does not answer is the machine's to report and back off from.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DestinationWriteError, isRetryable } from './etcd/errors.js';
+import { DestinationWriteError, isRetryable, UnreachableError } from './etcd/errors.js';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included. */
@@ -25,7 +26,9 @@ export async function withWriteRetries(
       return;
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      if (!isRetryable(err) || attempt >= policy.attempts) {
+      // A link that gives no answer at all (a timeout) is reported at once, as the poller does: the machine's
+      // stalled state and its backoff are for that; retrying here would only hide the outage for minutes.
+      if (!isRetryable(err) || err instanceof UnreachableError || attempt >= policy.attempts) {
         const at = what.index === null ? '' : ` (source index ${what.index})`;
         const tries = attempt > 1 ? ` after ${attempt} attempts` : '';
         throw new DestinationWriteError(

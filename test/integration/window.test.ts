@@ -127,4 +127,29 @@ describe('history window', () => {
     expect(touchedStable).toEqual([]);
     await again.kill('SIGTERM');
   });
+
+  it('recovers by itself after a busy outage that deleted most of a small replica while the source grew fivefold', async () => {
+    // The mass-delete guard judges the snapshot, not the diff: 121 of 235 replica keys deleted is plausible when
+    // the source now holds ~1,200 keys.
+    const S = pair.src.clientUrl;
+    const args = ['--src-prefix', '/grow', '--dst-prefix', '/grow', '--strip', S, pair.dst.clientUrl];
+    for (let i = 0; i < 235; i++) await ok(S, 'PUT', `/grow/old/k${i}`, { value: `v${i}` });
+    const m = await spawnMirror(['--reload', ...args]);
+    await m.waitForState('tailing');
+    await waitForIndex(pair.dstClient, '/__replication/grow', await storeIndex(S));
+    expect(await m.kill('SIGTERM')).toBe(0);
+
+    for (let i = 0; i < 121; i++) await ok(S, 'DELETE', `/grow/old/k${i}`);
+    for (let i = 0; i < 1_100; i++) await ok(S, 'PUT', `/grow/new/k${i}`, { value: `n${i}` });
+
+    const again = await spawnMirror(args);
+    try {
+      await again.waitForState((s) => s.state === 'tailing' && again.logs.some((l) => l.to === 'recovering'), 30_000);
+      await expectTreesEqual(pair.srcClient, '/grow', pair.dstClient, '/grow');
+      expect(again.logs.some((l) => l.to === 'stalled')).toBe(false);
+      expect(await again.metrics()).toMatch(/etcdmirror_mass_delete_refused_total 0/);
+    } finally {
+      await again.kill('SIGTERM');
+    }
+  });
 });

@@ -139,3 +139,16 @@ describe('topMost', () => {
     expect(top).toHaveLength(50_000 - 100 + 1);
   });
 });
+
+describe('withWriteRetries and silent links', () => {
+  it('a write that got no answer (timeout) is reported at once, not retried', async () => {
+    const { UnreachableError } = await import('../../src/etcd/errors.js');
+    let calls = 0;
+    const err = await withWriteRetries({ key: '/k', index: 3 }, async () => {
+      calls++;
+      throw new UnreachableError('no answer');
+    }, { policy: { attempts: 4, baseMs: 1, capMs: 2 } }).catch((e: unknown) => e);
+    expect(calls).toBe(1);
+    expect(err).toBeInstanceOf(DestinationWriteError);
+  });
+});
