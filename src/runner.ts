@@ -46,6 +46,9 @@ const FAST_CHECKPOINT_MS = 10;
 /** Longest wait for a stopped runner's work to settle before the next one starts. */
 const SETTLE_LIMIT_MS = 30_000;
 
+/** A destination watch that stays silent this long after its headers found nothing in history. */
+const CLEAN_STOP_SILENCE_MS = 100;
+
 /** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
 const RECONCILE_FANOUT = 4;
 
@@ -185,7 +188,13 @@ class Runner {
         this.#phase = 'tail';
         log.info({ fromIndex: from + 1 }, 'tailing the source');
         // The synchronous mode has no stream to say where history ends: it replays as the reference does.
-        if (config.pipeline) this.#replay = { upTo: null, items: [], releasing: false };
+        if (config.pipeline) {
+          this.#replay = { upTo: null, items: [], releasing: false };
+          // After a clean stop the stored index is exactly what was applied: nothing to hold back.
+          void this.#stoppedCleanly().then((clean) => {
+            if (clean) void this.#releaseReplay(false);
+          });
+        }
         await this.#poll(from, undefined, (etcdIndex) => {
           // A store index never goes back: below the stored index, SRC is not the cluster it was taken from.
           if (etcdIndex < from) {
@@ -312,11 +321,43 @@ class Runner {
     else this.#writer!.push({ index: item.index });
   }
 
-  /** Hands the held replay window to the writer, minus what the destination already shows. */
-  async #releaseReplay(): Promise<void> {
+  /**
+   * Whether the last write to the destination subtree was the stored index (a clean stop, or the reference tool's
+   * data-then-index loop): then nothing after it was applied. A watch from just after the index write answers at
+   * once from the destination's history if anything changed in the subtree since; a local destination writes that
+   * answer right behind the headers. Any doubt (an answer, an error, history already gone) means "hold back".
+   */
+  async #stoppedCleanly(): Promise<boolean> {
+    const { dst, map } = this.deps;
+    const ctl = new AbortController();
+    const stop = () => ctl.abort();
+    this.#abort.signal.addEventListener('abort', stop, { once: true });
+    try {
+      const written = (await dst.get(map.indexKey, { signal: ctl.signal })).body.node.modifiedIndex;
+      const handle = await dst.watch(map.dstRoot, { waitIndex: written + 1, recursive: true, signal: ctl.signal });
+      const first = await Promise.race([
+        handle.firstByte.then(() => 'changed' as const),
+        new Promise<'silent'>((resolve) => setTimeout(() => resolve('silent'), CLEAN_STOP_SILENCE_MS).unref()),
+      ]);
+      return first === 'silent';
+    } catch {
+      return false;
+    } finally {
+      ctl.abort();
+      this.#abort.signal.removeEventListener('abort', stop);
+    }
+  }
+
+  /** Hands the held replay window to the writer, minus what the destination already shows (when `guard`). */
+  async #releaseReplay(guard = true): Promise<void> {
     const replay = this.#replay;
     if (!replay || replay.releasing) return;
     replay.releasing = true;
+    if (!guard) {
+      this.#replay = null;
+      for (const item of replay.items) this.#deliver(item);
+      return;
+    }
     const { log, metrics } = this.deps;
     const upTo = replay.upTo ?? Number.POSITIVE_INFINITY;
     const window: ReplayItem[] = [];
