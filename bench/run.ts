@@ -14,14 +14,19 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startEtcd, type EtcdProcess } from '../src/etcd-process.js';
 import { CANARY_DIR, CanaryWatcher, writeCanaries, type CanaryRecord } from './lib/canary.js';
-import { diffTrees, fill, put, readTree, storeIndex, writeSequentially } from './lib/etcd-http.js';
-import { Mirror, type MetricsSnapshot } from './lib/mirror.js';
+import { diffTrees, fill, put, readTree, storeIndex, writeSequentially, writeSequentiallyFor } from './lib/etcd-http.js';
+import { Mirror, type MetricsSnapshot, type MirrorState } from './lib/mirror.js';
 import { evaluateTargets, printTable, renderSvg } from './lib/report.js';
 import { busiestProcesses } from './lib/procstat.js';
 import { cpuBetween, readCpu, Sampler } from './lib/sampler.js';
 import { round, roundSummary, summarize } from './lib/stats.js';
 import {
+  BACKLOG_EVENTS,
+  DEFAULT_MODES,
+  HISTORY_WINDOW_EVENTS,
+  MODE_ALIASES,
   MODE_FLAGS,
+  MODES,
   type BenchResults,
   type CatchupResult,
   type Mode,
@@ -29,7 +34,9 @@ import {
   type ReloadModeResult,
   type ReloadResult,
   type StepResult,
+  type StrictCeiling,
   type Verdict,
+  type WriteBaseline,
 } from './lib/types.js';
 import { startAntagonist, startDelayProxy, type Antagonist, type DelayProxy } from './lib/workers.js';
 
@@ -39,24 +46,31 @@ const HELP = `usage: npm run bench -- [options]
 
   --rtt-ms N            round trip added between the mirror and the source (default 30; the proxy delays
                         each direction by N/2)
-  --rates LIST          antagonist put/s per step (default 10,100,1000,3000,10000)
+  --rates LIST          antagonist put/s per step (default 10,100,1000,2000,3000,10000)
   --step-seconds N      length of each step (default 10)
-  --modes LIST          pipeline (default flags) and/or sync (--pipeline off) (default pipeline,sync)
+  --modes LIST          any of: adaptive (default flags, i.e. --ordering adaptive; 'pipeline' is accepted
+                        as an alias), strict (--ordering strict), key (--ordering key), sync (--pipeline off)
+                        (default adaptive,strict,sync)
+  --sync-max-rate N     sync mode runs only the steps up to this rate (default 1000; 0: all): its ceiling is
+                        ~30 events/s, and every step above 1000/s only adds ~40 s of out-of-window recoveries
   --drain-seconds N     a canary not on the destination this long after the step's end is missing (default 10)
   --settle-seconds N    longest wait for the mirror to catch up after a step before it is restarted (default 30)
   --catchup-events N    backlog written while the mirror is stopped (default 900)
   --reload-keys N       keys in the reload run (default 100000)
   --baseline-keys N     keys written one at a time for the reload baseline (default: --reload-keys;
                         fewer are extrapolated)
+  --baseline-seconds N  one-connection sequential write baseline against a fresh etcd, run before and after
+                        the modes (default 10)
   --connections N       antagonist connections to the source (default 64)
   --max-outstanding N   antagonist requests unanswered at once; a write due beyond that is not sent (default 1000)
-  --skip LIST           any of steps,catchup,reload
+  --skip LIST           any of steps,catchup,reload,baseline
   --mirror-args=ARGS    extra flags for every mirror started, space-separated, e.g.
                         --mirror-args="--write-concurrency 64" (the = is needed)
   --bin PATH            mirror entry to run (default dist-bench/bench/mirror-entry.js, built with the bench;
                         bin/etcd-mirror.js runs dist/, which needs npm run build)
   --out DIR             results directory (default bench/results)
-  --quick               smoke run (~1 min): rates 10,100 for 3 s, drain 5 s, catch-up 200, reload 5000 keys
+  --quick               smoke run (~2 min): rates 10,100 for 3 s, drain 5 s, catch-up 200, reload 5000 keys,
+                        baseline 3 s
   -h, --help            this help
 
 Prints a table on stdout, progress on stderr; writes <out>/<ISO time>-rtt<N>.json and .svg.
@@ -70,11 +84,13 @@ interface Options {
   rates: number[];
   stepSeconds: number;
   modes: Mode[];
+  syncMaxRate: number;
   drainSeconds: number;
   settleSeconds: number;
   catchupEvents: number;
   reloadKeys: number;
   baselineKeys: number;
+  baselineSeconds: number;
   connections: number;
   maxOutstanding: number;
   skip: Set<string>;
@@ -93,11 +109,13 @@ function parseOptions(argv: string[]): Options | null {
       rates: { type: 'string' },
       'step-seconds': { type: 'string' },
       modes: { type: 'string' },
+      'sync-max-rate': { type: 'string' },
       'drain-seconds': { type: 'string' },
       'settle-seconds': { type: 'string' },
       'catchup-events': { type: 'string' },
       'reload-keys': { type: 'string' },
       'baseline-keys': { type: 'string' },
+      'baseline-seconds': { type: 'string' },
       connections: { type: 'string' },
       'max-outstanding': { type: 'string' },
       skip: { type: 'string' },
@@ -120,24 +138,31 @@ function parseOptions(argv: string[]): Options | null {
     return n;
   };
   const list = (raw: string) => raw.split(',').map((s) => s.trim()).filter(Boolean);
-  const rates = v.rates ? list(v.rates).map((r) => num(r, '--rates', 0, 1, 100_000)) : quick ? [10, 100] : [10, 100, 1000, 3000, 10000];
-  const modes = (v.modes ? list(v.modes) : ['pipeline', 'sync']).map((m) => {
-    if (m !== 'pipeline' && m !== 'sync') throw new Error(`--modes: unknown mode ${m} (pipeline, sync)`);
-    return m as Mode;
-  });
+  const rates = v.rates ? list(v.rates).map((r) => num(r, '--rates', 0, 1, 100_000)) : quick ? [10, 100] : [10, 100, 1000, 2000, 3000, 10000];
+  const modes: Mode[] = [];
+  for (const raw of v.modes ? list(v.modes) : DEFAULT_MODES) {
+    const m = MODE_ALIASES[raw] ?? raw;
+    if (!(MODES as readonly string[]).includes(m)) {
+      throw new Error(`--modes: unknown mode ${raw} (${MODES.join(', ')}; ${Object.entries(MODE_ALIASES).map(([a, b]) => `${a} = ${b}`).join(', ')})`);
+    }
+    if (!modes.includes(m as Mode)) modes.push(m as Mode);
+  }
   const skip = new Set(v.skip ? list(v.skip) : []);
-  for (const s of skip) if (!['steps', 'catchup', 'reload'].includes(s)) throw new Error(`--skip: unknown ${s} (steps, catchup, reload)`);
+  const skippable = ['steps', 'catchup', 'reload', 'baseline'];
+  for (const s of skip) if (!skippable.includes(s)) throw new Error(`--skip: unknown ${s} (${skippable.join(', ')})`);
   const reloadKeys = Math.round(num(v['reload-keys'], '--reload-keys', quick ? 5_000 : 100_000, 1, 1_000_000));
   return {
     rttMs: num(v['rtt-ms'], '--rtt-ms', 30, 0, 10_000),
     rates,
     stepSeconds: num(v['step-seconds'], '--step-seconds', quick ? 3 : 10, 1, 3_600),
     modes,
+    syncMaxRate: num(v['sync-max-rate'], '--sync-max-rate', 1000, 0, 1_000_000),
     drainSeconds: num(v['drain-seconds'], '--drain-seconds', quick ? 5 : 10, 1, 600),
     settleSeconds: num(v['settle-seconds'], '--settle-seconds', quick ? 15 : 30, 1, 3_600),
     catchupEvents: Math.round(num(v['catchup-events'], '--catchup-events', quick ? 200 : 900, 1, 999)),
     reloadKeys,
     baselineKeys: Math.round(num(v['baseline-keys'], '--baseline-keys', reloadKeys, 1, reloadKeys)),
+    baselineSeconds: num(v['baseline-seconds'], '--baseline-seconds', quick ? 3 : 10, 1, 600),
     connections: Math.round(num(v.connections, '--connections', 64, 1, 1_024)),
     maxOutstanding: Math.round(num(v['max-outstanding'], '--max-outstanding', 1_000, 1, 100_000)),
     skip,
@@ -196,6 +221,15 @@ function sh(cmd: string, args: string[]): string {
   } catch {
     return '';
   }
+}
+
+/** events / seconds, when there is at least 1 s of it. */
+function perSecondOver(p: { events: number; seconds: number }): number | null {
+  return p.seconds >= 1 ? round(p.events / p.seconds, 1) : null;
+}
+
+function nullableRound(v: number | null, digits: number): number | null {
+  return v === null ? null : round(v, digits);
 }
 
 function metricDelta(a: MetricsSnapshot | null, b: MetricsSnapshot | null, name: string): number | null {
@@ -324,7 +358,18 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
 
   const mirror = ctx.mirror;
   const pids = () => ({ mirror: mirror.alive ? mirror.pid : null, srcEtcd: ctx.src.pid, dstEtcd: ctx.dst.pid });
-  const m0 = await mirror.metrics().catch(() => null);
+  // The mirror's counters, its /state and the destination's store index, read together (throughput over the step).
+  const reading = async () => {
+    const at = performance.now();
+    const [metrics, state, dstIndex] = await Promise.all([
+      mirror.alive ? mirror.metrics().catch(() => null) : null,
+      mirror.alive ? mirror.state().catch(() => null) : null,
+      storeIndex(ctx.dst.clientUrl).catch(() => null),
+    ]);
+    return { at, metrics, state, dstIndex };
+  };
+  const r0 = await reading();
+  const m0 = r0.metrics;
   const sampler = new Sampler(() => ctx.mirror);
   const stepMs = opts.stepSeconds * 1000;
   const firstSeq = ctx.nextSeq;
@@ -333,12 +378,15 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
   sampler.start();
   const cpu0 = readCpu(pids());
   const clockStart = performance.now();
-  const cpuAtEnd = sleep(stepMs).then(() => readCpu(pids()));
+  const atEnd = sleep(stepMs).then(async () => {
+    const cpu = readCpu(pids());
+    return { cpu, r: await reading() };
+  });
   const [ant, canaries] = await Promise.all([
     ctx.antagonist.run({ rate, seconds: opts.stepSeconds, keyPrefix: '/bench/load', keys: 1000, tag: `r${rate}` }),
     writeCanaries(ctx.srcPool, firstSeq, opts.stepSeconds),
   ]);
-  const cpu1 = await cpuAtEnd;
+  const { cpu: cpu1, r: rEnd } = await atEnd;
   const clockEnd = clockStart + stepMs;
 
   // Drain: every acknowledged canary seen (or the canary deadline passed), and the mirror caught up with
@@ -360,8 +408,12 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
     if (canariesDone && mirrorDone) break;
     await sleep(50);
   }
-  const summary = sampler.stop();
-  const m1 = mirror.alive ? await mirror.metrics().catch(() => null) : null;
+  const summary = sampler.stop((clockEnd - clockStart) / 1000);
+  // The mirror adds to etcdmirror_reordering_seconds_total every 500 ms: give it one more turn.
+  if (mirror.alive) await sleep(600);
+  const [m1, state1] = mirror.alive
+    ? await Promise.all([mirror.metrics().catch(() => null), mirror.state().catch(() => null)])
+    : [null, null];
 
   // Canaries: arrival − ack for those that arrived by the deadline; the others are checked on the destination.
   const delays: number[] = [];
@@ -401,13 +453,71 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
       ? 'out of window'
       : missing > 0
         ? 'missing canaries'
-        : caughtUpAt === null
-          ? 'did not catch up'
-          : mismatchedKeys !== null && mismatchedKeys > 0
-            ? 'destination differs'
-            : 'ok';
+        : (summary.maxLagEvents ?? 0) >= HISTORY_WINDOW_EVENTS
+          ? 'past window'
+          : caughtUpAt === null
+            ? 'did not catch up'
+            : mismatchedKeys !== null && mismatchedKeys > 0
+              ? 'destination differs'
+              : 'ok';
   const cpu = cpuBetween(cpu0, cpu1);
   const delaySummary = roundSummary(summarize(delays));
+  const gauge = (m: MetricsSnapshot | null) => {
+    const v = m?.sums.get('etcdmirror_reordering_active');
+    return v === undefined ? null : v > 0;
+  };
+  const stateSeconds = (st: MirrorState | null) => st?.ordering?.reorderingSeconds ?? null;
+  const rs0 = stateSeconds(r0.state);
+  const rs1 = stateSeconds(state1);
+  const ordering: NonNullable<StepResult['ordering']> = {
+    mode: state1?.ordering?.mode ?? r0.state?.ordering?.mode ?? null,
+    reorderingSeconds: nullableRound(metricDelta(m0, m1, 'etcdmirror_reordering_seconds_total'), 3),
+    reorderingSecondsState: rs0 !== null && rs1 !== null ? round(rs1 - rs0, 3) : null,
+    reorderedWrites: metricDelta(m0, m1, 'etcdmirror_reordered_writes_total'),
+    episodes: metricDelta(m0, m1, 'etcdmirror_reordering_episodes_total'),
+    activeAtStart: gauge(m0),
+    activeAtEnd: gauge(m1),
+    activeSampleShare: summary.reorderingShare,
+    active: null,
+  };
+  const anyKnown = [ordering.reorderingSecondsState, ordering.reorderingSeconds, ordering.episodes, ordering.activeSampleShare].some((v) => v !== null);
+  ordering.active = anyKnown || ordering.activeAtStart !== null
+    ? (ordering.reorderingSecondsState ?? 0) > 0 || (ordering.reorderingSeconds ?? 0) > 0 || (ordering.episodes ?? 0) > 0 ||
+      (ordering.activeSampleShare ?? 0) > 0 || ordering.activeAtStart === true || ordering.activeAtEnd === true
+    : null;
+  const tSeconds = (rEnd.at - r0.at) / 1000;
+  const appliedInStep = metricDelta(r0.metrics, rEnd.metrics, 'etcdmirror_events_applied_total');
+  const dstGrowth = r0.dstIndex !== null && rEnd.dstIndex !== null ? rEnd.dstIndex - r0.dstIndex : null;
+  const throughput: NonNullable<StepResult['throughput']> = {
+    seconds: round(tSeconds, 3),
+    eventsApplied: appliedInStep,
+    eventsAppliedPerSecond: appliedInStep === null ? null : round(appliedInStep / tSeconds, 1),
+    dstIndexGrowth: dstGrowth,
+    dstWritesPerSecond: dstGrowth === null ? null : round(dstGrowth / tSeconds, 1),
+    backloggedEventsPerSecond: perSecondOver(summary.backlogged.before),
+    backloggedSeconds: summary.backlogged.before.seconds,
+    drainBacklogEvents: null,
+    drainReplayMs: null,
+    drainReplayEventsPerSecond: null,
+  };
+  const appliedAtEnd = rEnd.state?.appliedIndex ?? null;
+  if (sourceIndexAtEnd !== null && appliedAtEnd !== null) {
+    const backlog = sourceIndexAtEnd - appliedAtEnd;
+    throughput.drainBacklogEvents = backlog;
+    const stepS = (clockEnd - clockStart) / 1000;
+    // No state transition between the step's end and the drain's end either (a recovery shorter than the 0.5 s
+    // sampling would move appliedIndex to a snapshot's index, not by replaying).
+    const transitions = (m: MetricsSnapshot | null) => m?.sums.get('etcdmirror_state_transitions_total') ?? null;
+    const t0 = transitions(rEnd.metrics);
+    const t1 = transitions(m1);
+    const tailingThroughout = rEnd.state?.state === 'tailing' && summary.samples.every((x) => x[0] < stepS || x[1] === 'tailing') &&
+      t0 !== null && t1 !== null && t0 === t1;
+    if (caughtUpAt !== null && tailingThroughout) {
+      const ms = Math.max(0, caughtUpAt - rEnd.at);
+      throughput.drainReplayMs = round(ms, 0);
+      if (backlog >= BACKLOG_EVENTS && ms >= 200) throughput.drainReplayEventsPerSecond = round(backlog / (ms / 1000), 1);
+    }
+  }
   const result: StepResult = {
     mode: ctx.mode,
     rate,
@@ -452,12 +562,18 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
       dstWritesPerEvent: applied && indexWrites !== null ? round((applied + indexWrites) / applied, 3) : null,
       dstWriteLatencyMs: writeLatency(m0, m1),
     },
+    ordering,
+    throughput,
     cpuPercent: {
       mirror: cpu.mirror ?? null,
       srcEtcd: cpu.srcEtcd ?? null,
       dstEtcd: cpu.dstEtcd ?? null,
       bench: cpu.bench ?? null,
       machineBusy: cpu.machineBusy ?? null,
+      other:
+        cpu.machineBusy != null && cpu.mirror != null && cpu.srcEtcd != null && cpu.dstEtcd != null && cpu.bench != null
+          ? round(Math.max(0, cpu.machineBusy - (cpu.mirror + cpu.srcEtcd + cpu.dstEtcd + cpu.bench) / os.availableParallelism()), 1)
+          : null,
     },
     drain: {
       sourceIndexAtEnd,
@@ -471,7 +587,10 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
       `canary p50 ${delaySummary.p50 ?? '-'} p99 ${delaySummary.p99 ?? '-'} max ${delaySummary.max ?? '-'} ms, missing ${missing}` +
       `${presentUnobserved ? ` (+${presentUnobserved} unobserved)` : ''}, OOW ${oowTransitions} (401: ${oow}), lag max ${summary.maxLagEvents ?? '-'}, ` +
       `caught up ${result.drain.caughtUpMs === null ? 'never' : `${result.drain.caughtUpMs} ms`}, mirror CPU ${cpu.mirror ?? '-'}% RSS ${summary.maxRssMb ?? '-'} MB, ` +
-      `machine ${cpu.machineBusy}% busy → ${verdict}`,
+      `machine ${cpu.machineBusy}% busy (other work ${result.cpuPercent.other ?? '-'}%); applied ${throughput.eventsAppliedPerSecond ?? '-'} ev/s, dst ${throughput.dstWritesPerSecond ?? '-'} writes/s, ` +
+      `backlogged ${throughput.backloggedEventsPerSecond ?? '-'} ev/s over ${throughput.backloggedSeconds} s (drain: ${throughput.drainBacklogEvents ?? '-'} events in ` +
+      `${throughput.drainReplayMs ?? '-'} ms = ${throughput.drainReplayEventsPerSecond ?? '-'} ev/s); reordering ${ordering.reorderingSeconds ?? '-'} s ` +
+      `(/state ${ordering.reorderingSecondsState ?? '-'} s), ${ordering.reorderedWrites ?? '-'} reordered writes, ${ordering.episodes ?? '-'} episodes → ${verdict}`,
   );
   return result;
 }
@@ -482,7 +601,7 @@ async function runCatchup(ctx: ModeCtx): Promise<CatchupResult> {
   const base: CatchupResult = {
     mode: ctx.mode, events: n, writeSeconds: 0, sourceIndex: 0, stopExitCode: null,
     totalMs: null, fromTailingMs: null, eventsPerSecond: null, maxRssMb: null, finalState: null, statesSeen: [],
-    outOfWindow: 0, faults: {}, error: null,
+    outOfWindow: 0, faults: {}, dstIndexGrowth: null, reorderingSeconds: null, reorderedWrites: null, error: null,
   };
   if (!ctx.mirror.alive || !(await caughtUp(ctx, opts.settleSeconds * 1000))) await restartMirror(ctx, 'not caught up before the catch-up run');
   progress(`${ctx.mode}: catch-up run: stopping the mirror, writing ${n} events`);
@@ -492,6 +611,7 @@ async function runCatchup(ctx: ModeCtx): Promise<CatchupResult> {
   const w = await fill(ctx.src.clientUrl, n, (i) => `/bench/load/k${i % 1000}`, (i) => `catchup-${i}`, { concurrency: 16 });
   base.writeSeconds = round(w.seconds, 3);
   base.sourceIndex = await storeIndex(ctx.src.clientUrl);
+  const dstIndex0 = await storeIndex(ctx.dst.clientUrl).catch(() => null);
   const spawnedAt = Date.now();
   await spawnMirror(ctx, false);
   const m = ctx.mirror;
@@ -512,6 +632,10 @@ async function runCatchup(ctx: ModeCtx): Promise<CatchupResult> {
     }
     await sleep(10);
   }
+  const dstIndex1 = doneAt !== null ? await storeIndex(ctx.dst.clientUrl).catch(() => null) : null;
+  const doneState = doneAt !== null ? await m.state().catch(() => null) : null;
+  base.dstIndexGrowth = dstIndex0 !== null && dstIndex1 !== null ? dstIndex1 - dstIndex0 : null;
+  base.reorderingSeconds = doneState?.ordering?.reorderingSeconds ?? null;
   // Keep watching for a second: a resynchronisation decided just after catching up still belongs to this run.
   if (doneAt !== null) await sleep(1_000);
   const summary = sampler.stop();
@@ -521,6 +645,7 @@ async function runCatchup(ctx: ModeCtx): Promise<CatchupResult> {
   base.statesSeen = [...states];
   base.outOfWindow = metrics?.labelled.get('etcdmirror_state_transitions_total')?.get('{state="outOfWindow"}') ?? 0;
   base.faults = labelledDelta(null, metrics, 'etcdmirror_faults_total');
+  base.reorderedWrites = metrics?.sums.get('etcdmirror_reordered_writes_total') ?? null;
   base.finalState = (await m.state().catch(() => null))?.state ?? null;
   if (doneAt === null) {
     base.error = m.alive ? `not tailing at appliedIndex >= ${base.sourceIndex} within ${timeoutMs / 1000} s` : `mirror exited (${m.exitCode})`;
@@ -537,7 +662,8 @@ async function runCatchup(ctx: ModeCtx): Promise<CatchupResult> {
   }
   progress(
     `${ctx.mode}: catch-up of ${n} events: ${base.fromTailingMs ?? '-'} ms after 'tailing' (${base.eventsPerSecond ?? '-'} events/s), ` +
-      `${base.totalMs ?? '-'} ms after spawn${base.error ? `; ${base.error}` : ''}`,
+      `${base.totalMs ?? '-'} ms after spawn, ${base.dstIndexGrowth ?? '-'} destination writes, reordering ${base.reorderingSeconds ?? '-'} s ` +
+      `(${base.reorderedWrites ?? '-'} reordered writes)${base.error ? `; ${base.error}` : ''}`,
   );
   return base;
 }
@@ -580,7 +706,11 @@ async function runMode(mode: Mode, opts: Options, logDir: string): Promise<ModeR
     if (!s) throw new Error(`mirror not tailing 120 s after start; stderr ${ctx.mirror.stderrText.slice(-500)}`);
     progress(`${mode}: mirror tailing (pid ${ctx.mirror.pid}), proxy ${proxy.url} → ${src.clientUrl} (+${opts.rttMs / 2} ms each way)`);
     if (!opts.skip.has('steps')) {
+      const capped = mode === 'sync' && opts.syncMaxRate > 0;
+      result.skippedRates = capped ? opts.rates.filter((r) => r > opts.syncMaxRate) : [];
+      if (result.skippedRates.length) progress(`${mode}: skipping the steps above --sync-max-rate ${opts.syncMaxRate}: ${result.skippedRates.join(',')}`);
       for (const rate of opts.rates) {
+        if (capped && rate > opts.syncMaxRate) continue;
         progress(`${mode}: step ${rate} put/s for ${opts.stepSeconds} s`);
         result.steps.push(await runStep(ctx, rate));
       }
@@ -602,6 +732,71 @@ async function runMode(mode: Mode, opts: Options, logDir: string): Promise<ModeR
   result.mirrorProblemCount = ctx.problemCount;
   result.mirrorProblems = ctx.problems;
   return result;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One-connection sequential write baseline: a fresh etcd started like the destination etcds (startEtcd, the same
+// options), PUTs of /bench/load/k<i % 1000> one at a time on one keep-alive connection, for N seconds.
+
+async function runWriteBaseline(opts: Options, when: string): Promise<WriteBaseline> {
+  progress(`baseline (${when}): ${opts.baselineSeconds} s of one-at-a-time PUTs on one keep-alive connection to a fresh etcd`);
+  const dst = await startEtcd({ name: `write-baseline-${when}` });
+  const stopDst = onCleanup(() => dst.stop());
+  try {
+    const at = new Date().toISOString();
+    const cpu0 = readCpu({ etcd: dst.pid });
+    const w = await writeSequentiallyFor(dst.clientUrl, opts.baselineSeconds, (i) => `/bench/load/k${i % 1000}`, (i) => `baseline-${i}`);
+    const cpu = cpuBetween(cpu0, readCpu({ etcd: dst.pid }));
+    const out: WriteBaseline = {
+      when,
+      at,
+      seconds: round(w.seconds, 3),
+      writes: w.writes,
+      failed: w.failed,
+      writesPerSecond: round(w.writes / w.seconds, 1),
+      latencyMs: roundSummary(summarize(w.latencies), 3),
+      cpuPercent: {
+        etcd: cpu.etcd ?? null,
+        bench: cpu.bench ?? null,
+        machineBusy: cpu.machineBusy ?? null,
+        other: cpu.machineBusy != null && cpu.etcd != null && cpu.bench != null
+          ? round(Math.max(0, cpu.machineBusy - (cpu.etcd + cpu.bench) / os.availableParallelism()), 1)
+          : null,
+      },
+    };
+    progress(`baseline (${when}): ${out.writes} writes in ${out.seconds} s = ${out.writesPerSecond} writes/s (p50 ${out.latencyMs.p50} ms, p99 ${out.latencyMs.p99} ms, ${out.failed} failed; etcd CPU ${cpu.etcd ?? '-'}%, machine ${cpu.machineBusy ?? '-'}% busy, other work ${out.cpuPercent?.other ?? '-'}%)`);
+    return out;
+  } finally {
+    await stopDst();
+  }
+}
+
+/**
+ * Strict mode's destination write rate against the baseline: its best backlogged replay rate in any step (the
+ * steps it could not keep up with), and its catch-up rate.
+ */
+function strictCeiling(modes: ModeResult[], baselines: WriteBaseline[]): StrictCeiling | null {
+  const strict = modes.find((m) => m.mode === 'strict');
+  if (!strict) return null;
+  const base = baselines.length ? Math.max(...baselines.map((b) => b.writesPerSecond)) : null;
+  const ratio = (v: number) => (base ? round(v / base, 3) : null);
+  let step: StrictCeiling['step'] = null;
+  let drain: StrictCeiling['drain'] = null;
+  for (const s of strict.steps) {
+    const t = s.throughput;
+    if (!t) continue;
+    const v = t.backloggedEventsPerSecond;
+    if (v !== null && (!step || v > step.eventsPerSecond)) {
+      step = { rate: s.rate, eventsPerSecond: v, backloggedSeconds: t.backloggedSeconds, dstWritesPerSecond: t.dstWritesPerSecond, ratio: ratio(v) };
+    }
+    const d = t.drainReplayEventsPerSecond ?? null;
+    if (d !== null && (!drain || d > drain.eventsPerSecond)) {
+      drain = { rate: s.rate, eventsPerSecond: d, backlogEvents: t.drainBacklogEvents ?? 0, replayMs: t.drainReplayMs ?? 0, ratio: ratio(d) };
+    }
+  }
+  const c = strict.catchup;
+  const catchup = c && c.eventsPerSecond !== null && !c.error ? { events: c.events, eventsPerSecond: c.eventsPerSecond, ratio: ratio(c.eventsPerSecond) } : null;
+  return { baselineWritesPerSecond: base, drain, step, catchup };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -759,8 +954,20 @@ async function main(): Promise<number> {
   const logDir = mkdtempSync(path.join(os.tmpdir(), 'etcd-mirror-bench-'));
   progress(`mirror logs in ${logDir}`);
 
+  const baselines: WriteBaseline[] = [];
+  const baseline = async (when: string) => {
+    if (opts.skip.has('baseline')) return;
+    try {
+      baselines.push(await runWriteBaseline(opts, when));
+    } catch (err) {
+      notes.push(`write baseline (${when}) failed: ${String((err as Error)?.message ?? err)}`);
+      progress(`baseline (${when}): FAILED: ${String((err as Error)?.message ?? err)}`);
+    }
+  };
+  await baseline('start');
   const modes: ModeResult[] = [];
   for (const mode of opts.modes) modes.push(await runMode(mode, opts, logDir));
+  await baseline('end');
   let reload: ReloadResult | null = null;
   if (!opts.skip.has('reload')) {
     try {
@@ -776,6 +983,12 @@ async function main(): Promise<number> {
   notes.push(
     'Each step writes the antagonist rate PLUS 10 canary writes/s into the mirrored prefix.',
     'busiestProcesses*: CPU % of one core over 2 s before and after the run, all processes on the machine (other work skews the figures).',
+    'throughput.eventsAppliedPerSecond: delta of etcdmirror_events_applied_total between readings at the step\'s start and end; ' +
+      'dstWritesPerSecond: growth of the destination X-Etcd-Index between the same readings (every destination write).',
+    `throughput.backloggedEventsPerSecond: /state appliedIndex growth over the 0.5 s samples of the step in which the mirror was tailing with >= ${BACKLOG_EVENTS} events to apply; ` +
+      'drainReplayEventsPerSecond: backlog at the step\'s end / time until appliedIndex reached the source index (antagonist stopped).',
+    'ordering.*: deltas from the step\'s start until the bench stopped waiting for the mirror after the step (+0.6 s), i.e. the step and its drain.',
+    `verdict 'past window': no out-of-window transition, but a sampled lag reached ${HISTORY_WINDOW_EVENTS} events (window headroom 0).`,
   );
   const finishedAt = new Date();
   const results: BenchResults = {
@@ -787,6 +1000,8 @@ async function main(): Promise<number> {
     machine,
     build,
     modes,
+    writeBaseline: baselines,
+    strictCeiling: strictCeiling(modes, baselines),
     reload,
     targets: {},
     notes,

@@ -130,3 +130,38 @@ export async function writeSequentially(
   await client.close();
   return { seconds, failed };
 }
+
+/**
+ * Writes keys one at a time on one keep-alive connection for `seconds` (each PUT waits for the previous answer):
+ * the destination etcd's one-connection sequential write rate. Returns the writes answered with a 2xx, the
+ * failed ones, the exact seconds and the answer latencies (ms).
+ */
+export async function writeSequentiallyFor(
+  baseUrl: string,
+  seconds: number,
+  keyOf: (i: number) => string,
+  valueOf: (i: number) => string,
+): Promise<{ writes: number; failed: number; seconds: number; latencies: number[] }> {
+  const client = new Client(baseUrl, { pipelining: 1, keepAliveTimeout: 60_000 });
+  // One write before the clock starts, so the connection is open and etcd has served a write.
+  await put(client, keyOf(0), valueOf(0));
+  let writes = 0;
+  let failed = 0;
+  const latencies: number[] = [];
+  const started = performance.now();
+  const end = started + seconds * 1000;
+  let now = started;
+  for (let i = 1; now < end; i++) {
+    const t0 = now;
+    try {
+      await put(client, keyOf(i), valueOf(i));
+      writes++;
+    } catch {
+      failed++;
+    }
+    now = performance.now();
+    latencies.push(now - t0);
+  }
+  await client.close();
+  return { writes, failed, seconds: (now - started) / 1000, latencies };
+}

@@ -21,6 +21,7 @@ export interface MirrorState {
   lagEvents: number | null;
   queue?: number;
   inFlight?: number;
+  ordering?: { mode?: string; current?: string; reordering?: boolean; reorderingSeconds?: number };
   [k: string]: unknown;
 }
 

@@ -3,9 +3,13 @@
 import { cpuPercent, cpuTicks, machineTicks, rssMb } from './procstat.js';
 import type { Mirror } from './mirror.js';
 import { round } from './stats.js';
+import { BACKLOG_EVENTS } from './types.js';
 
-/** [seconds since start, state, lagEvents, queue, inFlight, mirror RSS MB] */
-export type CompactSample = [number, string, number | null, number | null, number | null, number | null];
+/**
+ * [seconds since start, state, lagEvents, queue, inFlight, mirror RSS MB, appliedIndex, reordering (1/0)].
+ * The time is when /state answered. Results files from before --ordering have the first six only.
+ */
+export type CompactSample = [number, string, number | null, number | null, number | null, number | null, (number | null)?, (number | null)?];
 
 export interface SamplerSummary {
   samples: CompactSample[];
@@ -15,6 +19,13 @@ export interface SamplerSummary {
   maxInFlight: number | null;
   maxRssMb: number | null;
   stateErrors: number;
+  /** Share of answered samples with /state ordering.reordering true (null: no answered sample had the field). */
+  reorderingShare: number | null;
+  /**
+   * Backlogged sample intervals (tailing at both ends, >= BACKLOG_EVENTS to apply at the start): appliedIndex
+   * growth and seconds, split at `splitAtSeconds` (an interval belongs to the part its start is in).
+   */
+  backlogged: { before: { events: number; seconds: number }; after: { events: number; seconds: number } };
 }
 
 export class Sampler {
@@ -56,8 +67,10 @@ export class Sampler {
       if (rss !== null) this.#maxRss = Math.max(this.#maxRss ?? 0, rss);
       try {
         const s = await m.state();
+        const at = round((performance.now() - this.#start) / 1000, 3);
         this.#states.add(s.state);
-        this.#samples.push([t, s.state, s.lagEvents, s.queue ?? null, s.inFlight ?? null, rss === null ? null : round(rss, 1)]);
+        const reordering = typeof s.ordering?.reordering === 'boolean' ? (s.ordering.reordering ? 1 : 0) : null;
+        this.#samples.push([at, s.state, s.lagEvents, s.queue ?? null, s.inFlight ?? null, rss === null ? null : round(rss, 1), s.appliedIndex, reordering]);
       } catch {
         this.#errors++;
         this.#samples.push([t, 'no-answer', null, null, null, rss === null ? null : round(rss, 1)]);
@@ -67,7 +80,8 @@ export class Sampler {
     }
   }
 
-  stop(): SamplerSummary {
+  /** `splitAtSeconds`: where `backlogged` splits (e.g. the step's end; default: never). */
+  stop(splitAtSeconds = Infinity): SamplerSummary {
     clearInterval(this.#timer);
     this.noteRss();
     const max = (i: 2 | 3 | 4) => {
@@ -75,8 +89,32 @@ export class Sampler {
       for (const s of this.#samples) if (s[i] !== null) v = Math.max(v ?? 0, s[i]!);
       return v;
     };
+    let answered = 0;
+    let reordering = 0;
+    for (const s of this.#samples) {
+      if (s[7] === null || s[7] === undefined) continue;
+      answered++;
+      reordering += s[7];
+    }
+    // Backlogged intervals: tailing at both ends, >= BACKLOG_EVENTS to apply at the start.
+    const before = { events: 0, seconds: 0 };
+    const after = { events: 0, seconds: 0 };
+    for (let i = 1; i < this.#samples.length; i++) {
+      const a = this.#samples[i - 1]!;
+      const b = this.#samples[i]!;
+      const [ia, ib] = [a[6], b[6]];
+      if (a[1] !== 'tailing' || b[1] !== 'tailing' || a[2] === null || a[2] < BACKLOG_EVENTS) continue;
+      if (ia === null || ia === undefined || ib === null || ib === undefined || ib < ia) continue;
+      const part = a[0] < splitAtSeconds ? before : after;
+      part.events += ib - ia;
+      part.seconds += b[0] - a[0];
+    }
+    before.seconds = round(before.seconds, 3);
+    after.seconds = round(after.seconds, 3);
     return {
       samples: this.#samples,
+      reorderingShare: answered ? round(reordering / answered, 3) : null,
+      backlogged: { before, after },
       statesSeen: [...this.#states],
       maxLagEvents: max(2),
       maxQueue: max(3),
