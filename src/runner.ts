@@ -6,7 +6,7 @@ import { fromCallback } from 'xstate';
 import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../machines/types.js';
 import { executeOp, opFootprint, planEvent, type ApplyStats } from './apply.js';
 import type { Config } from './config.js';
-import type { EtcdClient } from './etcd/client.js';
+import type { EtcdClient, OrderedLane } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
 import { EventIndexClearedError, isRetryable, MassDeleteRefusedError } from './etcd/errors.js';
 import { windowHeadroom } from './health.js';
@@ -21,7 +21,7 @@ import { Healer, type OwnWrites } from './healer.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
 import { alreadyApplied, keysToRead, type DestinationState, type ReplayItem } from './replay-guard.js';
-import { KeyNotFoundError, SourceHistoryMismatchError } from './etcd/errors.js';
+import { KeyNotFoundError, NotADirectoryError, SourceHistoryMismatchError } from './etcd/errors.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
@@ -47,10 +47,14 @@ const FAST_CHECKPOINT_MS = 10;
 const SETTLE_LIMIT_MS = 30_000;
 
 /** A destination watch that stays silent this long after its headers found nothing in history. */
-const CLEAN_STOP_SILENCE_MS = 100;
+const CLEAN_STOP_SILENCE_MS = 50;
 
 /** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
 const RECONCILE_FANOUT = 4;
+
+/** Strict order: writes on the wire behind each other on the ordered lane (measured: 3,100 writes/s at 4–16 on
+ * one connection against 2,500–2,700 one at a time, on the bench machine). */
+const LANE_DEPTH = 8;
 
 /** Prefetched-but-unapplied events the poller may run ahead by. */
 const HIGH_WATER = 10_000;
@@ -85,6 +89,20 @@ export interface RunnerStatus {
 class Runner {
   readonly #abort = new AbortController();
   #writer: OrderedWriter | null = null;
+  /** One pipelined connection for writes in strict order. */
+  #lane: OrderedLane | null = null;
+  /** Lane writes that failed are redone off the lane, one after the other, in the order they failed. */
+  #fallback: Promise<void> = Promise.resolve();
+  /** Redos queued and not done: no new write goes on the lane meanwhile (it would overtake them). */
+  #redoPending = 0;
+  /** Lane requests sent and not answered yet; redos wait until none is left (undici re-sends the ones queued
+   * behind a failed request on a new connection, and they must land before a redo looks). */
+  #laneInFlight = 0;
+  #laneDrainWaiters: (() => void)[] = [];
+  /** Lane writes sent, per destination key, with their index and outcome (null: deleted), until the checkpoint
+   * passes them: undici re-sends the writes queued behind a failed one on a new connection, so a later write may
+   * be applied and answered before an earlier one is redone. */
+  readonly #laneSent = new Map<string, { index: number; outcome: string | null }[]>();
   #keeper: TtlKeeper | null = null;
   #healer: Healer | null = null;
   /** What the poller delivered before the snapshot index was known (reload/recover only). */
@@ -269,6 +287,7 @@ class Runner {
     }
     // Let every started write settle, whatever ended the loop.
     await this.#writer?.idle();
+    await this.#lane?.close().catch(() => {});
   }
 
   #poll(fromIndex: number | 'now', registered?: () => void, streamStarted?: (etcdIndex: number) => void): Promise<void> {
@@ -346,6 +365,60 @@ class Runner {
       ctl.abort();
       this.#abort.signal.removeEventListener('abort', stop);
     }
+  }
+
+  /** One write on the ordered lane; false when it failed (the caller redoes it the ordinary way). */
+  async #onLane(op: ReturnType<typeof planEvent>, index: number): Promise<boolean> {
+    const lane = this.#lane;
+    if (!lane || !op || (op.kind !== 'put' && op.kind !== 'delete')) return false;
+    const sent = this.#laneSent.get(op.key);
+    const entry = { index, outcome: op.kind === 'put' ? op.value : null };
+    if (sent) sent.push(entry);
+    else this.#laneSent.set(op.key, [entry]);
+    const end = this.deps.metrics.writeLatency.startTimer();
+    this.#laneInFlight++;
+    try {
+      if (op.kind === 'put') await lane.put(op.key, { value: op.value, ttl: op.ttl, signal: this.#abort.signal });
+      else await lane.delete(op.key, { signal: this.#abort.signal });
+    } catch (err) {
+      if (!(op.kind === 'delete' && (err instanceof KeyNotFoundError || err instanceof NotADirectoryError))) return false; // (else: gone already)
+    } finally {
+      if (--this.#laneInFlight === 0) for (const w of this.#laneDrainWaiters.splice(0)) w();
+    }
+    end();
+    return true;
+  }
+
+  #laneDrained(): Promise<void> {
+    return this.#laneInFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.#laneDrainWaiters.push(resolve));
+  }
+
+  /** Forgets lane writes the checkpoint has passed: everything before them is settled. */
+  #pruneLaneSent(checkpoint: number): void {
+    for (const [key, sent] of this.#laneSent) {
+      let n = 0;
+      while (n < sent.length && sent[n]!.index <= checkpoint) n++;
+      if (n === sent.length) this.#laneSent.delete(key);
+      else if (n > 0) sent.splice(0, n);
+    }
+  }
+
+  /** Whether a lane write that failed was applied after all (see the caller). `before`: the key's value right
+   * before the event (undefined: unknown), which proves nothing. */
+  async #laneApplied(op: ReturnType<typeof planEvent>, index: number, before: string | null | undefined): Promise<boolean> {
+    if (!op || (op.kind !== 'put' && op.kind !== 'delete') || before === undefined) return false;
+    let have: string | null;
+    try {
+      const node = (await this.deps.dst.get(op.key, { signal: this.#abort.signal })).body.node;
+      if (node.dir) return false;
+      have = node.value ?? '';
+    } catch (err) {
+      if (!(err instanceof KeyNotFoundError)) return false;
+      have = null;
+    }
+    if (have === before) return false;
+    const own = op.kind === 'put' ? op.value : null;
+    return have === own || (this.#laneSent.get(op.key) ?? []).some((e) => e.index > index && e.outcome === have);
   }
 
   /** Hands the held replay window to the writer, minus what the destination already shows (when `guard`). */
@@ -435,13 +508,16 @@ class Runner {
 
   #startWriter(checkpoint: number): void {
     const { metrics, config, ordering } = this.deps;
+    if (config.pipeline) this.#lane = this.deps.dst.orderedLane(LANE_DEPTH);
     this.#writer = new OrderedWriter(checkpoint, {
       concurrency: config.pipeline ? config.writeConcurrency : 1,
       ordering: config.pipeline ? ordering.writerOrdering : 'strict',
+      pipelineDepth: LANE_DEPTH,
       onReordered: () => metrics.reorderedWrites.inc(),
       onError: (err) => this.#fault(err),
       onCheckpoint: (index) => {
         this.#coverage.prune(index);
+        if (this.#laneSent.size) this.#pruneLaneSent(index);
         this.#schedulePersist();
         for (const [i] of this.#received) {
           if (i > index) break;
@@ -525,31 +601,57 @@ class Runner {
     }
     const { key, subtree } = opFootprint(op, map);
     const removesSubtree = op.kind === 'delete' || op.kind === 'clearRoot';
+    // One request, on a key that is no directory before or after: it may go on the ordered lane.
+    const leaf = ev.node.dir !== true && ev.prevNode?.dir !== true && (op.kind === 'put' || op.kind === 'delete');
     this.#received.set(index, Date.now());
     this.#eventsSincePersist++;
+    const write = async () => {
+      await withWriteRetries({ key, index }, async () => {
+        const end = metrics.writeLatency.startTimer();
+        await executeOp(dst, op, map, this.#healStats);
+        end();
+      }, {
+        signal: this.#abort.signal,
+        onRetry: (err, attempt) => {
+          metrics.writeRetries.inc();
+          log.debug({ err, key, index, attempt }, 'destination write failed; retrying');
+        },
+      });
+    };
     this.#writer!.push({
       index,
       op: {
         key,
         subtree,
-        run: async () => {
+        pipelined: leaf && this.#lane !== null,
+        run: async (onLane) => {
           // Decided when the op's turn comes: a heal ahead of it may have run meanwhile.
           if (this.#coverage.skip(ev.node.key, index, removesSubtree)) {
             metrics.eventsSkipped.labels({ reason: 'covered' }).inc();
             log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
             return;
           }
-          await withWriteRetries({ key, index }, async () => {
-            const end = metrics.writeLatency.startTimer();
-            await executeOp(dst, op, map, this.#healStats);
-            end();
-          }, {
-            signal: this.#abort.signal,
-            onRetry: (err, attempt) => {
-              metrics.writeRetries.inc();
-              log.debug({ err, key, index, attempt }, 'destination write failed; retrying');
-            },
-          });
+          if (onLane) while (this.#redoPending > 0) await this.#fallback;
+          if (!onLane) await write();
+          else if (!(await this.#onLane(op, index))) {
+            // The lane could not confirm it (a dropped connection, a destination that needs repair). It may have
+            // been applied all the same, and so may writes sent behind it. Redone the ordinary way, in the order
+            // the failures came, unless the destination shows it applied — or shows a later write to the same key
+            // that was sent behind it on the lane, which etcd can only have applied after it: redoing it then
+            // would move the key back.
+            const before = ev.prevNode?.dir ? undefined : (ev.prevNode?.value ?? null);
+            this.#redoPending++;
+            const redo = this.#fallback.then(async () => {
+              try {
+                await this.#laneDrained();
+                if (!(await this.#laneApplied(op, index, before))) await write();
+              } finally {
+                this.#redoPending--;
+              }
+            });
+            this.#fallback = redo.catch(() => {});
+            await redo;
+          }
           metrics.eventsApplied.labels({ action: ev.action }).inc();
           metrics.replicatedEvents.inc();
           log.debug({ index, action: ev.action, key: ev.node.key, dstKey: key }, 'event applied');

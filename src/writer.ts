@@ -2,8 +2,10 @@
 // and tracks the checkpoint — the highest source index below which everything is applied.
 //
 // Two orderings:
-// - 'strict': one op at a time, in push order. The destination then passes only through states the source had,
-//   in source order (a write is visible only after every earlier one is).
+// - 'strict': ops start in push order, one at a time — or, for ops marked `pipelined` (one request each, sent on
+//   one ordered connection that the destination serves one request after the other), up to `pipelineDepth` on
+//   the wire behind each other. The destination then passes only through states the source had, in source order
+//   (a write is visible only after every earlier one is).
 // - 'key': ops on unrelated keys overlap. A value op (one key and, implicitly, its parent dirs) waits for every
 //   earlier unfinished value op on the same key, an ancestor or a descendant; a subtree op (mkdir, recursive
 //   delete, clearRoot) is a barrier: it starts when everything before it is done, and everything after it waits.
@@ -13,7 +15,8 @@ export interface WriteItem {
   /** Source modifiedIndex (or proof index for markers). Strictly increasing across pushes. */
   index: number;
   /** Absent for markers: indexes proven to hold nothing to write (other prefixes, ignored keys, quiet watches). */
-  op?: { key: string; subtree: boolean; run: () => Promise<void> };
+  /** `run(onLane)`: true when the op is to be sent on the ordered lane (strict order, pipelined). */
+  op?: { key: string; subtree: boolean; run: (onLane: boolean) => Promise<void>; pipelined?: boolean };
 }
 
 interface Slot {
@@ -21,7 +24,10 @@ interface Slot {
   index: number;
   key: string | undefined;
   subtree: boolean;
-  run: (() => Promise<void>) | undefined;
+  run: ((onLane: boolean) => Promise<void>) | undefined;
+  pipelined: boolean;
+  /** Started in strict order as a pipelined op. */
+  onLane: boolean;
   state: 'waiting' | 'running' | 'done';
 }
 
@@ -55,6 +61,8 @@ export interface WriterOptions {
   concurrency: number;
   /** @default 'key' */
   ordering?: WriteOrdering;
+  /** Strict: how many `pipelined` ops may be on the wire behind each other. @default 1 */
+  pipelineDepth?: number;
   /** Called when an op starts before an earlier one is applied (it may become visible out of source order). */
   onReordered?: () => void;
   /** Called once per failed op; the writer stops starting new work afterwards. */
@@ -78,6 +86,8 @@ export class OrderedWriter {
   /** Unfinished barriers, seq ascending. */
   readonly #barriers: number[] = [];
   #running = 0;
+  /** Running ops that are not `pipelined`: in strict order nothing may start beside one. */
+  #runningPlain = 0;
   #failed = false;
   #checkpoint: number;
   #idleWaiters: (() => void)[] = [];
@@ -87,7 +97,7 @@ export class OrderedWriter {
 
   constructor(startIndex: number, opts: WriterOptions) {
     this.#checkpoint = startIndex;
-    this.#opts = { onCheckpoint: () => {}, onReordered: () => {}, lookahead: 1024, ordering: 'key', ...opts };
+    this.#opts = { onCheckpoint: () => {}, onReordered: () => {}, lookahead: 1024, ordering: 'key', pipelineDepth: 1, ...opts };
     this.#ordering = this.#opts.ordering;
   }
 
@@ -149,6 +159,8 @@ export class OrderedWriter {
       key: item.op?.key,
       subtree: item.op?.subtree ?? false,
       run: item.op?.run,
+      pipelined: item.op?.pipelined === true && !item.op.subtree,
+      onLane: false,
       state: item.op ? 'waiting' : 'done',
     };
     this.#queue.push(slot);
@@ -185,7 +197,11 @@ export class OrderedWriter {
 
   #canStart(slot: Slot): boolean {
     const oldest = this.#queue[this.#head]?.seq === slot.seq;
-    if (this.#ordering === 'strict') return oldest && this.#running === 0;
+    if (this.#ordering === 'strict') {
+      if (this.#running === 0) return oldest;
+      // Behind running pipelined ops: only the next one in push order, only pipelined, only so deep.
+      return slot.pipelined && this.#runningPlain === 0 && this.#running < this.#opts.pipelineDepth && this.#waiting[0] === slot;
+    }
     const firstBarrier = this.#barriers[0];
     // A barrier starts once everything before it is done, i.e. it is the oldest unretired slot.
     if (slot.subtree) return oldest;
@@ -215,10 +231,13 @@ export class OrderedWriter {
   }
 
   #start(slot: Slot): void {
-    if (this.#queue[this.#head]?.seq !== slot.seq) this.#opts.onReordered();
+    slot.onLane = this.#ordering === 'strict' && slot.pipelined;
+    // Lane ops start behind running ones but are applied in order: that is not reordering.
+    if (this.#queue[this.#head]?.seq !== slot.seq && !slot.onLane) this.#opts.onReordered();
     slot.state = 'running';
     this.#running++;
-    slot.run!().then(
+    if (!slot.onLane) this.#runningPlain++;
+    slot.run!(slot.onLane).then(
       () => this.#finish(slot, undefined),
       (err: unknown) => this.#finish(slot, err ?? new Error('write failed')),
     );
@@ -226,6 +245,7 @@ export class OrderedWriter {
 
   #finish(slot: Slot, err: unknown): void {
     this.#running--;
+    if (!slot.onLane) this.#runningPlain--;
     if (err !== undefined) {
       slot.state = 'waiting'; // not applied: the checkpoint must not pass it
       if (!this.#failed) {

@@ -1,7 +1,7 @@
 // The only module that speaks HTTP to etcd: one undici keep-alive pool per cluster member. Requests go to the
 // current member and fail over to the next on a connection failure; every answer must carry the same cluster id,
 // and every answer's `Date` header feeds the estimate of the cluster's wall clock (serverNow()).
-import { Pool } from 'undici';
+import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
@@ -24,6 +24,17 @@ export interface WriteTracker {
   begin(): number;
   /** It answered: with its store index when it succeeded. */
   end(seq: number, modifiedIndex?: number): void;
+}
+
+/**
+ * Writes that etcd applies in the order they were sent: one connection with HTTP/1.1 pipelining. etcd's server
+ * handles the requests of one connection one after the other, so a write is applied only after the one sent
+ * before it has been applied and answered — source order, without a client round trip between writes.
+ */
+export interface OrderedLane {
+  put(key: string, opts: PutOptions): Promise<KeysResult>;
+  delete(key: string, opts?: { signal?: AbortSignal }): Promise<KeysResult>;
+  close(): Promise<void>;
 }
 
 export interface PutOptions {
@@ -82,6 +93,7 @@ export class EtcdClient {
   /** The members' origins (no credentials): for messages, logs and pages. */
   readonly origin: string;
   readonly #members: { origin: string; pool: Pool }[];
+  readonly #tls: Cluster['tls'];
   #current = 0;
   #clusterId: { id: string; member: string } | undefined;
   readonly #authorization: string | undefined;
@@ -95,6 +107,7 @@ export class EtcdClient {
     this.origin = cluster.origin;
     this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
     this.#writes = options.writes;
+    this.#tls = cluster.tls;
     this.#members = cluster.members.map((m) => ({
       origin: m.origin,
       pool: new Pool(m.origin, {
@@ -111,7 +124,7 @@ export class EtcdClient {
   async #request(
     method: Dispatcher.HttpMethod,
     path: string,
-    opts: { body?: string; signal?: AbortSignal; timeoutMs?: number },
+    opts: { body?: string; signal?: AbortSignal; timeoutMs?: number; via?: Dispatcher },
   ): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = {};
     if (this.#authorization) headers.authorization = this.#authorization;
@@ -123,7 +136,7 @@ export class EtcdClient {
       const member = this.#members[index]!;
       const sentAt = Date.now();
       try {
-        const res = await member.pool.request({
+        const res = await (opts.via ?? member.pool).request({
           method,
           path,
           headers,
@@ -141,7 +154,8 @@ export class EtcdClient {
         return res;
       } catch (err) {
         const wrapped = err instanceof ClusterIdMismatchError ? err : this.#wrap(err, opts.signal, member.origin);
-        if (!(wrapped instanceof TransportError) || attempt + 1 >= this.#members.length) throw wrapped;
+        // A lane is bound to its connection: its caller decides what a failure means for the writes behind it.
+        if (opts.via || !(wrapped instanceof TransportError) || attempt + 1 >= this.#members.length) throw wrapped;
         index = (index + 1) % this.#members.length;
         // Concurrent failures on the same member move the shared choice once, not back and forth.
         if (this.#current !== index && this.#members[this.#current] === member) this.#current = index;
@@ -183,7 +197,7 @@ export class EtcdClient {
     return new TransportError(`${member}: ${String(err)}`, { cause: err });
   }
 
-  async #keys(method: Dispatcher.HttpMethod, path: string, opts: { body?: string; signal?: AbortSignal; timeoutMs?: number }): Promise<KeysResult> {
+  async #keys(method: Dispatcher.HttpMethod, path: string, opts: { body?: string; signal?: AbortSignal; timeoutMs?: number; via?: Dispatcher }): Promise<KeysResult> {
     const res = await this.#request(method, path, opts);
     let text: string;
     try {
@@ -212,14 +226,14 @@ export class EtcdClient {
     return this.#keys('GET', path, { signal: opts.signal, timeoutMs: opts.timeoutMs });
   }
 
-  put(key: string, opts: PutOptions = {}): Promise<KeysResult> {
+  put(key: string, opts: PutOptions = {}, via?: Dispatcher): Promise<KeysResult> {
     const form = new URLSearchParams();
     if (opts.dir) form.set('dir', 'true');
     else if (!opts.refresh) form.set('value', opts.value ?? '');
     if (opts.refresh) form.set('refresh', 'true');
     if (opts.ttl !== undefined) form.set('ttl', opts.ttl === null ? '' : String(opts.ttl));
     if (opts.prevExist !== undefined) form.set('prevExist', String(opts.prevExist));
-    return this.#written(() => this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal }));
+    return this.#written(() => this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal, via }));
   }
 
   async #written(write: () => Promise<KeysResult>): Promise<KeysResult> {
@@ -234,10 +248,42 @@ export class EtcdClient {
     }
   }
 
-  delete(key: string, opts: { recursive?: boolean; dir?: boolean; signal?: AbortSignal } = {}): Promise<KeysResult> {
+  delete(key: string, opts: { recursive?: boolean; dir?: boolean; signal?: AbortSignal } = {}, via?: Dispatcher): Promise<KeysResult> {
     const path = keysPath(key, { recursive: opts.recursive || undefined, dir: opts.dir || undefined });
-    return this.#written(() => this.#keys('DELETE', path, { signal: opts.signal }));
+    return this.#written(() => this.#keys('DELETE', path, { signal: opts.signal, via }));
   }
+
+  /**
+   * An ordered lane to the current member, with up to `depth` writes on the wire at once. When its connection
+   * drops, every write on it fails (undici would re-send the ones behind the first on a new connection — some of
+   * them possibly applied already, so a re-send could move a key back); the caller redoes them in order, and the
+   * next write opens a new connection.
+   */
+  orderedLane(depth: number): OrderedLane {
+    const member = this.#members[this.#current]!;
+    let client: Client | null = null;
+    const open = (): Client => {
+      if (client) return client;
+      const c = new Client(member.origin, { pipelining: depth, keepAliveTimeout: 30_000, connect: { timeout: 5_000, ...this.#tls } });
+      // Emitted before undici re-queues what was on the wire: destroying now fails all of it instead.
+      c.on('disconnect', () => {
+        if (client === c) client = null;
+        c.destroy().catch(() => {});
+      });
+      client = c;
+      return c;
+    };
+    return {
+      put: (key, opts) => this.put(key, opts, open()),
+      delete: (key, opts = {}) => this.delete(key, { recursive: true, signal: opts.signal }, open()),
+      close: async () => {
+        const c = client;
+        client = null;
+        await c?.destroy();
+      },
+    };
+  }
+
 
   /**
    * Long-poll watch. Resolves as soon as etcd has registered the watch (its headers arrive at once, ~1 ms);

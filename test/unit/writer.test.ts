@@ -501,3 +501,42 @@ describe('OrderedWriter: strict ordering', () => {
     expect(checkpoints.every((c, i) => i === 0 || c >= checkpoints[i - 1]!)).toBe(true);
   });
 });
+
+describe('OrderedWriter: strict ordering on the ordered lane', () => {
+  const laneOp = (ops: ControlledOps, index: number, key: string) => ({ ...ops.op(index, key), pipelined: true });
+
+  it('starts pipelined ops in push order up to the depth; a plain op waits until the lane is empty', async () => {
+    const lanes: boolean[] = [];
+    const { ops, writer } = setup({ ordering: 'strict', pipelineDepth: 3 });
+    const track = (op: ReturnType<typeof laneOp>) => ({ ...op, run: (onLane: boolean) => (lanes.push(onLane), op.run(onLane)) });
+    for (let i = 1; i <= 4; i++) writer.push({ index: i, op: track(laneOp(ops, i, `/k${i}`)) });
+    writer.push({ index: 5, op: ops.op(5, '/plain') });
+    writer.push({ index: 6, op: laneOp(ops, 6, '/k6') });
+    expect(ops.runningIndexes()).toEqual([1, 2, 3]);
+    expect(lanes).toEqual([true, true, true]);
+    ops.run(1).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([2, 3, 4]);
+    for (const i of [2, 3, 4]) ops.run(i).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([5]); // alone
+    ops.run(5).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([6]);
+  });
+
+  it('after key → strict, lane ops wait until ops started off the lane have finished', async () => {
+    const { ops, writer } = setup({ ordering: 'key', pipelineDepth: 4 });
+    writer.push({ index: 1, op: laneOp(ops, 1, '/a') });
+    writer.push({ index: 2, op: laneOp(ops, 2, '/b') });
+    writer.setOrdering('strict');
+    writer.push({ index: 3, op: laneOp(ops, 3, '/c') });
+    expect(ops.runningIndexes()).toEqual([1, 2]);
+    ops.run(1).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([2]);
+    ops.run(2).settle();
+    await flush();
+    expect(ops.runningIndexes()).toEqual([3]);
+  });
+});
