@@ -47,8 +47,8 @@ export interface MirrorHandle {
 
 export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean } = {}): Promise<MirrorHandle> {
   const log = opts.log ?? createLogger({ debug: config.debug });
-  // Catch-up keeps up to 32 long-polls in flight, plus the stream, probes, guards and TTL reads.
-  const src = new EtcdClient(config.src, { connections: 48 });
+  // Catch-up keeps up to 64 long-polls in flight, plus the stream, probes, guards and TTL reads.
+  const src = new EtcdClient(config.src, { connections: 96 });
   const own = new OwnWrites();
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes: own });

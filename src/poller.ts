@@ -66,7 +66,7 @@ export interface PollerOptions {
    * @default true
    */
   pipeline?: boolean;
-  /** Long-polls in flight while catching up through history. @default 32 */
+  /** Long-polls in flight while catching up through history (one event each: a round trip per 64 events). @default 64 */
   parallel?: number;
   /** Re-arm bounds for quiet probes, ms. */
   rearmMinMs?: number;
@@ -419,7 +419,7 @@ async function catchUp(
   signal: AbortSignal,
 ): Promise<void> {
   const { src, prefix, sink } = opts;
-  const parallel = claims ? Math.max(1, opts.parallel ?? 32) : 1;
+  const parallel = claims ? Math.max(1, opts.parallel ?? 64) : 1;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   const inFlight = new Map<number, { ctl: AbortController; outcome: Promise<Outcome> }>();
   /** Indexes of events any catch-up watch has delivered: a silent head must not claim past one of them. */

@@ -2,10 +2,10 @@
 // and tracks the checkpoint — the highest source index below which everything is applied.
 //
 // Two orderings:
-// - 'strict': ops start in push order, one at a time — or, for ops marked `pipelined` (one request each, sent on
-//   one ordered connection that the destination serves one request after the other), up to `pipelineDepth` on
-//   the wire behind each other. The destination then passes only through states the source had, in source order
-//   (a write is visible only after every earlier one is).
+// - 'strict': ops start in push order, one at a time — or, for ops marked `pipelined` (one request each, handed
+//   to one ordered connection that sends and the destination serves one request after the other), up to
+//   `pipelineDepth` queued behind each other. The destination then passes only through states the source had, in
+//   source order (a write is visible only after every earlier one is).
 // - 'key': ops on unrelated keys overlap. A value op (one key and, implicitly, its parent dirs) waits for every
 //   earlier unfinished value op on the same key, an ancestor or a descendant; a subtree op (mkdir, recursive
 //   delete, clearRoot) is a barrier: it starts when everything before it is done, and everything after it waits.

@@ -27,9 +27,10 @@ export interface WriteTracker {
 }
 
 /**
- * Writes that etcd applies in the order they were sent: one connection with HTTP/1.1 pipelining. etcd's server
- * handles the requests of one connection one after the other, so a write is applied only after the one sent
- * before it has been applied and answered — source order, without a client round trip between writes.
+ * Writes applied in the order they were handed over: one connection, on which undici sends each write the moment
+ * the one before it is answered (PUT and DELETE are not pipelined: undici keeps them one at a time), so no turn
+ * of our event loop sits between two writes. etcd serves a connection's requests one after the other, so a write
+ * is applied only after the one before it has been applied and answered.
  */
 export interface OrderedLane {
   put(key: string, opts: PutOptions): Promise<KeysResult>;
@@ -254,10 +255,9 @@ export class EtcdClient {
   }
 
   /**
-   * An ordered lane to the current member, with up to `depth` writes on the wire at once. When its connection
-   * drops, every write on it fails (undici would re-send the ones behind the first on a new connection — some of
-   * them possibly applied already, so a re-send could move a key back); the caller redoes them in order, and the
-   * next write opens a new connection.
+   * An ordered lane to the current member, holding up to `depth` writes (one on the wire, the rest queued behind
+   * it). When its connection drops, every write on it fails, the queued ones too (so none is re-sent behind the
+   * caller's back); the caller redoes them in order, and the next write opens a new connection.
    */
   orderedLane(depth: number): OrderedLane {
     const member = this.#members[this.#current]!;
@@ -265,7 +265,7 @@ export class EtcdClient {
     const open = (): Client => {
       if (client) return client;
       const c = new Client(member.origin, { pipelining: depth, keepAliveTimeout: 30_000, connect: { timeout: 5_000, ...this.#tls } });
-      // Emitted before undici re-queues what was on the wire: destroying now fails all of it instead.
+      // Emitted before undici sends what was queued on a new connection: destroying now fails all of it instead.
       c.on('disconnect', () => {
         if (client === c) client = null;
         c.destroy().catch(() => {});
