@@ -726,8 +726,9 @@ class Runner {
     if (err instanceof MassDeleteRefusedError) metrics.massDeleteRefused.inc();
     this.#writer?.halt();
     this.#abort.abort();
-    if (err instanceof ResyncNeededError) void this.#rollBack(err.claimFrom - 1);
-    this.report({ type: 'runner.fault', fault });
+    // The stored index is back below a contradicted claim before anyone hears of the fault.
+    if (err instanceof ResyncNeededError) void this.#rollBack(err.claimFrom - 1).finally(() => this.report({ type: 'runner.fault', fault }));
+    else this.report({ type: 'runner.fault', fault });
   }
 
   /**
@@ -737,11 +738,11 @@ class Runner {
    */
   async #rollBack(index: number): Promise<void> {
     this.#confirmed = Math.min(this.#confirmed, index);
-    if (this.#persisted === null || this.#persisted <= index) return;
     const { dst, map, log } = this.deps;
-    log.warn({ from: this.#persisted, to: index }, 'a quiet proof was contradicted; the stored replication index goes back below it');
     this.#rollingBack = (async () => {
-      while (this.#persisting) await this.#persisting.catch(() => {});
+      while (this.#persisting) await this.#persisting.catch(() => {}); // an index write already on its way lands first
+      if (this.#persisted === null || this.#persisted <= index) return;
+      log.warn({ from: this.#persisted, to: index }, 'a quiet proof was contradicted; the stored replication index goes back below it');
       await dst.put(map.indexKey, { value: String(index) });
       this.#persisted = index;
       this.onPersisted(index);

@@ -7,6 +7,12 @@ export interface FaultProxy {
   readonly port: number;
   /** Adds `ms` of one-way latency to every chunk in both directions, order preserved; 0 = pass-through. */
   setDelay(ms: number): void;
+  /**
+   * Holds back, by `ms`, every chunk from the server that does not start a response ("HTTP/1."), order preserved:
+   * a watch's headers (flushed on their own) arrive at once, its body late — a history match's bytes delayed
+   * behind its headers, as a busy server or a retransmission does. 0 = off.
+   */
+  lateBodies(ms: number): void;
   /** Resets all current connections (RST); new connections are still accepted. */
   cut(): void;
   /** While on, connections are accepted and kept open but nothing is forwarded; queued data is dropped. */
@@ -19,6 +25,8 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
+const RESPONSE_START = Buffer.from('HTTP/1.');
+
 /** One direction of a connection: chunks wait in `queue` until their due time, so order is kept. */
 class Pipe {
   private queue: { due: number; chunk: Buffer | null }[] = []; // null = end of stream
@@ -30,7 +38,9 @@ class Pipe {
   constructor(
     private readonly from: Socket,
     private readonly to: Socket,
-    private readonly state: { delayMs: number; blackhole: boolean },
+    private readonly state: { delayMs: number; blackhole: boolean; lateBodyMs: number },
+    /** True for the server → client direction. */
+    private readonly fromServer = false,
   ) {
     from.on('data', (chunk: Buffer) => this.push(chunk));
     from.on('end', () => this.push(null));
@@ -38,6 +48,17 @@ class Pipe {
 
   private push(chunk: Buffer | null): void {
     if (this.state.blackhole || this.frozen) return; // a partition swallows FINs too
+    if (this.fromServer && this.state.lateBodyMs > 0 && chunk !== null) {
+      // A response's headers go at once (behind anything still queued); whatever follows them is late.
+      const headersEnd = chunk.subarray(0, 7).equals(RESPONSE_START) ? chunk.indexOf('\r\n\r\n') : -1;
+      const now = Date.now();
+      if (headersEnd >= 0) {
+        this.queue.push({ due: now + this.state.delayMs, chunk: chunk.subarray(0, headersEnd + 4) });
+        if (headersEnd + 4 < chunk.length) this.queue.push({ due: now + this.state.delayMs + this.state.lateBodyMs, chunk: chunk.subarray(headersEnd + 4) });
+      } else this.queue.push({ due: now + this.state.delayMs + this.state.lateBodyMs, chunk });
+      this.schedule();
+      return;
+    }
     if (this.state.delayMs === 0 && this.queue.length === 0) return this.deliver(chunk);
     this.queue.push({ due: Date.now() + this.state.delayMs, chunk });
     this.schedule();
@@ -77,7 +98,7 @@ class Pipe {
 }
 
 export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
-  const state = { delayMs: 0, blackhole: false };
+  const state = { delayMs: 0, blackhole: false, lateBodyMs: 0 };
   const open = new Map<Socket, { upstream: Socket; pipes: Pipe[] }>();
 
   // allowHalfOpen: a FIN from one side is forwarded (after any delayed data) instead of closing both ways.
@@ -85,7 +106,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   // headers) until the peer's delayed ACK, 40 ms later — a delay no WAN link adds.
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
     const upstream = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-    const pipes = [new Pipe(client, upstream, state), new Pipe(upstream, client, state)];
+    const pipes = [new Pipe(client, upstream, state), new Pipe(upstream, client, state, true)];
     open.set(client, { upstream, pipes });
     const teardown = (): void => {
       for (const p of pipes) p.drop();
@@ -122,6 +143,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     port,
     setDelay(ms) {
       state.delayMs = Math.max(0, ms);
+    },
+    lateBodies(ms) {
+      state.lateBodyMs = Math.max(0, ms);
     },
     cut() {
       resetAll();

@@ -241,6 +241,9 @@ async function runCase(flags: string[]): Promise<void> {
   const order = checkOrder(src, dst, { initial, appliedUpTo: storedFinal, allowedReplays: resumes });
   const pointers = checkPointers(dst, { initial, ptrDir: '/ptr', dataDir: '/data', dataValue });
   const transitions = [...first.logs, ...(second?.logs ?? [])].map((l) => l.to).filter((t) => t === 'outOfWindow' || t === 'recovering');
+  // How far the stored index trailed what was applied at the kill: the events the restart found already applied.
+  const resumed = second?.logs.find((l) => l.msg === 'resumed: events the destination already showed are not applied again');
+  console.log(`fidelity [${flags.join(' ') || 'default flags'}]: at the kill -9 the stored index trailed the applied events by ${String(resumed?.alreadyApplied ?? 0)} events`);
   console.log(
     `fidelity [${flags.join(' ') || 'default flags'}]: ${src.length} source changes, ${dst.length} destination changes, ` +
       `backlog at restart ${backlog}; order: ${order.inOrder} in order, ${order.outOfOrder} out of order, ` +
