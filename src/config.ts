@@ -18,7 +18,7 @@ export interface Config {
   readonly listenAddress: string;
   readonly debug: boolean;
   readonly allowMassDelete: boolean;
-  /** Share of destination keys a reconcile may delete without --allow-mass-delete. */
+  /** How much smaller than the replica a source snapshot may be (share of its keys) without --allow-mass-delete. */
   readonly massDeleteRatio: number;
   readonly writeConcurrency: number;
   /** How often the replication index is written while events flow, ms. */
@@ -63,8 +63,10 @@ reference-compatible options:
 etcd-mirror options:
   --listen-address A        address the HTTP server binds (default: 0.0.0.0, as the reference); the HTTP
                             surface is read-only
-  --allow-mass-delete       let a reconcile delete more than --mass-delete-ratio of the replica, or empty it
-  --mass-delete-ratio F     share of destination keys a reconcile may delete unattended (default: 0.5)
+  --allow-mass-delete       reconcile even to a source snapshot that looks wrong (empty, or much smaller
+                            than the replica); without it such a snapshot is refused and retried later
+  --mass-delete-ratio F     how much smaller than the replica (share of its keys) a source snapshot may be
+                            and still count as plausible (default: 0.5: at least half the replica's size)
   --ordering MODE           order of destination writes (default: adaptive):
                               strict    the replica passes only through states the source had, in source
                                         order: one write at a time (the source is still read ahead)

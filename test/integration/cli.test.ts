@@ -34,7 +34,7 @@ describe('command line', () => {
     expect((await runMirror(['--version'])).stdout.trim()).toBe(pkg.version);
     const help = await runMirror(['--help']);
     expect(help.code).toBe(0);
-    for (const flag of ['--debug', '--reload', '--src-prefix', '--dst-prefix', '--strip', '--src-ignore-keys-regex', '--port', '--listen-address', '--allow-mass-delete', '--mass-delete-ratio', '--write-concurrency', '--checkpoint-ms']) {
+    for (const flag of ['--debug', '--reload', '--src-prefix', '--dst-prefix', '--strip', '--src-ignore-keys-regex', '--port', '--listen-address', '--allow-mass-delete', '--mass-delete-ratio', '--write-concurrency', '--checkpoint-ms', '--ordering']) {
       expect(help.stdout).toContain(flag);
     }
   });
