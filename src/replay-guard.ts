@@ -12,6 +12,9 @@
 //
 // Subtree operations (a directory's creation or recursive removal, the whole root) change keys without naming
 // them: with one of them in the window, every event is replayed as before.
+import type { EtcdClient } from './etcd/client.js';
+import { KeyNotFoundError } from './etcd/errors.js';
+import type { KeyMap } from './keys.js';
 
 /** One replayed event, as it affects the destination. */
 export interface ReplayItem {
@@ -62,4 +65,55 @@ export function alreadyApplied(items: readonly ReplayItem[], dst: DestinationSta
     if (through !== undefined && item.index <= through) skip.add(item.index);
   }
   return skip;
+}
+
+/** A destination watch that stays silent this long after its headers found nothing in history. */
+const CLEAN_STOP_SILENCE_MS = 50;
+
+/**
+ * Whether the last write to the destination subtree was the stored index (a clean stop, or the reference tool's
+ * data-then-index loop): then nothing after it was applied and nothing needs holding back. A watch from just
+ * after the index write answers at once from the destination's history if anything changed in the subtree since;
+ * a local destination writes that answer right behind the headers. Any doubt (an answer, an error, history
+ * already gone) means "hold back".
+ */
+export async function stoppedCleanly(dst: EtcdClient, map: KeyMap, signal: AbortSignal): Promise<boolean> {
+  const ctl = new AbortController();
+  const stop = () => ctl.abort();
+  signal.addEventListener('abort', stop, { once: true });
+  try {
+    const written = (await dst.get(map.indexKey, { signal: ctl.signal })).body.node.modifiedIndex;
+    const handle = await dst.watch(map.dstRoot, { waitIndex: written + 1, recursive: true, signal: ctl.signal });
+    const first = await Promise.race([
+      handle.firstByte.then(() => 'changed' as const),
+      new Promise<'silent'>((resolve) => setTimeout(() => resolve('silent'), CLEAN_STOP_SILENCE_MS).unref()),
+    ]);
+    return first === 'silent';
+  } catch {
+    return false;
+  } finally {
+    ctl.abort();
+    signal.removeEventListener('abort', stop);
+  }
+}
+
+/** The destination's values of `keys` (null: absent; directories left out), 16 reads at a time. */
+export async function readCopies(dst: EtcdClient, keys: string[], signal: AbortSignal): Promise<DestinationState> {
+  const state: DestinationState = new Map();
+  let next = 0;
+  const worker = async () => {
+    while (next < keys.length) {
+      const key = keys[next++]!;
+      signal.throwIfAborted();
+      try {
+        const node = (await dst.get(key, { signal })).body.node;
+        if (!node.dir) state.set(key, node.value ?? '');
+      } catch (err) {
+        if (err instanceof KeyNotFoundError) state.set(key, null);
+        else throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(16, keys.length) }, worker));
+  return state;
 }

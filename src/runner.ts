@@ -6,9 +6,9 @@ import { fromCallback } from 'xstate';
 import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../machines/types.js';
 import { executeOp, opFootprint, planEvent, type ApplyStats } from './apply.js';
 import type { Config } from './config.js';
-import type { EtcdClient, OrderedLane } from './etcd/client.js';
+import type { EtcdClient } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
-import { EventIndexClearedError, isRetryable, MassDeleteRefusedError } from './etcd/errors.js';
+import { EventIndexClearedError, isRetryable, MassDeleteRefusedError, SourceHistoryMismatchError } from './etcd/errors.js';
 import { windowHeadroom } from './health.js';
 import type { KeyMap } from './keys.js';
 import type { Logger } from './log.js';
@@ -20,8 +20,8 @@ import { Coverage } from './coverage.js';
 import { Healer, type OwnWrites } from './healer.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
-import { alreadyApplied, keysToRead, type DestinationState, type ReplayItem } from './replay-guard.js';
-import { KeyNotFoundError, NotADirectoryError, SourceHistoryMismatchError } from './etcd/errors.js';
+import { alreadyApplied, keysToRead, readCopies, stoppedCleanly, type ReplayItem } from './replay-guard.js';
+import { StrictLane } from './strict-lane.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
@@ -45,9 +45,6 @@ const FAST_CHECKPOINT_MS = 10;
 
 /** Longest wait for a stopped runner's work to settle before the next one starts. */
 const SETTLE_LIMIT_MS = 30_000;
-
-/** A destination watch that stays silent this long after its headers found nothing in history. */
-const CLEAN_STOP_SILENCE_MS = 50;
 
 /** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
 const RECONCILE_FANOUT = 4;
@@ -89,20 +86,8 @@ export interface RunnerStatus {
 class Runner {
   readonly #abort = new AbortController();
   #writer: OrderedWriter | null = null;
-  /** One connection for writes in strict order (src/etcd/client.ts OrderedLane). */
-  #lane: OrderedLane | null = null;
-  /** Lane writes that failed are redone off the lane, one after the other, in the order they failed. */
-  #fallback: Promise<void> = Promise.resolve();
-  /** Redos queued and not done: no new write goes on the lane meanwhile (it would overtake them). */
-  #redoPending = 0;
-  /** Lane requests sent and not answered yet; redos wait until none is left (undici re-sends the ones queued
-   * behind a failed request on a new connection, and they must land before a redo looks). */
-  #laneInFlight = 0;
-  #laneDrainWaiters: (() => void)[] = [];
-  /** Lane writes sent, per destination key, with their index and outcome (null: deleted), until the checkpoint
-   * passes them: undici re-sends the writes queued behind a failed one on a new connection, so a later write may
-   * be applied and answered before an earlier one is redone. */
-  readonly #laneSent = new Map<string, { index: number; outcome: string | null }[]>();
+  /** Writes in strict order, on one connection (src/strict-lane.ts). */
+  #lane: StrictLane | null = null;
   #keeper: TtlKeeper | null = null;
   #healer: Healer | null = null;
   /** What the poller delivered before the snapshot index was known (reload/recover only). */
@@ -209,7 +194,7 @@ class Runner {
         if (config.pipeline) {
           this.#replay = { upTo: null, items: [], releasing: false };
           // After a clean stop the stored index is exactly what was applied: nothing to hold back.
-          void this.#stoppedCleanly().then((clean) => {
+          void stoppedCleanly(this.deps.dst, this.deps.map, this.#abort.signal).then((clean) => {
             if (clean) void this.#releaseReplay(false);
           });
         }
@@ -340,87 +325,6 @@ class Runner {
     else this.#writer!.push({ index: item.index });
   }
 
-  /**
-   * Whether the last write to the destination subtree was the stored index (a clean stop, or the reference tool's
-   * data-then-index loop): then nothing after it was applied. A watch from just after the index write answers at
-   * once from the destination's history if anything changed in the subtree since; a local destination writes that
-   * answer right behind the headers. Any doubt (an answer, an error, history already gone) means "hold back".
-   */
-  async #stoppedCleanly(): Promise<boolean> {
-    const { dst, map } = this.deps;
-    const ctl = new AbortController();
-    const stop = () => ctl.abort();
-    this.#abort.signal.addEventListener('abort', stop, { once: true });
-    try {
-      const written = (await dst.get(map.indexKey, { signal: ctl.signal })).body.node.modifiedIndex;
-      const handle = await dst.watch(map.dstRoot, { waitIndex: written + 1, recursive: true, signal: ctl.signal });
-      const first = await Promise.race([
-        handle.firstByte.then(() => 'changed' as const),
-        new Promise<'silent'>((resolve) => setTimeout(() => resolve('silent'), CLEAN_STOP_SILENCE_MS).unref()),
-      ]);
-      return first === 'silent';
-    } catch {
-      return false;
-    } finally {
-      ctl.abort();
-      this.#abort.signal.removeEventListener('abort', stop);
-    }
-  }
-
-  /** One write on the ordered lane; false when it failed (the caller redoes it the ordinary way). */
-  async #onLane(op: ReturnType<typeof planEvent>, index: number): Promise<boolean> {
-    const lane = this.#lane;
-    if (!lane || !op || (op.kind !== 'put' && op.kind !== 'delete')) return false;
-    const sent = this.#laneSent.get(op.key);
-    const entry = { index, outcome: op.kind === 'put' ? op.value : null };
-    if (sent) sent.push(entry);
-    else this.#laneSent.set(op.key, [entry]);
-    const end = this.deps.metrics.writeLatency.startTimer();
-    this.#laneInFlight++;
-    try {
-      if (op.kind === 'put') await lane.put(op.key, { value: op.value, ttl: op.ttl, signal: this.#abort.signal });
-      else await lane.delete(op.key, { signal: this.#abort.signal });
-    } catch (err) {
-      if (!(op.kind === 'delete' && (err instanceof KeyNotFoundError || err instanceof NotADirectoryError))) return false; // (else: gone already)
-    } finally {
-      if (--this.#laneInFlight === 0) for (const w of this.#laneDrainWaiters.splice(0)) w();
-    }
-    end();
-    return true;
-  }
-
-  #laneDrained(): Promise<void> {
-    return this.#laneInFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.#laneDrainWaiters.push(resolve));
-  }
-
-  /** Forgets lane writes the checkpoint has passed: everything before them is settled. */
-  #pruneLaneSent(checkpoint: number): void {
-    for (const [key, sent] of this.#laneSent) {
-      let n = 0;
-      while (n < sent.length && sent[n]!.index <= checkpoint) n++;
-      if (n === sent.length) this.#laneSent.delete(key);
-      else if (n > 0) sent.splice(0, n);
-    }
-  }
-
-  /** Whether a lane write that failed was applied after all (see the caller). `before`: the key's value right
-   * before the event (undefined: unknown), which proves nothing. */
-  async #laneApplied(op: ReturnType<typeof planEvent>, index: number, before: string | null | undefined): Promise<boolean> {
-    if (!op || (op.kind !== 'put' && op.kind !== 'delete') || before === undefined) return false;
-    let have: string | null;
-    try {
-      const node = (await this.deps.dst.get(op.key, { signal: this.#abort.signal })).body.node;
-      if (node.dir) return false;
-      have = node.value ?? '';
-    } catch (err) {
-      if (!(err instanceof KeyNotFoundError)) return false;
-      have = null;
-    }
-    if (have === before) return false;
-    const own = op.kind === 'put' ? op.value : null;
-    return have === own || (this.#laneSent.get(op.key) ?? []).some((e) => e.index > index && e.outcome === have);
-  }
-
   /** Hands the held replay window to the writer, minus what the destination already shows (when `guard`). */
   async #releaseReplay(guard = true): Promise<void> {
     const replay = this.#replay;
@@ -442,7 +346,7 @@ class Runner {
     const keys = keysToRead(window);
     if (keys && keys.length > 0) {
       try {
-        skip = alreadyApplied(window, await this.#readCopies(keys));
+        skip = alreadyApplied(window, await readCopies(this.deps.dst, keys, this.#abort.signal));
       } catch (err) {
         if (this.#abort.signal.aborted) return;
         log.warn({ err }, 'could not read the destination before the replay; replaying everything');
@@ -474,28 +378,6 @@ class Runner {
     return { index: ev.node.modifiedIndex, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
   }
 
-  /** The destination's values of `keys` (absent: null; directories and failed reads left out). */
-  async #readCopies(keys: string[]): Promise<DestinationState> {
-    const { dst } = this.deps;
-    const state: DestinationState = new Map();
-    let next = 0;
-    const worker = async () => {
-      while (next < keys.length) {
-        const key = keys[next++]!;
-        this.#abort.signal.throwIfAborted();
-        try {
-          const node = (await dst.get(key, { signal: this.#abort.signal })).body.node;
-          if (!node.dir) state.set(key, node.value ?? '');
-        } catch (err) {
-          if (err instanceof KeyNotFoundError) state.set(key, null);
-          else throw err;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(16, keys.length) }, worker));
-    return state;
-  }
-
   /** Backpressure for the poller. Without the pipeline: nothing is fetched until the previous event and the
    * index are written, as the reference tool does. */
   async #room(): Promise<void> {
@@ -508,7 +390,7 @@ class Runner {
 
   #startWriter(checkpoint: number): void {
     const { metrics, config, ordering } = this.deps;
-    if (config.pipeline) this.#lane = this.deps.dst.orderedLane(LANE_DEPTH);
+    if (config.pipeline) this.#lane = new StrictLane(this.deps.dst, LANE_DEPTH, this.#abort.signal, () => metrics.writeLatency.startTimer());
     this.#writer = new OrderedWriter(checkpoint, {
       concurrency: config.pipeline ? config.writeConcurrency : 1,
       ordering: config.pipeline ? ordering.writerOrdering : 'strict',
@@ -517,7 +399,7 @@ class Runner {
       onError: (err) => this.#fault(err),
       onCheckpoint: (index) => {
         this.#coverage.prune(index);
-        if (this.#laneSent.size) this.#pruneLaneSent(index);
+        this.#lane?.prune(index);
         this.#schedulePersist();
         for (const [i] of this.#received) {
           if (i > index) break;
@@ -631,27 +513,9 @@ class Runner {
             log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
             return;
           }
-          if (onLane) while (this.#redoPending > 0) await this.#fallback;
-          if (!onLane) await write();
-          else if (!(await this.#onLane(op, index))) {
-            // The lane could not confirm it (a dropped connection, a destination that needs repair). It may have
-            // been applied all the same, and so may writes sent behind it. Redone the ordinary way, in the order
-            // the failures came, unless the destination shows it applied — or shows a later write to the same key
-            // that was sent behind it on the lane, which etcd can only have applied after it: redoing it then
-            // would move the key back.
-            const before = ev.prevNode?.dir ? undefined : (ev.prevNode?.value ?? null);
-            this.#redoPending++;
-            const redo = this.#fallback.then(async () => {
-              try {
-                await this.#laneDrained();
-                if (!(await this.#laneApplied(op, index, before))) await write();
-              } finally {
-                this.#redoPending--;
-              }
-            });
-            this.#fallback = redo.catch(() => {});
-            await redo;
-          }
+          if (onLane && this.#lane && (op.kind === 'put' || op.kind === 'delete')) {
+            await this.#lane.apply(op, index, ev.prevNode?.dir ? undefined : (ev.prevNode?.value ?? null), write);
+          } else await write();
           metrics.eventsApplied.labels({ action: ev.action }).inc();
           metrics.replicatedEvents.inc();
           log.debug({ index, action: ev.action, key: ev.node.key, dstKey: key }, 'event applied');
