@@ -17,6 +17,9 @@ export type DstOp =
   /** Everything the mirror owns on the destination goes (an ancestor of the source prefix was removed). */
   | { kind: 'clearRoot' };
 
+/** An op on one key that is no directory: one request. */
+export type LeafOp = Extract<DstOp, { kind: 'put' } | { kind: 'delete' }>;
+
 /** Remaining whole seconds until `expiration`, from the leader's absolute clock; <= 0 means already expired. */
 export function remainingTtl(expiration: string, nowMs: number): number {
   return Math.ceil((Date.parse(expiration) - nowMs) / 1000);

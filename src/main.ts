@@ -156,7 +156,8 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       confirmedIndex: runner?.confirmedIndex ?? null,
       lastFault: ctx.lastFault,
       timeline: [...timeline],
-      source: { url: src.origin, prefix: config.srcPrefix },
+      // The source's wall clock minus ours, from its Date headers: TTLs are computed on the source's clock.
+      source: { url: src.origin, prefix: config.srcPrefix, clockOffsetMs: Math.round(src.clockOffsetMs()) },
       destination: { url: dst.origin, prefix: config.dstPrefix, indexKey: map.indexKey },
       version: VERSION,
       // Open handles by kind (sockets, timers, ...): flat over time in a healthy process.

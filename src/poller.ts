@@ -167,7 +167,7 @@ interface Claim {
 /** Releases events and quiet proofs in index order, checks every later delivery against the claims, and confirms them. */
 class Sequencer {
   last: number;
-  readonly #claims: { from: number; to: number; at: number }[] = [];
+  readonly #claims: Omit<Claim, 'verified'>[] = [];
   /** Claims not confirmed yet, in index order (contiguous with nothing but events in between). */
   readonly #pending: Claim[] = [];
   #confirmed: number;
@@ -201,8 +201,8 @@ class Sequencer {
       return; // a duplicate (stream and history overlap, etcd's double delete on the watched path)
     }
     this.last = index;
-    if (coveredFrom !== undefined) this.confirmBelow(index, coveredFrom);
     this.sink.event(ev);
+    if (coveredFrom !== undefined) this.confirmBelow(index, coveredFrom);
     this.#advance();
   }
 

@@ -4,7 +4,7 @@
 // across restarts.
 import { fromCallback } from 'xstate';
 import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../machines/types.js';
-import { executeOp, opFootprint, planEvent, type ApplyStats } from './apply.js';
+import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
 import type { Config } from './config.js';
 import type { EtcdClient } from './etcd/client.js';
 import type { EtcdEvent } from './etcd/decode.js';
@@ -55,6 +55,16 @@ const LANE_DEPTH = 8;
 
 /** Prefetched-but-unapplied events the poller may run ahead by. */
 const HIGH_WATER = 10_000;
+
+/**
+ * The op of an event that writes or removes one key which is no directory before or after (one request: it may
+ * go on the ordered lane, and a replay can tell from the key's value whether it was applied), with the key's
+ * value right before the event (null: it did not exist). Null for anything else.
+ */
+function leafOf(ev: EtcdEvent, op: DstOp): { op: LeafOp; before: string | null } | null {
+  if (ev.node.dir === true || ev.prevNode?.dir === true || (op.kind !== 'put' && op.kind !== 'delete')) return null;
+  return { op, before: ev.prevNode?.value ?? null };
+}
 
 export function faultFrom(err: unknown): FaultInfo {
   const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown };
@@ -372,9 +382,9 @@ class Runner {
     if (scope !== 'mirrored' && scope !== 'ancestor') return { index: ev.node.modifiedIndex };
     const op = planEvent(ev, map, src.serverNow(), scope);
     if (!op) return { index: ev.node.modifiedIndex };
-    const wasDir = ev.node.dir === true || ev.prevNode?.dir === true;
-    if (op.kind === 'put' && !wasDir) return { index: ev.node.modifiedIndex, key: op.key, kind: 'put', value: op.value, before: ev.prevNode?.value ?? null };
-    if (op.kind === 'delete' && !wasDir) return { index: ev.node.modifiedIndex, key: op.key, kind: 'delete', before: ev.prevNode?.value ?? null };
+    const leaf = leafOf(ev, op);
+    if (leaf?.op.kind === 'put') return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'put', value: leaf.op.value, before: leaf.before };
+    if (leaf) return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'delete', before: leaf.before };
     return { index: ev.node.modifiedIndex, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
   }
 
@@ -483,8 +493,7 @@ class Runner {
     }
     const { key, subtree } = opFootprint(op, map);
     const removesSubtree = op.kind === 'delete' || op.kind === 'clearRoot';
-    // One request, on a key that is no directory before or after: it may go on the ordered lane.
-    const leaf = ev.node.dir !== true && ev.prevNode?.dir !== true && (op.kind === 'put' || op.kind === 'delete');
+    const leaf = leafOf(ev, op);
     this.#received.set(index, Date.now());
     this.#eventsSincePersist++;
     const write = async () => {
@@ -505,7 +514,7 @@ class Runner {
       op: {
         key,
         subtree,
-        pipelined: leaf && this.#lane !== null,
+        pipelined: leaf !== null && this.#lane !== null,
         run: async (onLane) => {
           // Decided when the op's turn comes: a heal ahead of it may have run meanwhile.
           if (this.#coverage.skip(ev.node.key, index, removesSubtree)) {
@@ -513,9 +522,8 @@ class Runner {
             log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
             return;
           }
-          if (onLane && this.#lane && (op.kind === 'put' || op.kind === 'delete')) {
-            await this.#lane.apply(op, index, ev.prevNode?.dir ? undefined : (ev.prevNode?.value ?? null), write);
-          } else await write();
+          if (onLane && this.#lane && leaf) await this.#lane.apply(leaf.op, index, leaf.before, write);
+          else await write();
           metrics.eventsApplied.labels({ action: ev.action }).inc();
           metrics.replicatedEvents.inc();
           log.debug({ index, action: ev.action, key: ev.node.key, dstKey: key }, 'event applied');

@@ -7,11 +7,9 @@
 // lane, and only if the destination does not show it applied — or show a later write to the same key that was
 // sent behind it, which etcd can only have applied after it: redoing it then would move the key back. No new
 // write goes on the lane while redos are pending, so none overtakes them.
-import type { DstOp } from './apply.js';
+import type { LeafOp } from './apply.js';
 import type { EtcdClient, OrderedLane } from './etcd/client.js';
 import { KeyNotFoundError, NotADirectoryError } from './etcd/errors.js';
-
-type LeafOp = Extract<DstOp, { kind: 'put' } | { kind: 'delete' }>;
 
 export class StrictLane {
   readonly #lane: OrderedLane;
@@ -35,9 +33,9 @@ export class StrictLane {
 
   /**
    * Applies `op` (the event at `index`) on the lane. `before`: the key's value right before the event (null: it
-   * did not exist; undefined: unknown, then a failed write is always redone).
+   * did not exist).
    */
-  async apply(op: LeafOp, index: number, before: string | null | undefined, fallback: () => Promise<void>): Promise<void> {
+  async apply(op: LeafOp, index: number, before: string | null, fallback: () => Promise<void>): Promise<void> {
     while (this.#redoPending > 0) await this.#redos;
     if (await this.#send(op, index)) return;
     this.#redoPending++;
@@ -94,8 +92,7 @@ export class StrictLane {
   }
 
   /** Whether a lane write that failed was applied after all (see the top of this file). */
-  async #applied(op: LeafOp, index: number, before: string | null | undefined): Promise<boolean> {
-    if (before === undefined) return false;
+  async #applied(op: LeafOp, index: number, before: string | null): Promise<boolean> {
     let have: string | null;
     try {
       const node = (await this.dst.get(op.key, { signal: this.signal })).body.node;

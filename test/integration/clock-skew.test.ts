@@ -60,6 +60,10 @@ async function skewedMirror(prefix: string, offsetS: number): Promise<MirrorProc
   const mirrorNow = Date.parse(String(res.headers.date));
   const skew = (mirrorNow - (before + after) / 2) / 1000;
   expect(Math.abs(skew - offsetS), `mirror clock should be ${offsetS} s off, is ${skew.toFixed(1)} s off (Date: ${res.headers.date})`).toBeLessThan(2);
+  // The mirror's own estimate of the source's clock, from the source's Date headers, sees the offset too.
+  const state = await m.state();
+  const estimated = (state.source as { clockOffsetMs: number }).clockOffsetMs / 1000;
+  expect(Math.abs(estimated + offsetS), `/state source.clockOffsetMs ${estimated} s, expected ${-offsetS} s`).toBeLessThan(2);
   return m;
 }
 
