@@ -40,8 +40,8 @@ export const lifecycle = setup({
   guards: {
     reloadRequested: ({ context }) => context.reload,
     indexFound: ({ event }) => (event as unknown as { output: LoadIndexOutput }).output.appliedIndex !== null,
-    /** Error 401 (history cleared), or the poller caught a contradiction: only a snapshot resync helps. */
-    outOfWindow: ({ event }) => faultOf(event)?.errorCode === 401 || faultOf(event)?.code === 'EM_ERR_RESYNC_NEEDED',
+    /** The source's history from the stored index is gone (whatever the API), or a proof was contradicted. */
+    outOfWindow: ({ event }) => faultOf(event)?.historyLost === true,
     retryable: ({ event }) => faultOf(event)?.retryable === true,
     massDeleteRefused: ({ event }) => faultOf(event)?.code === 'EM_ERR_MASS_DELETE_REFUSED',
     retryableError: ({ event }) => errorFault((event as unknown as { error: unknown }).error).retryable,

@@ -13,6 +13,9 @@ export interface FaultInfo {
   errorCode?: number;
   /** The answering cluster's store index, when known. */
   etcdIndex?: number;
+  /** The source no longer has the history from the stored index on (v2: event index cleared; v3: compacted;
+   * or a proof of progress was contradicted): only a snapshot resync helps. */
+  historyLost?: boolean;
 }
 
 export interface MirrorInput {

@@ -7,7 +7,7 @@ import { VERSION } from './version.js';
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'demo') {
     const { runDemo } = await import('./demo.js');
-    return runDemo(argv.slice(1));
+    return oneLineErrors(() => runDemo(argv.slice(1)));
   }
   if (argv[0] === 'viz') {
     const { vizCommand } = await import('./viz-command.js');

@@ -29,6 +29,25 @@ export interface Config {
   readonly pipeline: boolean;
   /** Destination write order: 'strict' (source order), 'adaptive' (strict unless the window is at risk), 'key'. */
   readonly ordering: Ordering;
+  /** Which etcd API each side speaks. */
+  readonly srcApi: Api;
+  readonly dstApi: Api;
+  /** Operations one destination Txn may carry (v3 destination: etcd's --max-txn-ops). */
+  readonly dstMaxTxnOps: number;
+}
+
+export const APIS = ['v2', 'v3'] as const;
+export type Api = (typeof APIS)[number];
+
+export function apiFlag(raw: string | undefined, flag: string): Api {
+  if (raw === undefined) return 'v2';
+  if ((APIS as readonly string[]).includes(raw)) return raw as Api;
+  throw new ConfigError(`${flag}: expected v2 or v3`);
+}
+
+/** v3 → v2 is not built: v2 has no transactions to apply a revision atomically, and it is the API on its way out. */
+export function checkApis(src: Api, dst: Api): void {
+  if (src === 'v3' && dst === 'v2') throw new ConfigError('--src-api v3 with --dst-api v2 is not supported (mirror v3 into v3, or v2 into v2 or v3)');
 }
 
 export const ORDERINGS = ['strict', 'adaptive', 'key'] as const;
@@ -38,9 +57,10 @@ export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
                    [--quiet-rearm-ms N] [--pipeline on|off] [--ordering strict|adaptive|key]
+                   [--src-api v2|v3] [--dst-api v2|v3] [--dst-max-txn-ops N]
                    [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F] SRC DST
 
-Live mirror of an etcd v2 key prefix from the SRC cluster into the DST cluster.
+Live mirror of an etcd key prefix from the SRC cluster into the DST cluster (v2 → v2, v3 → v3, or v2 → v3).
 
 positional arguments:
   SRC                       source cluster: scheme://[user:pass@]host:port (http or https; IPv6 as [::1]);
@@ -53,7 +73,8 @@ reference-compatible options:
   -d, --debug               log every event (debug level)
   --reload                  reconcile DST to a consistent snapshot of SRC before tailing: writes what differs,
                             deletes what SRC lacks; never empties the replica first
-  --src-prefix P            source prefix to mirror, recursively (default: /)
+  --src-prefix P            source prefix to mirror, recursively (default: /); on a path boundary, also
+                            with v3: /conftool covers /conftool and /conftool/..., never /conftoolx
   --dst-prefix P            destination prefix (default: /replica)
   --strip                   map SP/x to DP/x; without it SP/x maps to DP + SP/x
   --src-ignore-keys-regex R full match on the source key: matching events are not written (the index still advances)
@@ -61,6 +82,13 @@ reference-compatible options:
                             /healthz, /readyz — all read-only
 
 etcd-mirror options:
+  --src-api v2|v3           API of the source cluster (default: v2)
+  --dst-api v2|v3           API of the destination cluster (default: v2). v2 → v3 is a live bridge: v2 keys
+                            become v3 keys of the same path, TTLs become leases, empty directories have no v3
+                            form. v3 → v2 is not supported.
+  --dst-max-txn-ops N       operations one destination Txn may carry (v3 destination; default: 128, etcd's
+                            --max-txn-ops): a v3 destination gets whole source revisions, several per Txn,
+                            with the replication index in the same Txn
   --listen-address A        address the HTTP server binds (default: 0.0.0.0, as the reference); the HTTP
                             surface is read-only
   --allow-mass-delete       reconcile even to a source snapshot that looks wrong (empty, or much smaller
@@ -79,7 +107,8 @@ etcd-mirror options:
   --quiet-rearm-ms N        while the prefix is quiet, re-arm the source watch this often (ms) so the stored
                             index follows the source's store index and never falls out of etcd's 1000-event
                             window (default: 100; raise it if the source uses v2 auth, where every request
-                            costs the server ~50 ms of CPU)
+                            costs the server ~50 ms of CPU). A v3 source instead asks its watch for a
+                            progress notification after this long without news (default there: 1000)
   --src-ca F, --dst-ca F    PEM CA bundle to verify that cluster's https certificates (default: system CAs)
   --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key)
   --pipeline on|off         off: the reference tool's synchronous loop — one long-poll per event, then the
@@ -87,17 +116,21 @@ etcd-mirror options:
 
 other commands:
   etcd-mirror demo                          a real mirror between two throw-away local etcds, with the visualizer
+  etcd-mirror demo [--src-api v3 --dst-api v3]   the same, between v3 (or v2 → v3) etcds
   etcd-mirror verify SRC DST [--src-prefix P] [--dst-prefix P] [--strip] [--src-ignore-keys-regex R] [--json]
+                     [--src-api v2|v3] [--dst-api v2|v3]
                                             compare the trees as the mirror maps keys; exit 0 equal, 1 different
-  etcd-mirror index get DST [--dst-prefix P] [--src SRC] [--json]
-  etcd-mirror index set DST VALUE [--dst-prefix P] (--src SRC | --force)
+  etcd-mirror index get DST [--dst-prefix P] [--src SRC] [--json] [--src-api v2|v3] [--dst-api v2|v3]
+  etcd-mirror index set DST VALUE [--dst-prefix P] (--src SRC | --force) [--src-api ..] [--dst-api ..]
                                             read or safely set the stored replication index
   etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
 
 Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
 reference does, so an existing deployment can switch binaries without --reload.
 Hidden keys (a path segment starting with _ below the source prefix) are not mirrored: etcd leaves them out of
-recursive reads and live watches.
+recursive reads and live watches. On a v3 destination the index is a v3 key at the same path, a decimal source
+index or revision, written in the same Txn as the data it covers. A v3 source has no hidden keys; only keys
+under /__replication (another mirror's index) are left out.
 `;
 
 /** Reads --{side}-ca/-cert/-key; the files are read once, at startup, so a bad path is a one-line error. */
@@ -168,6 +201,9 @@ export function parseConfig(argv: string[]): Parsed {
         'dst-ca': { type: 'string' },
         'dst-cert': { type: 'string' },
         'dst-key': { type: 'string' },
+        'src-api': { type: 'string' },
+        'dst-api': { type: 'string' },
+        'dst-max-txn-ops': { type: 'string' },
       },
     });
   } catch (err) {
@@ -181,6 +217,9 @@ export function parseConfig(argv: string[]): Parsed {
     throw new ConfigError(`expected exactly two arguments, SRC and DST (got ${parsed.positionals.length}); see --help`);
   }
   const [srcRaw, dstRaw] = parsed.positionals as [string, string];
+  const srcApi = apiFlag(v['src-api'], '--src-api');
+  const dstApi = apiFlag(v['dst-api'], '--dst-api');
+  checkApis(srcApi, dstApi);
   const ratioRaw = v['mass-delete-ratio'];
   const massDeleteRatio = ratioRaw === undefined ? 0.5 : Number(ratioRaw);
   if (!(massDeleteRatio >= 0 && massDeleteRatio <= 1)) throw new ConfigError(`--mass-delete-ratio: expected a number from 0 to 1`);
@@ -201,7 +240,10 @@ export function parseConfig(argv: string[]): Parsed {
     checkpointMs: intFlag(v['checkpoint-ms'], '--checkpoint-ms', 100, 10, 60_000),
     pipeline: pipelineFlag(v.pipeline),
     ordering: orderingFlag(v.ordering),
-    quietRearmMs: intFlag(v['quiet-rearm-ms'], '--quiet-rearm-ms', 100, 50, 60_000),
+    quietRearmMs: intFlag(v['quiet-rearm-ms'], '--quiet-rearm-ms', srcApi === 'v3' ? 1000 : 100, 50, 60_000),
+    srcApi,
+    dstApi,
+    dstMaxTxnOps: intFlag(v['dst-max-txn-ops'], '--dst-max-txn-ops', 128, 4, 100_000),
   };
   const sameCluster = config.src.members.some((m) => config.dst.members.some((d) => d.origin === m.origin));
   if (sameCluster && overlaps(config)) {

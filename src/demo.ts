@@ -1,9 +1,10 @@
 // `etcd-mirror demo`: a real mirror between two throw-away local etcd servers, with light sample traffic,
 // so an operator can watch it work (the /ui page, HTTP endpoints, logs) before pointing it at production clusters.
 import { parseArgs } from 'node:util';
-import { parseConfig } from './config.js';
+import { apiFlag, checkApis, parseConfig } from './config.js';
 import { EtcdClient } from './etcd/client.js';
-import { parseEndpoint } from './etcd/endpoint.js';
+import { parseCluster, parseEndpoint } from './etcd/endpoint.js';
+import { V3Client } from './etcd/v3/client.js';
 import { freePort, startEtcd, type EtcdProcess } from './etcd-process.js';
 import { createLogger } from './log.js';
 import { startMirror } from './main.js';
@@ -11,7 +12,13 @@ import { startMirror } from './main.js';
 const TRAFFIC_LIMIT_MS = 60 * 60 * 1000; // sample traffic stops by itself after an hour
 
 export async function runDemo(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { port: { type: 'string' }, debug: { type: 'boolean', short: 'd' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { port: { type: 'string' }, debug: { type: 'boolean', short: 'd' }, 'src-api': { type: 'string' }, 'dst-api': { type: 'string' } },
+  });
+  const srcApi = apiFlag(values['src-api'], '--src-api');
+  const dstApi = apiFlag(values['dst-api'], '--dst-api');
+  checkApis(srcApi, dstApi);
   const etcds: EtcdProcess[] = [];
   const log = createLogger({ debug: values.debug ?? false });
   try {
@@ -22,9 +29,12 @@ export async function runDemo(argv: string[]): Promise<number> {
     etcds.push(destination);
     const port = values.port ?? String(await preferredPort(8000));
 
-    const srcClient = new EtcdClient(parseEndpoint(source.clientUrl, 'source'));
+    const srcClient = srcApi === 'v2' ? new V2Writer(source.clientUrl) : new V3Writer(source.clientUrl);
     await seed(srcClient);
-    const parsed = parseConfig(['--reload', '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--port', port, '--listen-address', '127.0.0.1', source.clientUrl, destination.clientUrl]);
+    const parsed = parseConfig([
+      '--reload', '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--port', port, '--listen-address', '127.0.0.1',
+      '--src-api', srcApi, '--dst-api', dstApi, source.clientUrl, destination.clientUrl,
+    ]);
     if (parsed.kind !== 'run') throw new Error('unreachable');
     const mirror = await startMirror(parsed.config, { log });
 
@@ -35,14 +45,18 @@ export async function runDemo(argv: string[]): Promise<number> {
         '',
         `  ${mirror.httpUrl}/ui`,
         '',
-        `  source etcd       ${source.clientUrl}   (prefix /conftool)`,
-        `  destination etcd  ${destination.clientUrl}   (prefix /conftool, index at /__replication/conftool)`,
+        `  source etcd       ${source.clientUrl}   (${srcApi}, prefix /conftool)`,
+        `  destination etcd  ${destination.clientUrl}   (${dstApi}, prefix /conftool, index at /__replication/conftool)`,
         `  state             ${mirror.httpUrl}/state`,
         `  metrics           ${mirror.httpUrl}/metrics`,
         `  lag               ${mirror.httpUrl}/lag`,
         `  ready             ${mirror.httpUrl}/readyz`,
-        `  try               curl -X PUT ${source.clientUrl}/v2/keys/conftool/hello -d value=world`,
-        `                    curl ${destination.clientUrl}/v2/keys/conftool/hello`,
+        ...(srcApi === 'v2'
+          ? [`  try               curl -X PUT ${source.clientUrl}/v2/keys/conftool/hello -d value=world`]
+          : [`  try               ETCDCTL_API=3 etcdctl --endpoints ${source.clientUrl} put /conftool/hello world`]),
+        dstApi === 'v2'
+          ? `                    curl ${destination.clientUrl}/v2/keys/conftool/hello`
+          : `                    ETCDCTL_API=3 etcdctl --endpoints ${destination.clientUrl} get /conftool/hello`,
         'demo: sample traffic writes to the source every second; logs (JSON) follow on stdout. Ctrl-C stops everything.',
         '',
       ].join('\n'),
@@ -76,26 +90,64 @@ async function preferredPort(port: number): Promise<number> {
   });
 }
 
-async function seed(src: EtcdClient): Promise<void> {
-  for (const dc of ['eqiad', 'codfw']) {
-    for (const host of ['mw1001', 'mw1002', 'mw1003']) {
-      await src.put(`/conftool/v1/pools/${dc}/appserver/apache2/${host}.${dc}.wmnet`, { value: JSON.stringify({ pooled: 'yes', weight: 10 }) });
-    }
-  }
-  await src.put('/conftool/v1/mediawiki-config/common/WMFMasterDatacenter', { value: JSON.stringify({ val: 'eqiad' }) });
+/** Sample writes through the source's API: values, and a lock that expires (a v2 TTL or a v3 lease). */
+interface DemoWriter {
+  put(key: string, value: string): Promise<void>;
+  putExpiring(key: string, value: string, ttlSeconds: number): Promise<void>;
+  close(): Promise<void>;
 }
 
-async function sampleTraffic(src: EtcdClient, stopped: () => boolean): Promise<void> {
+class V2Writer implements DemoWriter {
+  readonly #client: EtcdClient;
+  constructor(url: string) {
+    this.#client = new EtcdClient(parseEndpoint(url, 'source'));
+  }
+  async put(key: string, value: string) {
+    await this.#client.put(key, { value });
+  }
+  async putExpiring(key: string, value: string, ttl: number) {
+    await this.#client.put(key, { value, ttl });
+  }
+  close() {
+    return this.#client.close();
+  }
+}
+
+class V3Writer implements DemoWriter {
+  readonly #client: V3Client;
+  constructor(url: string) {
+    this.#client = new V3Client(parseCluster(url, 'source'));
+  }
+  async put(key: string, value: string) {
+    await this.#client.put(Buffer.from(key), Buffer.from(value));
+  }
+  async putExpiring(key: string, value: string, ttl: number) {
+    const { id } = await this.#client.leaseGrant(ttl);
+    await this.#client.put(Buffer.from(key), Buffer.from(value), { lease: id });
+  }
+  close() {
+    return this.#client.close();
+  }
+}
+
+async function seed(src: DemoWriter): Promise<void> {
+  for (const dc of ['eqiad', 'codfw']) {
+    for (const host of ['mw1001', 'mw1002', 'mw1003']) {
+      await src.put(`/conftool/v1/pools/${dc}/appserver/apache2/${host}.${dc}.wmnet`, JSON.stringify({ pooled: 'yes', weight: 10 }));
+    }
+  }
+  await src.put('/conftool/v1/mediawiki-config/common/WMFMasterDatacenter', JSON.stringify({ val: 'eqiad' }));
+}
+
+async function sampleTraffic(src: DemoWriter, stopped: () => boolean): Promise<void> {
   const until = Date.now() + TRAFFIC_LIMIT_MS;
   let i = 0;
   while (!stopped() && Date.now() < until) {
     const host = `mw100${(i % 3) + 1}`;
     const dc = i % 2 ? 'eqiad' : 'codfw';
     try {
-      await src.put(`/conftool/v1/pools/${dc}/appserver/apache2/${host}.${dc}.wmnet`, {
-        value: JSON.stringify({ pooled: i % 4 === 0 ? 'no' : 'yes', weight: 10 + (i % 5) }),
-      });
-      if (i % 10 === 0) await src.put(`/conftool/locks/demo-${i}`, { value: 'held', ttl: 5 });
+      await src.put(`/conftool/v1/pools/${dc}/appserver/apache2/${host}.${dc}.wmnet`, JSON.stringify({ pooled: i % 4 === 0 ? 'no' : 'yes', weight: 10 + (i % 5) }));
+      if (i % 10 === 0) await src.putExpiring(`/conftool/locks/demo-${i}`, 'held', 5);
     } catch {
       // the demo source may be stopping; the loop ends with it
     }

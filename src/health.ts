@@ -11,8 +11,10 @@ export function windowHeadroom(lagEvents: number | null): number | null {
   return lagEvents === null ? null : Math.max(0, HISTORY_WINDOW_EVENTS - lagEvents);
 }
 
-export function readiness(state: string, reason: string, headroomEvents: number | null): { ready: boolean; why: string } {
+/** `windowed`: the source is v2 (its 1000-event window); a v3 source only needs its position known. */
+export function readiness(state: string, reason: string, headroomEvents: number | null, windowed = true): { ready: boolean; why: string } {
   if (state !== 'tailing') return { ready: false, why: `state ${state}: ${reason}` };
+  if (!windowed) return { ready: true, why: 'tailing' };
   if (headroomEvents === null) return { ready: false, why: 'tailing, but the source store index is not known yet' };
   if (headroomEvents < READY_MIN_HEADROOM_EVENTS) {
     return { ready: false, why: `window headroom ${headroomEvents} events, below ${READY_MIN_HEADROOM_EVENTS}` };

@@ -4,12 +4,13 @@ import { lifecycle, backoffMs } from '../machines/index.js';
 import type { LoadIndexInput, LoadIndexOutput, MirrorContext } from '../machines/types.js';
 import type { Config } from './config.js';
 import { EtcdClient } from './etcd/client.js';
-import { KeyNotFoundError } from './etcd/errors.js';
+import { BadCheckpointError, KeyNotFoundError } from './etcd/errors.js';
 import { HISTORY_WINDOW_EVENTS, RateMeter, readiness, windowHeadroom } from './health.js';
 import { startHttp, type StateView } from './http.js';
 import { KeyMap } from './keys.js';
 import { createLogger, type Logger } from './log.js';
-import { createMetrics, STATES } from './metrics.js';
+import { createMetrics, STATES, type Metrics } from './metrics.js';
+import { createV3Backend } from './replication/backend.js';
 import { faultFrom, RunnerHost } from './runner.js';
 import { OwnWrites } from './healer.js';
 import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from './ordering.js';
@@ -47,13 +48,8 @@ export interface MirrorHandle {
 
 export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean } = {}): Promise<MirrorHandle> {
   const log = opts.log ?? createLogger({ debug: config.debug });
-  // Catch-up keeps up to 64 long-polls in flight, plus the stream, probes, guards and TTL reads.
-  const src = new EtcdClient(config.src, { connections: 96 });
-  const own = new OwnWrites();
-  // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
-  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes: own });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
-  const metrics = createMetrics({ url: dst.origin, prefix: config.dstPrefix });
+  const metrics = createMetrics({ url: config.dst.origin, prefix: config.dstPrefix });
   const ordering = new OrderingPolicy(config.ordering, ({ reordering, headroomEvents }) => {
     metrics.reorderingActive.set(reordering ? 1 : 0);
     if (reordering) {
@@ -69,18 +65,13 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   });
   metrics.reorderingActive.set(ordering.reordering ? 1 : 0);
   let reorderingMsCounted = 0;
-  const host = new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps() });
+  const backend = config.dstApi === 'v3' ? createV3Backend(config, log, metrics) : v2Backend(config, map, log, metrics, ordering);
+  const host = backend.host;
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
     try {
-      const res = await dst.get(map.indexKey, { quorum: true });
-      const raw = res.body.node.value ?? '';
-      if (!/^\d+$/.test(raw.trim())) {
-        throw { code: 'EM_ERR_BAD_INDEX', message: `the replication index at ${map.indexKey} is not a decimal number`, retryable: false };
-      }
-      return { appliedIndex: Number(raw.trim()) };
+      return { appliedIndex: await backend.loadIndex() };
     } catch (err) {
-      if (err instanceof KeyNotFoundError) return { appliedIndex: null };
       throw err instanceof Error ? faultFrom(err) : err;
     }
   });
@@ -105,9 +96,10 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     const sourceIndex = Math.max(ctx.sourceIndex ?? 0, runner?.sourceIndex ?? 0) || null;
     const appliedIndex = host.lastPersisted ?? ctx.appliedIndex;
     const lagEvents = sourceIndex !== null && appliedIndex !== null ? Math.max(0, sourceIndex - appliedIndex) : null;
-    const headroomEvents = windowHeadroom(lagEvents);
+    // A v3 source keeps its history until compacted: no 1000-event window to fall out of.
+    const headroomEvents = config.srcApi === 'v2' ? windowHeadroom(lagEvents) : null;
     const state = stateName(snap);
-    const { ready, why } = readiness(state, ctx.reason, headroomEvents);
+    const { ready, why } = readiness(state, ctx.reason, headroomEvents, config.srcApi === 'v2');
     // 'running.tailing': the /ui page highlights the statechart node with this id.
     const path = (v: unknown): string =>
       typeof v === 'string' ? v : Object.entries(v as Record<string, unknown>).map(([k, child]) => `${k}.${path(child)}`)[0] ?? '';
@@ -129,7 +121,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       lagEvents,
       lagSeconds: runner?.oldestUnappliedAt ? (Date.now() - runner.oldestUnappliedAt) / 1000 : 0,
       headroomEvents,
-      historyWindowEvents: HISTORY_WINDOW_EVENTS,
+      historyWindowEvents: config.srcApi === 'v2' ? HISTORY_WINDOW_EVENTS : null,
       eventsPerSecond: Math.round(appliedRate.perSecond() * 10) / 10,
       queue,
       inFlight,
@@ -147,7 +139,8 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
         inFlight,
       },
       ordering: {
-        mode: config.ordering,
+        // A v3 destination applies whole revisions in source order, one Txn at a time, whatever --ordering says.
+        mode: config.dstApi === 'v3' ? 'strict' : config.ordering,
         // What the writer does now: 'strict' (source order) or 'key' (writes to unrelated keys overlap).
         current: runner?.ordering ?? ordering.writerOrdering,
         reordering: ordering.reordering,
@@ -157,8 +150,10 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       lastFault: ctx.lastFault,
       timeline: [...timeline],
       // The source's wall clock minus ours, from its Date headers: TTLs are computed on the source's clock.
-      source: { url: src.origin, prefix: config.srcPrefix, clockOffsetMs: Math.round(src.clockOffsetMs()) },
-      destination: { url: dst.origin, prefix: config.dstPrefix, indexKey: map.indexKey },
+      source: { url: config.src.origin, api: config.srcApi, prefix: config.srcPrefix, clockOffsetMs: backend.clockOffsetMs() === null ? null : Math.round(backend.clockOffsetMs()!) },
+      destination: { url: config.dst.origin, api: config.dstApi, prefix: config.dstPrefix, indexKey: map.indexKey },
+      // v3 counts revisions where v2 counts indexes; the numbers above are one or the other.
+      position: config.srcApi === 'v3' ? 'revision' : 'index',
       version: VERSION,
       // Open handles by kind (sockets, timers, ...): flat over time in a healthy process.
       resources: countResources(),
@@ -251,14 +246,14 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       },
     });
   } catch (err) {
-    await Promise.all([src.close(), dst.close()]);
+    await backend.close();
     throw new Error(`cannot listen on ${config.listenAddress}:${config.port}: ${(err as Error).message}`);
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const httpUrl = `http://${config.listenAddress === '0.0.0.0' ? '127.0.0.1' : config.listenAddress}:${port}`;
   log.info(
-    { version: VERSION, source: src.origin, destination: dst.origin, srcPrefix: config.srcPrefix, dstPrefix: config.dstPrefix, strip: config.strip, indexKey: map.indexKey, http: httpUrl },
+    { version: VERSION, source: config.src.origin, srcApi: config.srcApi, destination: config.dst.origin, dstApi: config.dstApi, srcPrefix: config.srcPrefix, dstPrefix: config.dstPrefix, strip: config.strip, indexKey: map.indexKey, http: httpUrl },
     'etcd-mirror starting',
   );
 
@@ -284,9 +279,45 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     await host.drain(1_000);
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
-    await Promise.all([src.close(), dst.close()]);
+    await backend.close();
     log.info({ code, appliedIndex: host.lastPersisted }, 'etcd-mirror stopped');
     return code;
   });
   return { done: finished, stop, state: view, httpUrl };
+}
+
+interface Backend {
+  host: Pick<RunnerHost, 'actor' | 'drain' | 'status' | 'lastPersisted'>;
+  /** The stored replication index/revision, null when there is none. */
+  loadIndex(): Promise<number | null>;
+  clockOffsetMs(): number | null;
+  close(): Promise<void>;
+}
+
+/** A v2 destination: the v2 runner (src/runner.ts) with its ordered writer, healer and TTL keeper. */
+function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, ordering: OrderingPolicy): Backend {
+  // Catch-up keeps up to 64 long-polls in flight, plus the stream, probes, guards and TTL reads.
+  const src = new EtcdClient(config.src, { connections: 96 });
+  const own = new OwnWrites();
+  // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
+  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes: own });
+  return {
+    host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps() }),
+    async loadIndex() {
+      try {
+        const raw = (await dst.get(map.indexKey, { quorum: true })).body.node.value ?? '';
+        if (!/^\d+$/.test(raw.trim())) {
+          throw new BadCheckpointError(`the replication index at ${map.indexKey} is not a decimal number`);
+        }
+        return Number(raw.trim());
+      } catch (err) {
+        if (err instanceof KeyNotFoundError) return null;
+        throw err;
+      }
+    },
+    clockOffsetMs: () => src.clockOffsetMs(),
+    close: async () => {
+      await Promise.all([src.close(), dst.close()]);
+    },
+  };
 }

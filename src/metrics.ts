@@ -52,6 +52,9 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     reorderingSeconds: new Counter({ name: 'etcdmirror_reordering_seconds_total', help: 'Time spent with overlapping (reordering) destination writes', registers: r }),
     writeRetries: new Counter({ name: 'etcdmirror_write_retries_total', help: 'Destination writes retried after a retryable failure', registers: r }),
     coveredSkips: new Counter({ name: 'etcdmirror_events_covered_total', help: 'Events not replayed because a heal or recovery already brought their subtree to a newer source snapshot', registers: r }),
+    rangeDeletes: new Counter({ name: 'etcdmirror_range_deletes_total', help: 'Source revisions too large for one destination Txn, applied as one range delete (v3 destination)', registers: r }),
+    splitRevisions: new Counter({ name: 'etcdmirror_split_revisions_total', help: 'Source revisions too large for one destination Txn, split over several (v3 destination: the replica shows part of a revision in between)', registers: r }),
+    leasesTracked: new Gauge({ name: 'etcdmirror_leases_tracked', help: 'Source leases whose destination copies are kept alive (v3 destination)', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };

@@ -69,6 +69,7 @@ export class WatcherClearedError extends EtcdError {
 /** errorCode 401 (sent with HTTP 400): waitIndex fell out of the 1000-event history window. */
 export class EventIndexClearedError extends EtcdError {
   override readonly code = 'EM_ERR_EVENT_INDEX_CLEARED';
+  readonly historyLost = true;
   /** Oldest index still in the source's history, parsed from `cause` ("... [oldest/requested]"). */
   get oldestIndex(): number | undefined {
     const m = /\[(\d+)\/(\d+)\]/.exec(this.etcdCause);
@@ -161,4 +162,9 @@ export class DestinationWriteError extends MirrorError {
 /** The source's history does not contain the stored replication index: another cluster, or a restored one. */
 export class SourceHistoryMismatchError extends MirrorError {
   override readonly code = 'EM_ERR_SOURCE_HISTORY_MISMATCH';
+}
+
+/** The stored replication index is not a decimal number: an operator must look (`etcd-mirror index set`). */
+export class BadCheckpointError extends MirrorError {
+  override readonly code = 'EM_ERR_BAD_INDEX';
 }

@@ -101,6 +101,7 @@ const outOfWindowFault: FaultInfo = {
   message: 'etcd error 401: The event in requested index is outdated and cleared',
   retryable: false,
   errorCode: 401,
+  historyLost: true,
   etcdIndex: 1204,
 };
 const fatalFault: FaultInfo = { code: 'EM_ERR_UNAUTHORIZED', message: 'etcd refused the credentials', retryable: false, errorCode: 110 };

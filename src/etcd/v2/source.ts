@@ -1,0 +1,161 @@
+// A v2 cluster as a replication source for pipelines that write to a v3 destination (the v2 → v3 bridge). The
+// v2 poller (src/poller.ts) does the hard part — history catch-up, the live stream, quiet proofs that keep the
+// stored index inside etcd's 1000-event window — and this turns what it hands over into normalised changes.
+import type { EtcdClient } from '../client.js';
+import type { EtcdEvent, EtcdNode } from '../decode.js';
+import { KeyNotFoundError } from '../errors.js';
+import { remainingTtl } from '../../apply.js';
+import type { KeyMap } from '../../keys.js';
+import { BodyGaps, runPoller } from '../../poller.js';
+import { flatten, takeSnapshot } from '../../reconcile.js';
+import { Channel } from '../../replication/channel.js';
+import type { Change, ChangeOp, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
+
+const REMOVALS = new Set(['delete', 'expire', 'compareAndDelete']);
+const WRITES = new Set(['set', 'create', 'update', 'compareAndSwap']);
+
+export interface V2SourceOptions {
+  src: EtcdClient;
+  map: KeyMap;
+  /** Prefetched changes the pipeline may be behind by before the poller waits. */
+  highWater: number;
+  pipeline: boolean;
+  rearmMs: number;
+  gaps: BodyGaps;
+  /** Each source store index seen (for lag). */
+  onSourceIndex(index: number): void;
+}
+
+/** v2 TTL keys become lease-backed: one lease per key and write, so a rewrite never shortens another key's life. */
+function leaseOf(node: EtcdNode, nowMs: number): LeaseRef | undefined {
+  if (node.expiration === undefined) return undefined;
+  const ttl = Math.max(1, remainingTtl(node.expiration, nowMs));
+  return { id: `v2:${node.modifiedIndex}:${node.key}`, ttl, grantedTtl: Math.max(ttl, node.ttl ?? ttl) };
+}
+
+export class V2Source implements Source {
+  readonly api = 'v2';
+  readonly origin: string;
+
+  /** Highest index a quiet claim covered, and up to where every claim is confirmed. */
+  #claimedUpTo = Number.NEGATIVE_INFINITY;
+  #confirmed = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly opts: V2SourceOptions) {
+    this.origin = opts.src.origin;
+  }
+
+  async currentRevision(signal?: AbortSignal): Promise<number> {
+    try {
+      return (await this.opts.src.get('/', { signal })).etcdIndex;
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) return err.etcdIndex;
+      throw err;
+    }
+  }
+
+  async snapshot(signal?: AbortSignal): Promise<SourceSnapshot> {
+    const { src, map } = this.opts;
+    const snap = await takeSnapshot(src, map.srcPrefix, signal);
+    const now = src.serverNow();
+    const entries = [];
+    for (const [key, node] of flatten(snap.root)) {
+      // Empty directories have no v3 form; a directory is implied by the keys below it.
+      if (node.dir || map.scope(key, false, 'get') !== 'mirrored') continue;
+      if (node.expiration !== undefined && remainingTtl(node.expiration, now) <= 0) continue; // its expire event follows
+      const lease = leaseOf(node, now);
+      entries.push({ key: Buffer.from(key), value: Buffer.from(node.value ?? ''), ...(lease ? { lease } : {}) });
+    }
+    return { revision: snap.etcdIndex, entries };
+  }
+
+  /** One v2 event as a change: what it does inside the prefix, in v3 terms. Empty ops: nothing to write. */
+  change(ev: EtcdEvent): Change {
+    const { map, src } = this.opts;
+    const key = ev.node.key;
+    const dir = ev.node.dir === true || ev.prevNode?.dir === true;
+    const scope = map.scope(key, dir, ev.action);
+    const ops: ChangeOp[] = [];
+    if (scope === 'ancestor') ops.push({ kind: 'deleteTree', key: Buffer.from(map.srcPrefix) });
+    else if (scope === 'mirrored') {
+      if (REMOVALS.has(ev.action)) ops.push(dir ? { kind: 'deleteTree', key: Buffer.from(key) } : { kind: 'delete', key: Buffer.from(key) });
+      else if (WRITES.has(ev.action) && !ev.node.dir) {
+        const lease = leaseOf(ev.node, src.serverNow());
+        ops.push({ kind: 'put', key: Buffer.from(key), value: Buffer.from(ev.node.value ?? ''), ...(lease ? { lease } : {}) });
+      }
+    }
+    return { revision: ev.node.modifiedIndex, ops };
+  }
+
+  changes(from: number, signal: AbortSignal): AsyncIterable<SourceMessage> {
+    const { src, map, highWater, pipeline, rearmMs, gaps, onSourceIndex } = this.opts;
+    const out = new Channel<SourceMessage>(highWater);
+    // The checkpoint may move to what was handed over (events and quiet claims) but never past what is confirmed.
+    let handedOver = from;
+    let confirmed = Number.NEGATIVE_INFINITY;
+    let progressed = from;
+    const progress = () => {
+      const to = Math.min(handedOver, confirmed);
+      if (to <= progressed) return;
+      progressed = to;
+      out.push({ kind: 'progress', revision: to });
+    };
+    runPoller({
+      src,
+      prefix: map.srcPrefix,
+      fromIndex: from,
+      signal,
+      pipeline,
+      rearmMinMs: Math.min(50, rearmMs),
+      rearmMaxMs: rearmMs,
+      gaps,
+      sink: {
+        event: (ev) => {
+          handedOver = Math.max(handedOver, ev.node.modifiedIndex);
+          out.push({ kind: 'change', change: this.change(ev) });
+        },
+        // A quiet claim may still be contradicted: it moves the checkpoint once confirmed.
+        quiet: (index) => {
+          handedOver = Math.max(handedOver, index);
+          this.#claimedUpTo = Math.max(this.#claimedUpTo, index);
+          progress();
+        },
+        confirmed: (index) => {
+          confirmed = Math.max(confirmed, index);
+          this.#confirmed = confirmed;
+          progress();
+        },
+        sourceIndex: onSourceIndex,
+        room: () => out.room(),
+        poll: () => {},
+      },
+    }).then(
+      () => out.end(),
+      (err: unknown) => out.end(signal.aborted ? undefined : err),
+    );
+    return out;
+  }
+
+  /** An applied event may be stored only once no unconfirmed quiet claim lies below it: a contradicted claim
+   * means an event there was missed, and the checkpoint must not pass it. */
+  storable(applied: number): number {
+    return this.#claimedUpTo <= this.#confirmed ? applied : Math.min(applied, this.#confirmed);
+  }
+
+  /** A v2 TTL refresh sends no watch event: the key is read to learn whether it still lives. */
+  async leaseRemaining(lease: LeaseRef, signal?: AbortSignal): Promise<number> {
+    const key = lease.id.slice(lease.id.indexOf(':', 3) + 1);
+    try {
+      const node = (await this.opts.src.get(key, { signal })).body.node;
+      if (node.expiration === undefined) return 0; // now permanent: a put without lease follows as an event
+      return remainingTtl(node.expiration, this.opts.src.serverNow());
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) return 0;
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.opts.src.close();
+  }
+}

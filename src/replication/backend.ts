@@ -1,0 +1,71 @@
+// Wiring for a v3 destination: the source (v2 through the bridge, or v3), the destination, the lease mirror
+// and the pipeline host, behind the same shape main.ts gives the machine for a v2 destination.
+import type { Config } from '../config.js';
+import { EtcdClient } from '../etcd/client.js';
+import { V2Source } from '../etcd/v2/source.js';
+import { V3Client } from '../etcd/v3/client.js';
+import { V3Destination } from '../etcd/v3/destination.js';
+import { V3Source } from '../etcd/v3/source.js';
+import { KeyMap } from '../keys.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { BodyGaps } from '../poller.js';
+import { ByteKeyMap } from './keyspace.js';
+import { LeaseMirror } from './leases.js';
+import { PipelineHost } from './pipeline.js';
+import type { LeaseRef, Source } from './types.js';
+
+/** Prefetched source changes before the source's reader waits for the pipeline. */
+const SOURCE_HIGH_WATER = 10_000;
+
+export interface V3Backend {
+  host: PipelineHost;
+  source: Source;
+  dst: V3Destination;
+  keys: ByteKeyMap;
+  /** The source's wall clock minus ours (v2 source only: its TTLs are absolute times on its clock). */
+  clockOffsetMs(): number | null;
+  loadIndex(): Promise<number | null>;
+  close(): Promise<void>;
+}
+
+export function createV3Backend(config: Config, log: Logger, metrics: Metrics): V3Backend {
+  const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
+  const keys = new ByteKeyMap(map);
+  let sourceRevision: number | null = null;
+  const seen = (revision: number) => {
+    if (sourceRevision === null || revision > sourceRevision) {
+      sourceRevision = revision;
+      metrics.sourceIndex.set(revision);
+    }
+  };
+  let v2Client: EtcdClient | null = null;
+  let source: Source;
+  if (config.srcApi === 'v2') {
+    v2Client = new EtcdClient(config.src, { connections: 96 });
+    source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), onSourceIndex: seen });
+  } else {
+    source = new V3Source({ client: new V3Client(config.src), map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
+  }
+  const client = new V3Client(config.dst);
+  const dst = new V3Destination(client, keys, config.dstMaxTxnOps);
+  const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n));
+  // A destination key found on a lease stands for: a v3 source lease of the same id, or the v2 key's TTL.
+  const leaseFor = (dstKey: Buffer, dstLease: string): LeaseRef =>
+    config.srcApi === 'v3'
+      ? { id: dstLease, ttl: 1, grantedTtl: 1 }
+      : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, ttl: 1, grantedTtl: 1 };
+  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, sourceRevision: () => sourceRevision, leaseFor });
+  return {
+    host,
+    source,
+    dst,
+    keys,
+    clockOffsetMs: () => (v2Client ? v2Client.clockOffsetMs() : null),
+    loadIndex: () => dst.readCheckpoint(),
+    async close() {
+      leases.stop();
+      await Promise.all([source.close(), client.close()]);
+    },
+  };
+}

@@ -1,0 +1,397 @@
+// The replication pipeline for a v3 destination, on the seams of ./types.ts: the source's changes (v2 or v3)
+// are read ahead into a queue while one writer applies them in source order, as Txns that each carry whole
+// revisions — as many as fit the destination's operation limit — and the checkpoint after them. One Txn in
+// flight at a time: two could be applied by the destination in either order.
+import { fromCallback } from 'xstate';
+import type { MirrorEvent, RunnerCommand, RunnerInput } from '../../machines/types.js';
+import type { Config } from '../config.js';
+import { TooManyOpsError } from '../etcd/v3/client.js';
+import { subtreeRanges, type DstWrite, type V3Destination } from '../etcd/v3/destination.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { faultFrom, type RunnerStatus } from '../runner.js';
+import { keyId, type ByteKeyMap } from './keyspace.js';
+import type { LeaseMirror } from './leases.js';
+import { resync } from './resync.js';
+import type { Change, LeaseRef, Source, SourceMessage } from './types.js';
+
+export interface PipelineDeps {
+  config: Config;
+  source: Source;
+  dst: V3Destination;
+  keys: ByteKeyMap;
+  leases: LeaseMirror;
+  log: Logger;
+  metrics: Metrics;
+  /** Latest source revision/index seen by any request. */
+  sourceRevision(): number | null;
+  /** The source lease a destination key's lease stands for (adopting leases after a restart). */
+  leaseFor(dstKey: Buffer, dstLease: string): LeaseRef;
+}
+
+/** Messages read ahead of the writer before the reader waits. */
+const HIGH_WATER = 10_000;
+const SETTLE_LIMIT_MS = 30_000;
+
+interface Queued {
+  msg: SourceMessage;
+  at: number;
+  /** The change's destination writes, planned once (leases granted). */
+  writes?: DstWrite[];
+}
+
+class SyncRun {
+  readonly #abort = new AbortController();
+  readonly #queue: Queued[] = [];
+  #phase: RunnerStatus['phase'] = 'snapshot';
+  #reconcile: { done: number; total: number } | null = null;
+  /** Source revision up to which everything is on the destination. */
+  #applied: number | null = null;
+  #persisted: number | null;
+  #lastCheckpointAt = 0;
+  #inFlight = 0;
+  #stopped = false;
+  #wakeWriter: (() => void) | null = null;
+  #wakeReader: (() => void) | null = null;
+  readonly settled: Promise<void>;
+
+  constructor(
+    private readonly deps: PipelineDeps,
+    private readonly input: RunnerInput,
+    resumeFrom: number | null,
+    private readonly report: (e: MirrorEvent) => void,
+    private readonly onPersisted: (revision: number) => void,
+  ) {
+    this.#persisted = input.mode === 'tail' ? Math.max(input.appliedIndex ?? 0, resumeFrom ?? 0) : null;
+    this.settled = this.#run();
+  }
+
+  status(): RunnerStatus {
+    const first = this.#queue.find((q) => q.msg.kind === 'change');
+    return {
+      mode: this.input.mode,
+      phase: this.#phase,
+      queue: this.#queue.length,
+      inFlight: this.#inFlight,
+      appliedIndex: this.#applied,
+      persistedIndex: this.#persisted,
+      sourceIndex: this.deps.sourceRevision(),
+      reconcile: this.#reconcile,
+      oldestUnappliedAt: first?.at ?? null,
+      confirmedIndex: null,
+      ordering: 'strict',
+    };
+  }
+
+  async #run(): Promise<void> {
+    const { source, log, metrics, config } = this.deps;
+    const signal = this.#abort.signal;
+    try {
+      let from: number;
+      if (this.input.mode === 'tail') {
+        from = this.#persisted ?? 0;
+        if (!this.deps.leases.seeded) await this.#adoptLeases();
+      } else {
+        const started = Date.now();
+        const snapshot = await source.snapshot(signal);
+        this.#phase = 'reconcile';
+        const result = await resync(
+          { dst: this.deps.dst, keys: this.deps.keys, leases: this.deps.leases, guard: { allowMassDelete: config.allowMassDelete, massDeleteRatio: config.massDeleteRatio } },
+          snapshot,
+          (done, total) => (this.#reconcile = { done, total }),
+          signal,
+        );
+        metrics.reconcileWritten.inc(result.written);
+        metrics.reconcileDeleted.inc(result.deleted);
+        metrics.reconcileDuration.set((Date.now() - started) / 1000);
+        metrics.loadTime.observe((Date.now() - started) / 1000);
+        log.info({ revision: snapshot.revision, ...result, ms: Date.now() - started }, `destination reconciled to the source snapshot at ${snapshot.revision}`);
+        from = snapshot.revision;
+        this.#setPersisted(from);
+        if (!this.#stopped) this.report({ type: 'runner.reconciled', etcdIndex: from });
+      }
+      this.#applied = from;
+      this.#phase = 'tail';
+      // Both loops end before the run settles: a fault must not leave a Txn in flight behind the next run.
+      const ended = await Promise.allSettled([this.#read(source.changes(from, signal)), this.#write()]);
+      const failed = ended.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    } catch (err) {
+      if (!this.#stopped) await this.#fault(err);
+    }
+  }
+
+  async #read(changes: AsyncIterable<SourceMessage>): Promise<void> {
+    try {
+      for await (const msg of changes) {
+        if (this.#abort.signal.aborted) return;
+        this.#queue.push({ msg, at: Date.now() });
+        this.#wake();
+        while (this.#queue.length >= HIGH_WATER && !this.#abort.signal.aborted) await new Promise<void>((r) => (this.#wakeReader = r));
+      }
+    } catch (err) {
+      this.#abort.abort();
+      throw err;
+    } finally {
+      this.#wake();
+    }
+  }
+
+  #wake(): void {
+    const w = this.#wakeWriter;
+    this.#wakeWriter = null;
+    w?.();
+  }
+
+  #idle(ms?: number): Promise<void> {
+    return new Promise<void>((r) => {
+      const timer = ms === undefined ? undefined : setTimeout(r, ms);
+      this.#wakeWriter = () => {
+        clearTimeout(timer);
+        r();
+      };
+    });
+  }
+
+  /** After a restart: copies already on destination leases are kept alive from now on, as if just written. */
+  async #adoptLeases(): Promise<void> {
+    const { dst, leases, leaseFor, log } = this.deps;
+    let adopted = 0;
+    for (const entry of (await dst.readTree()).values()) {
+      if (!entry.lease || entry.lease === '0') continue;
+      leases.adopt(leaseFor(entry.key, entry.lease), entry.lease);
+      adopted++;
+    }
+    leases.seeded = true;
+    if (adopted > 0) log.info({ keys: adopted, leases: leases.size }, 'destination copies on leases found; their source leases are followed again');
+  }
+
+  /** The destination writes for one change: keys mapped, leases granted. */
+  async #plan(change: Change): Promise<DstWrite[]> {
+    const { keys, leases } = this.deps;
+    const writes: DstWrite[] = [];
+    for (const op of change.ops) {
+      const key = keys.toDst(op.key);
+      if (op.kind === 'put') {
+        const lease = op.lease ? await leases.attach(op.lease) : undefined;
+        writes.push({ kind: 'put', key, value: op.value, ...(lease ? { lease } : {}) });
+      } else if (op.kind === 'delete') writes.push({ kind: 'delete', key });
+      else {
+        writes.push({ kind: 'delete', key });
+        for (const r of subtreeRanges(key)) writes.push({ kind: 'delete', key: r.key, rangeEnd: r.rangeEnd });
+      }
+    }
+    return writes;
+  }
+
+  async #write(): Promise<void> {
+    try {
+      await this.#writeLoop();
+    } catch (err) {
+      this.#abort.abort();
+      this.#wakeReader?.();
+      throw err;
+    }
+  }
+
+  async #writeLoop(): Promise<void> {
+    const { dst, source, metrics } = this.deps;
+    const signal = this.#abort.signal;
+    while (!signal.aborted) {
+      if (this.#queue.length === 0) {
+        await this.#idle();
+        continue;
+      }
+      const writes: DstWrite[] = [];
+      let taken = 0;
+      let upTo = this.#applied ?? 0;
+      for (const q of this.#queue) {
+        if (q.msg.kind === 'progress') {
+          upTo = Math.max(upTo, q.msg.revision);
+          taken++;
+          continue;
+        }
+        q.writes ??= await this.#plan(q.msg.change);
+        if (writes.length + q.writes.length + 1 > dst.maxOps) {
+          if (writes.length === 0 && taken === 0) writes.push(...(await this.#oversize(q.msg.change, q.writes)));
+          else break;
+        } else writes.push(...q.writes);
+        upTo = q.msg.change.revision;
+        taken++;
+      }
+      const storable = source.storable(upTo);
+      const checkpoint = storable > (this.#persisted ?? Number.NEGATIVE_INFINITY) ? storable : null;
+      if (writes.length === 0) {
+        const wait = this.deps.config.checkpointMs - (Date.now() - this.#lastCheckpointAt);
+        // Proofs of progress alone: the checkpoint follows them at most every --checkpoint-ms.
+        if (checkpoint !== null && wait > 0) {
+          await this.#idle(wait);
+          continue;
+        }
+      }
+      const started = performance.now();
+      this.#inFlight = 1;
+      try {
+        if (writes.length > 0 || checkpoint !== null) await dst.commit(writes, checkpoint);
+      } catch (err) {
+        if (err instanceof TooManyOpsError) {
+          this.deps.log.warn({ maxOps: dst.maxOps }, 'the destination allows fewer operations per Txn than configured; batches are cut smaller');
+          continue;
+        }
+        throw err;
+      } finally {
+        this.#inFlight = 0;
+      }
+      if (writes.length > 0) metrics.writeLatency.observe((performance.now() - started) / 1000);
+      const done = this.#queue.splice(0, taken);
+      for (const q of done) {
+        if (q.msg.kind !== 'change') continue;
+        metrics.replicatedEvents.inc();
+        for (const op of q.msg.change.ops) metrics.eventsApplied.labels({ action: op.kind }).inc();
+      }
+      if (this.#wakeReader && this.#queue.length < HIGH_WATER) {
+        const r = this.#wakeReader;
+        this.#wakeReader = null;
+        r();
+      }
+      this.#applied = upTo;
+      metrics.lastApplyAt = Date.now();
+      metrics.lastApply.set(metrics.lastApplyAt / 1000);
+      if (checkpoint !== null) this.#setPersisted(checkpoint);
+    }
+  }
+
+  /**
+   * A source revision with more operations than one Txn may carry (a range delete of 300 keys): one range delete
+   * when the deleted keys are all the destination holds between the first and the last of them; otherwise it is
+   * split over several Txns — logged and counted, since the destination then shows part of a revision.
+   */
+  async #oversize(change: Change, writes: DstWrite[]): Promise<DstWrite[]> {
+    const { dst, log, metrics } = this.deps;
+    if (writes.every((w) => w.kind === 'delete' && !w.rangeEnd)) {
+      const sorted = writes.map((w) => w.key).sort(Buffer.compare);
+      const first = sorted[0]!;
+      const last = sorted[sorted.length - 1]!;
+      const deleting = new Set(sorted.map(keyId));
+      const present = await dst.keysBetween(first, last);
+      if (present.every((k) => deleting.has(keyId(k)))) {
+        metrics.rangeDeletes.inc();
+        return [{ kind: 'delete', key: first, rangeEnd: Buffer.concat([last, Buffer.from([0])]) }];
+      }
+    }
+    const per = dst.maxOps - 1;
+    metrics.splitRevisions.inc();
+    log.warn(
+      { revision: change.revision, operations: writes.length, maxTxnOps: dst.maxOps, txns: Math.ceil(writes.length / per) },
+      'a source revision has more operations than a destination Txn may carry: it is applied in several Txns (the destination shows part of it in between)',
+    );
+    let i = 0;
+    for (; i + per < writes.length; i += per) await dst.commit(writes.slice(i, i + per), null);
+    return writes.slice(i);
+  }
+
+  #setPersisted(revision: number): void {
+    this.#persisted = revision;
+    this.#lastCheckpointAt = Date.now();
+    this.onPersisted(revision);
+    this.deps.metrics.appliedIndex.set(revision);
+    this.deps.metrics.indexWrites.inc();
+    if (!this.#stopped) this.report({ type: 'runner.progress', appliedIndex: revision, sourceIndex: this.deps.sourceRevision() });
+  }
+
+  async #fault(err: unknown): Promise<void> {
+    const { metrics, dst, log } = this.deps;
+    this.#abort.abort();
+    const fault = faultFrom(err);
+    metrics.faults.labels({ code: fault.code }).inc();
+    if (fault.historyLost) metrics.outOfWindow.inc();
+    // A contradicted proof of progress: the checkpoint goes back below the event it skipped before anyone hears
+    // of it, so a crash before the resync resumes below it.
+    const e = err as { claimFrom?: unknown; eventRevision?: unknown };
+    const below = typeof e.claimFrom === 'number' ? e.claimFrom - 1 : typeof e.eventRevision === 'number' ? e.eventRevision - 1 : null;
+    if (below !== null && this.#persisted !== null && this.#persisted > below) {
+      await dst.commit([], below).then(
+        () => this.#setPersisted(below),
+        (rollbackErr: unknown) => log.error({ err: rollbackErr }, 'could not put the stored replication index back'),
+      );
+    }
+    this.report({ type: 'runner.fault', fault });
+  }
+
+  /** Stop reading, let the Txn in flight land, store the checkpoint of what is applied. */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#phase = 'stopping';
+    this.#abort.abort();
+    this.#wake();
+    this.#wakeReader?.();
+    const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
+    await Promise.race([this.settled, deadline]);
+    if (this.#applied !== null) {
+      const storable = this.deps.source.storable(this.#applied);
+      if (storable > (this.#persisted ?? Number.NEGATIVE_INFINITY)) {
+        const stored = this.deps.dst.commit([], storable).then(
+          () => this.#setPersisted(storable),
+          (err: unknown) => this.deps.log.warn({ err }, 'could not store the final replication index'),
+        );
+        await Promise.race([stored, deadline]);
+      }
+    }
+    this.#phase = 'stopped';
+  }
+}
+
+/** Owns the current run; the machine starts and stops it through the `runner` and `drain` actors. */
+export class PipelineHost {
+  #current: SyncRun | null = null;
+  #previous: Promise<void> = Promise.resolve();
+  #lastPersisted: number | null = null;
+
+  constructor(private readonly deps: PipelineDeps) {}
+
+  get lastPersisted(): number | null {
+    return this.#lastPersisted;
+  }
+
+  status(): RunnerStatus | null {
+    return this.#current?.status() ?? null;
+  }
+
+  start(input: RunnerInput, report: (e: MirrorEvent) => void): () => void {
+    let run: SyncRun | null = null;
+    let cancelled = false;
+    const started = this.#previous.then(() => {
+      if (cancelled) return;
+      this.deps.leases.start();
+      run = new SyncRun(this.deps, input, this.#lastPersisted, report, (r) => (this.#lastPersisted = r));
+      this.#current = run;
+    });
+    return () => {
+      cancelled = true;
+      // The next run starts only once this one's Txn has landed: order holds across restarts.
+      this.#previous = started.then(async () => {
+        if (!run) return;
+        await run.stop(4_000);
+        const settled = await Promise.race([run.settled.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), SETTLE_LIMIT_MS).unref())]);
+        if (!settled) this.deps.log.error({ limitMs: SETTLE_LIMIT_MS }, 'previous runner did not settle; starting the next one anyway');
+      });
+    };
+  }
+
+  async drain(deadlineMs: number): Promise<void> {
+    await Promise.race([this.#previous, new Promise<void>((r) => setTimeout(r, deadlineMs).unref())]);
+    this.deps.leases.stop();
+  }
+
+  actor() {
+    return fromCallback<RunnerCommand, RunnerInput>(({ input, sendBack }) => {
+      let live = true;
+      const stop = this.start(input, (e) => live && sendBack(e));
+      return () => {
+        live = false;
+        stop();
+      };
+    });
+  }
+}
