@@ -2,9 +2,16 @@
 // `verify` compares the trees the way the mirror maps keys; `index get|set` reads or safely sets the stored
 // replication index against the source's history window.
 import { parseArgs } from 'node:util';
+import { apiFlag, checkApis, type Api } from './config.js';
 import { EtcdClient } from './etcd/client.js';
+import { V2Source } from './etcd/v2/source.js';
+import { CompactedError, V3Client } from './etcd/v3/client.js';
+import { V3Destination } from './etcd/v3/destination.js';
+import { V3Source } from './etcd/v3/source.js';
+import { BodyGaps } from './poller.js';
+import { ByteKeyMap, keyId } from './replication/keyspace.js';
 import type { EtcdNode } from './etcd/decode.js';
-import { parseCluster } from './etcd/endpoint.js';
+import { parseCluster, type Cluster } from './etcd/endpoint.js';
 import { ConfigError, KeyNotFoundError } from './etcd/errors.js';
 import type { DstOp } from './apply.js';
 import { compileIgnoreRegex, KeyMap, parsePrefix } from './keys.js';
@@ -50,16 +57,22 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
         strip: { type: 'boolean' },
         'src-ignore-keys-regex': { type: 'string' },
         json: { type: 'boolean' },
+        'src-api': { type: 'string' },
+        'dst-api': { type: 'string' },
       },
     }),
   );
   if (positionals.length !== 2) throw new ConfigError('verify: expected SRC and DST');
+  const srcApi = apiFlag(values['src-api'], '--src-api');
+  const dstApi = apiFlag(values['dst-api'], '--dst-api');
+  checkApis(srcApi, dstApi);
   const map = new KeyMap(
     parsePrefix(values['src-prefix'] ?? '/', '--src-prefix'),
     parsePrefix(values['dst-prefix'] ?? '/replica', '--dst-prefix'),
     values.strip === true,
     values['src-ignore-keys-regex'] === undefined ? undefined : compileIgnoreRegex(values['src-ignore-keys-regex']),
   );
+  if (dstApi === 'v3') return verifyV3(parseCluster(positionals[0]!, 'SRC'), srcApi, parseCluster(positionals[1]!, 'DST'), map, values.json === true, out);
   const src = new EtcdClient(parseCluster(positionals[0]!, 'SRC'), { connections: 2 });
   const dst = new EtcdClient(parseCluster(positionals[1]!, 'DST'), { connections: 2 });
   try {
@@ -73,20 +86,62 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
       extra: plan.extra,
       differing: plan.writes.filter((w) => w.have).map((w) => ({ key: keyOf(w.op), source: describeOp(w.op), destination: describeNode(w.have) })),
     };
-    if (values.json) out.stdout(JSON.stringify(report, null, 2) + '\n');
-    else if (report.equal) out.stdout(`equal: ${report.compared} keys compared (source index ${report.sourceIndex})\n`);
-    else {
-      const lines = [
-        `DIFFERENT (source index ${report.sourceIndex}): ${report.missing.length} missing, ${report.extra.length} extra, ${report.differing.length} differing on the destination`,
-        ...report.missing.map((k) => `missing   ${k}`),
-        ...report.extra.map((k) => `extra     ${k}`),
-        ...report.differing.map((d) => `differs   ${d.key}: source ${d.source}, destination ${d.destination}`),
-      ];
-      out.stdout(lines.join('\n') + '\n');
-    }
-    return report.equal ? 0 : 1;
+    return printReport(report, values.json === true, 'index', out);
   } finally {
     await Promise.all([src.close(), dst.close()]);
+  }
+}
+
+function printReport(report: VerifyReport, json: boolean, position: 'index' | 'revision', out: Out): number {
+  if (json) out.stdout(JSON.stringify(report, null, 2) + '\n');
+  else if (report.equal) out.stdout(`equal: ${report.compared} keys compared (source ${position} ${report.sourceIndex})\n`);
+  else {
+    const lines = [
+      `DIFFERENT (source ${position} ${report.sourceIndex}): ${report.missing.length} missing, ${report.extra.length} extra, ${report.differing.length} differing on the destination`,
+      ...report.missing.map((k) => `missing   ${k}`),
+      ...report.extra.map((k) => `extra     ${k}`),
+      ...report.differing.map((d) => `differs   ${d.key}: source ${d.source}, destination ${d.destination}`),
+    ];
+    out.stdout(lines.join('\n') + '\n');
+  }
+  return report.equal ? 0 : 1;
+}
+
+const describeBytes = (value: Buffer, leased: boolean): string => `value ${JSON.stringify(value.toString('utf8')).slice(0, 60)}${leased ? ' on a lease' : ''}`;
+
+/** verify into a v3 destination: the source snapshot (v2 or v3) as the mirror maps it, against the replica's keys. */
+async function verifyV3(srcCluster: Cluster, srcApi: Api, dstCluster: Cluster, map: KeyMap, json: boolean, out: Out): Promise<number> {
+  const keys = new ByteKeyMap(map);
+  const v2 = srcApi === 'v2' ? new EtcdClient(srcCluster, { connections: 2 }) : null;
+  const source = v2
+    ? new V2Source({ src: v2, map, highWater: 1, pipeline: true, rearmMs: 100, gaps: new BodyGaps(), onSourceIndex: () => {} })
+    : new V3Source({ client: new V3Client(srcCluster), map: keys, highWater: 1, progressEveryMs: 1000, onSourceRevision: () => {} });
+  const dstClient = new V3Client(dstCluster);
+  try {
+    const snapshot = await source.snapshot();
+    const have = await new V3Destination(dstClient, keys, 128).readTree();
+    const report: VerifyReport = { equal: true, sourceIndex: snapshot.revision, compared: 0, missing: [], extra: [], differing: [] };
+    const seen = new Set<string>();
+    for (const e of snapshot.entries) {
+      const dstKey = keys.toDst(e.key);
+      const id = keyId(dstKey);
+      seen.add(id);
+      const cur = have.get(id);
+      const name = dstKey.toString('utf8');
+      if (!cur) report.missing.push(name);
+      else {
+        const leased = (cur.lease ?? '0') !== '0';
+        if (!cur.value.equals(e.value) || leased !== (e.lease !== undefined)) {
+          report.differing.push({ key: name, source: describeBytes(e.value, e.lease !== undefined), destination: describeBytes(cur.value, leased) });
+        }
+      }
+    }
+    for (const [id, cur] of have) if (!seen.has(id)) report.extra.push(cur.key.toString('utf8'));
+    report.compared = seen.size + report.extra.length;
+    report.equal = report.missing.length + report.extra.length + report.differing.length === 0;
+    return printReport(report, json, srcApi === 'v3' ? 'revision' : 'index', out);
+  } finally {
+    await Promise.all([source.close(), dstClient.close()]);
   }
 }
 
@@ -103,10 +158,15 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
         src: { type: 'string' },
         force: { type: 'boolean' },
         json: { type: 'boolean' },
+        'src-api': { type: 'string' },
+        'dst-api': { type: 'string' },
       },
     }),
   );
   const [verb, dstUrl, value] = positionals;
+  const srcApi = apiFlag(values['src-api'], '--src-api');
+  const dstApi = apiFlag(values['dst-api'], '--dst-api');
+  checkApis(srcApi, dstApi);
   if (verb !== 'get' && verb !== 'set') throw new ConfigError('index: expected "get" or "set"');
   if (!dstUrl) throw new ConfigError(`index ${verb}: expected DST`);
   if (verb === 'get' && value !== undefined) throw new ConfigError('index get: unexpected VALUE');
@@ -115,12 +175,21 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
     throw new ConfigError('index set: pass --src SRC so the value can be checked against the source history window (or --force)');
   }
   const map = new KeyMap('/', parsePrefix(values['dst-prefix'] ?? '/replica', '--dst-prefix'), true, undefined);
-  const dst = new EtcdClient(parseCluster(dstUrl, 'DST'), { connections: 1 });
-  const src = values.src ? new EtcdClient(parseCluster(values.src, '--src'), { connections: 1 }) : null;
+  const dst = dstApi === 'v3' ? new V3Destination(new V3Client(parseCluster(dstUrl, 'DST')), new ByteKeyMap(map), 128) : null;
+  const dstV2 = dst ? null : new EtcdClient(parseCluster(dstUrl, 'DST'), { connections: 1 });
+  const srcCluster = values.src ? parseCluster(values.src, '--src') : null;
+  const src = srcCluster && srcApi === 'v2' ? new EtcdClient(srcCluster, { connections: 1 }) : null;
+  const srcV3 = srcCluster && srcApi === 'v3' ? new V3Client(srcCluster) : null;
   try {
-    const stored = await readIndex(dst, map.indexKey);
-    const sourceIndex = src ? (await src.get('/')).etcdIndex : null;
-    const window = sourceIndex === null ? null : { current: sourceIndex, oldest: Math.max(1, sourceIndex - HISTORY_WINDOW_EVENTS + 1) };
+    const stored = dst ? await dst.readCheckpoint().catch(() => null) : await readIndex(dstV2!, map.indexKey);
+    const window = src
+      ? await (async () => {
+          const current = (await src.get('/')).etcdIndex;
+          return { current, oldest: Math.max(1, current - HISTORY_WINDOW_EVENTS + 1) };
+        })()
+      : srcV3
+        ? await v3Window(srcV3, [stored, value === undefined ? null : Number(value)])
+        : null;
     const status = (idx: number | null) =>
       idx === null || window === null
         ? 'unknown'
@@ -142,12 +211,32 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
       if (next > window.current) throw new ConfigError(`index set: ${next} is above the source's current index ${window.current} (events in between would be skipped); use --force to override`);
       if (next + 1 < window.oldest) throw new ConfigError(`index set: ${next} is older than the source's history window (oldest ${window.oldest}); the mirror would need a snapshot recovery; use --force to override`);
     }
-    await dst.put(map.indexKey, { value: String(next) });
+    if (dst) await dst.writeCheckpoint(next);
+    else await dstV2!.put(map.indexKey, { value: String(next) });
     out.stdout(`${map.indexKey}: ${stored ?? '(missing)'} -> ${next}${window ? ` (source current ${window.current}, oldest ${window.oldest})` : ''}\n`);
     return 0;
   } finally {
-    await Promise.all([dst.close(), src?.close()]);
+    await Promise.all([dst?.client.close(), dstV2?.close(), src?.close(), srcV3?.close()]);
   }
+}
+
+/**
+ * A v3 source keeps history back to its last compaction, which it does not report: the oldest revision a
+ * mirror can resume after is found by asking for the candidates' next revisions (a compacted one is refused).
+ */
+async function v3Window(src: V3Client, candidates: (number | null)[]): Promise<{ current: number; oldest: number }> {
+  const current = (await src.status()).revision;
+  let oldest = 1;
+  for (const c of candidates) {
+    if (c === null || c + 1 > current) continue;
+    try {
+      await src.range(Buffer.from('/'), { revision: c + 1, limit: 1, keysOnly: true });
+    } catch (err) {
+      if (!(err instanceof CompactedError)) throw err;
+      oldest = Math.max(oldest, err.compactRevision || c + 2);
+    }
+  }
+  return { current, oldest };
 }
 
 async function readIndex(dst: EtcdClient, key: string): Promise<number | null> {

@@ -32,8 +32,8 @@ ${svg}
       <p id="reason"></p>
     </section>
     <dl id="stats">
-      <dt>Source store index</dt><dd id="sourceIndex">–</dd>
-      <dt>Stored replication index</dt><dd id="appliedIndex">–</dd>
+      <dt id="sourceIndexLabel">Source store index</dt><dd id="sourceIndex">–</dd>
+      <dt id="appliedIndexLabel">Stored replication index</dt><dd id="appliedIndex">–</dd>
       <dt>Lag</dt><dd id="lag">–</dd>
       <dt>Window headroom</dt><dd><meter id="headroomMeter" min="0" max="1000" low="200" high="500" optimum="1000"></meter> <span id="headroom">–</span></dd>
       <dt>Applied</dt><dd id="rate">–</dd>
@@ -117,7 +117,10 @@ function render(v) {
   lastUpdate = Date.now();
   highlight(v.statePath);
   $('version').textContent = v.version;
-  $('route').textContent = v.source.url + ' ' + v.source.prefix + '  \\u2192  ' + v.destination.url + ' ' + v.destination.prefix;
+  $('route').textContent = v.source.url + ' (' + v.source.api + ') ' + v.source.prefix + '  \\u2192  ' + v.destination.url + ' (' + v.destination.api + ') ' + v.destination.prefix;
+  // v3 counts revisions where v2 counts indexes.
+  $('sourceIndexLabel').textContent = v.position === 'revision' ? 'Source revision' : 'Source store index';
+  $('appliedIndexLabel').textContent = v.position === 'revision' ? 'Stored replication revision' : 'Stored replication index';
   $('state').textContent = '\\u25B6 ' + v.state;
   $('state').className = TROUBLE.includes(v.state) ? 'trouble' : '';
   // When the state is the reason, the line below already says why.
@@ -125,9 +128,9 @@ function render(v) {
   $('reason').textContent = 'Why: ' + v.reason + (v.state === 'stalled' ? ' (attempt ' + v.attempt + ')' : '');
   $('sourceIndex').textContent = num(v.sourceIndex);
   $('appliedIndex').textContent = num(v.appliedIndex);
-  $('lag').textContent = v.lagEvents === null ? 'unknown' : v.lagEvents + ' events, ' + v.lagSeconds.toFixed(1) + ' s';
+  $('lag').textContent = v.lagEvents === null ? 'unknown' : v.lagEvents + (v.position === 'revision' ? ' revisions, ' : ' events, ') + v.lagSeconds.toFixed(1) + ' s';
   $('headroomMeter').value = v.headroomEvents ?? 0;
-  $('headroom').textContent = v.headroomEvents === null ? 'unknown' : v.headroomEvents + ' of ' + v.historyWindowEvents + ' events';
+  $('headroom').textContent = v.historyWindowEvents === null ? 'no event window (v3 keeps history until compaction)' : v.headroomEvents === null ? 'unknown' : v.headroomEvents + ' of ' + v.historyWindowEvents + ' events';
   $('rate').textContent = v.eventsPerSecond.toFixed(1) + ' events/s';
   $('writer').textContent = v.writer.state + ': queue ' + v.writer.queue + ', in flight ' + v.writer.inFlight;
   $('poller').textContent = v.poller;

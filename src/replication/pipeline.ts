@@ -10,6 +10,7 @@ import { subtreeRanges, type DstWrite, type V3Destination } from '../etcd/v3/des
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { faultFrom, type RunnerStatus } from '../runner.js';
+import { TxnBatch } from './batch.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 import type { LeaseMirror } from './leases.js';
 import { resync } from './resync.js';
@@ -202,7 +203,8 @@ class SyncRun {
         await this.#idle();
         continue;
       }
-      const writes: DstWrite[] = [];
+      const batch = new TxnBatch(dst.maxOps);
+      let writes: DstWrite[] | null = null;
       let taken = 0;
       let upTo = this.#applied ?? 0;
       for (const q of this.#queue) {
@@ -212,13 +214,18 @@ class SyncRun {
           continue;
         }
         q.writes ??= await this.#plan(q.msg.change);
-        if (writes.length + q.writes.length + 1 > dst.maxOps) {
-          if (writes.length === 0 && taken === 0) writes.push(...(await this.#oversize(q.msg.change, q.writes)));
-          else break;
-        } else writes.push(...q.writes);
+        if (!batch.tryAdd(q.writes)) {
+          if (batch.size > 0) break;
+          // Alone it does not fit: a revision larger than a Txn may carry.
+          writes = await this.#oversize(q.msg.change, q.writes);
+          upTo = q.msg.change.revision;
+          taken++;
+          break;
+        }
         upTo = q.msg.change.revision;
         taken++;
       }
+      writes ??= batch.writes();
       const storable = source.storable(upTo);
       const checkpoint = storable > (this.#persisted ?? Number.NEGATIVE_INFINITY) ? storable : null;
       if (writes.length === 0) {
@@ -305,10 +312,10 @@ class SyncRun {
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
     if (fault.historyLost) metrics.outOfWindow.inc();
-    // A contradicted proof of progress: the checkpoint goes back below the event it skipped before anyone hears
-    // of it, so a crash before the resync resumes below it.
-    const e = err as { claimFrom?: unknown; eventRevision?: unknown };
-    const below = typeof e.claimFrom === 'number' ? e.claimFrom - 1 : typeof e.eventRevision === 'number' ? e.eventRevision - 1 : null;
+    // A contradicted quiet claim (v2 source): the checkpoint goes back below the event it skipped before anyone
+    // hears of it, so a crash before the resync resumes below it.
+    const e = err as { claimFrom?: unknown };
+    const below = typeof e.claimFrom === 'number' ? e.claimFrom - 1 : null;
     if (below !== null && this.#persisted !== null && this.#persisted > below) {
       await dst.commit([], below).then(
         () => this.#setPersisted(below),

@@ -155,10 +155,18 @@ const COMPARE_TARGET = { version: 0, create: 1, mod: 2, value: 3, lease: 4 } as 
 const COMPARE_RESULT = { equal: 0, greater: 1, less: 2, not_equal: 3 } as const;
 const COMPARE_FIELD = { version: 'version', create: 'create_revision', mod: 'mod_revision', value: 'value', lease: 'lease' } as const;
 
+/**
+ * The key fields of a request. An absent range_end means one key; an empty one, sent, means "every key from `key`
+ * on" to a Range served without raft (etcd tells nil from empty there), so an empty range_end is never sent.
+ */
+function keyRange(key: Buffer, rangeEnd: Buffer | undefined): { key: Buffer; range_end?: Buffer } {
+  return rangeEnd && rangeEnd.length > 0 ? { key, range_end: rangeEnd } : { key };
+}
+
 function requestOpOf(op: TxnOp): object {
   if ('put' in op) return { request_put: { key: op.put.key, value: op.put.value, lease: op.put.lease ?? '0' } };
-  if ('deleteRange' in op) return { request_delete_range: { key: op.deleteRange.key, range_end: op.deleteRange.rangeEnd ?? Buffer.alloc(0) } };
-  return { request_range: { key: op.range.key, range_end: op.range.rangeEnd ?? Buffer.alloc(0) } };
+  if ('deleteRange' in op) return { request_delete_range: keyRange(op.deleteRange.key, op.deleteRange.rangeEnd) };
+  return { request_range: keyRange(op.range.key, op.range.rangeEnd) };
 }
 
 // ---- errors ---------------------------------------------------------------------------------------------------
@@ -207,7 +215,8 @@ class Member {
     readonly origin: string,
     credentials: grpc.ChannelCredentials,
   ) {
-    this.client = new grpc.Client(new URL(origin).host, credentials, CHANNEL_OPTIONS);
+    // origin is scheme://host:port with the port always spelled out (URL.host would drop a default 80 or 443).
+    this.client = new grpc.Client(origin.replace(/^https?:\/\//, ''), credentials, CHANNEL_OPTIONS);
   }
 
   unary<Res>(method: Method, request: object, metadata: grpc.Metadata, timeoutMs: number): Promise<Res> {
@@ -235,6 +244,7 @@ interface StreamHost {
   forget(watch: WatchStream): void;
 }
 
+/** `value` undefined: the cluster has auth disabled. `at`: performance.now() when it was requested. */
 interface Token { value: string | undefined; at: number }
 interface Waiter { resolve(ttl: number): void; reject(err: Error): void; timer: NodeJS.Timeout }
 interface KeepAliveStream { call: grpc.ClientDuplexStream<object, { ID: string; TTL: string }>; member: Member; waiting: Map<string, Waiter[]> }
@@ -279,14 +289,25 @@ export class V3Client {
 
   async range(
     key: Buffer,
-    opts: { rangeEnd?: Buffer; revision?: number; limit?: number; keysOnly?: boolean; serializable?: boolean } = {},
+    opts: {
+      rangeEnd?: Buffer;
+      revision?: number;
+      limit?: number;
+      keysOnly?: boolean;
+      /** Only `count` (every key in range), no keys. */
+      countOnly?: boolean;
+      /** Highest mod revision first (with limit 1: the range's latest change; `count` still counts all). */
+      sortByModDescending?: boolean;
+      serializable?: boolean;
+    } = {},
   ): Promise<{ revision: number; kvs: KeyValue[]; more: boolean; count: number }> {
     const request = {
-      key,
-      range_end: opts.rangeEnd ?? Buffer.alloc(0),
+      ...keyRange(key, opts.rangeEnd),
       revision: opts.revision ?? 0,
       limit: opts.limit ?? 0,
       keys_only: opts.keysOnly ?? false,
+      count_only: opts.countOnly ?? false,
+      ...(opts.sortByModDescending ? { sort_order: 'DESCEND', sort_target: 'MOD' } : {}),
       serializable: opts.serializable ?? false,
     };
     let res: RawRangeResponse;
@@ -324,7 +345,7 @@ export class V3Client {
   }
 
   async deleteRange(key: Buffer, rangeEnd?: Buffer): Promise<{ revision: number; deleted: number }> {
-    const res = await this.#unary<{ header: RawHeader; deleted: string }>('KV', 'DeleteRange', { key, range_end: rangeEnd ?? Buffer.alloc(0) }, 'write');
+    const res = await this.#unary<{ header: RawHeader; deleted: string }>('KV', 'DeleteRange', keyRange(key, rangeEnd), 'write');
     return { revision: Number(res.header.revision), deleted: Number(res.deleted) };
   }
 
@@ -361,8 +382,7 @@ export class V3Client {
   }
 
   async leaseGrant(ttlSeconds: number, id?: string): Promise<{ id: string; ttl: number }> {
-    const res = await this.#unary<{ ID: string; TTL: string; error: string }>('Lease', 'LeaseGrant', { TTL: ttlSeconds, ID: id ?? '0' }, 'write');
-    if (res.error) throw new V3RequestError(`${this.origin}: LeaseGrant: ${res.error}`, grpc.status.UNKNOWN, false);
+    const res = await this.#unary<{ ID: string; TTL: string }>('Lease', 'LeaseGrant', { TTL: ttlSeconds, ID: id ?? '0' }, 'write');
     return { id: res.ID, ttl: Number(res.TTL) };
   }
 
@@ -405,8 +425,7 @@ export class V3Client {
     if (!Number.isSafeInteger(opts.startRevision) || opts.startRevision < 1) throw new RangeError(`watch: startRevision must be a positive integer (got ${opts.startRevision})`);
     this.#ensureOpen('watch');
     const watch = new WatchStream(this.#streamHost(), {
-      key,
-      range_end: rangeEnd ?? Buffer.alloc(0),
+      ...keyRange(key, rangeEnd),
       progress_notify: opts.progressNotify ?? true,
       prev_kv: opts.prevKv ?? false,
       fragment: true,
@@ -482,7 +501,7 @@ export class V3Client {
   async #metadata(): Promise<grpc.Metadata> {
     const metadata = new grpc.Metadata();
     if (!this.#credentials) return metadata;
-    if (!this.#token || Date.now() - this.#token.at >= TOKEN_MAX_AGE_MS) {
+    if (!this.#token || performance.now() - this.#token.at >= TOKEN_MAX_AGE_MS) {
       this.#authenticating ??= this.#authenticate().finally(() => (this.#authenticating = undefined));
       this.#token = await this.#authenticating;
     }
@@ -497,7 +516,7 @@ export class V3Client {
 
   async #authenticate(): Promise<Token> {
     const { username, password } = this.#credentials!;
-    const at = Date.now();
+    const at = performance.now(); // monotonic: a wall-clock step must not keep an old token alive
     try {
       const res = await this.#unary<{ token: string }>('Auth', 'Authenticate', { name: username, password }, 'read', {
         anonymous: true,
@@ -679,7 +698,7 @@ class WatchStream implements V3Watch {
     });
     call.on('error', () => {}); // handled on 'status', which follows every 'error'
     call.on('status', (s: grpc.StatusObject) => {
-      if (this.#call === call) this.#onStreamEnd(s, member, metadata);
+      if (this.#call === call) this.#onStreamEnd(s, member);
     });
     call.write({ create_request: { ...this.#create, start_revision: this.#resumeRevision() } });
   }
@@ -719,8 +738,8 @@ class WatchStream implements V3Watch {
         new CompactedError(compactRevision, `${member.origin}: watch from revision ${this.#resumeRevision()}: history compacted up to revision ${compactRevision}`),
       );
     }
-    // Simple tokens live in a member's memory: after its restart, an old token reads as "permission denied" here.
-    if (this.#host.authenticates && !this.#tokenRenewed && res.cancel_reason.includes('permission denied')) {
+    // Simple tokens live in a member's memory: after its restart, re-creating the watch with the old one fails here.
+    if (this.#host.authenticates && !this.#tokenRenewed && TOKEN_STALE.test(res.cancel_reason)) {
       this.#tokenRenewed = true;
       this.#host.dropToken(metadata);
       this.#stop();
@@ -730,18 +749,15 @@ class WatchStream implements V3Watch {
     this.#fail(errorFromCancel(res.cancel_reason, member.origin));
   }
 
-  #onStreamEnd(status: grpc.StatusObject, member: Member, metadata: grpc.Metadata): void {
+  #onStreamEnd(status: grpc.StatusObject, member: Member): void {
     this.#call = undefined;
     this.#fragments = [];
     if (this.#closed || this.#failure) return;
-    if (this.#host.authenticates && !this.#tokenRenewed && TOKEN_STALE.test(status.details)) {
-      this.#tokenRenewed = true;
-      this.#host.dropToken(metadata);
-      void this.#open();
-      return;
-    }
-    const err = status.code === grpc.status.OK
-      ? new V3RequestError(`${member.origin}: watch stream ended by the server`, grpc.status.UNAVAILABLE, true)
+    // Our own cancels never get here (the call is detached first); Node reports some connection drops as
+    // RST_STREAM CANCEL, so a CANCELLED status is a reset like any other.
+    const reset = status.code === grpc.status.OK || status.code === grpc.status.CANCELLED;
+    const err = reset
+      ? new V3RequestError(`${member.origin}: watch stream reset (${status.details || grpc.status[status.code]})`, grpc.status.UNAVAILABLE, true)
       : errorFrom(status, member.origin, 'watch');
     if (!isRetryable(err)) return this.#fail(err);
     this.#host.memberFailed(member);
@@ -749,6 +765,7 @@ class WatchStream implements V3Watch {
   }
 
   #retryLater(): void {
+    if (this.#closed || this.#failure) return;
     const delay = this.#backoffMs;
     this.#backoffMs = Math.min(this.#backoffMs * 2, WATCH_BACKOFF_MAX_MS);
     this.#retryTimer = setTimeout(() => {

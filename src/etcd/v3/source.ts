@@ -1,6 +1,8 @@
 // A v3 cluster as a replication source: snapshot = the prefix read in pages pinned at one revision; changes =
-// one watch from checkpoint + 1, each revision's events grouped into one change, progress notifications (asked
-// for while the prefix is quiet) as proofs that the checkpoint may follow the store revision.
+// one watch from checkpoint + 1, each revision's events grouped into one change; while the prefix is quiet, a
+// proof (two range reads) that nothing in it changed lets the checkpoint follow the store revision. Progress
+// notifications only trigger a proof: etcd 3.4.23 answers a progress request with the store revision even while
+// the watch is still catching up (v3rpc sends it on its control stream), so taken alone it would skip events.
 import type { ByteKeyMap } from '../../replication/keyspace.js';
 import { Channel } from '../../replication/channel.js';
 import type { Change, ChangeOp, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
@@ -9,24 +11,11 @@ import type { KeyValue, V3Client, V3Event } from './client.js';
 
 const SNAPSHOT_PAGE = 1000;
 
-/** A progress notification said nothing happened up to R, then an event at or below R came: only a resync can
- * tell what is true (etcd 3.4.23 has progress-notification bugs). */
-export class ProgressContradictedError extends MirrorError {
-  override readonly code = 'EM_ERR_RESYNC_NEEDED';
-  readonly historyLost = true;
-  constructor(
-    readonly progress: number,
-    readonly eventRevision: number,
-  ) {
-    super(`the source sent an event at revision ${eventRevision} after a progress notification at ${progress}`);
-  }
-}
-
 export interface V3SourceOptions {
   client: V3Client;
   map: ByteKeyMap;
   highWater: number;
-  /** While no message arrived for this long, ask the watch for a progress notification. */
+  /** While no message arrived for this long, prove the prefix quiet up to the store revision. */
   progressEveryMs: number;
   onSourceRevision(revision: number): void;
 }
@@ -88,37 +77,54 @@ export class V3Source implements Source {
     const { client, map, highWater, progressEveryMs, onSourceRevision } = this.opts;
     const out = new Channel<SourceMessage>(highWater);
     const watch = client.watch(map.srcRange.key, map.srcRange.rangeEnd, { startRevision: from + 1, progressNotify: true });
+    /** Everything up to here was handed over (events) or proven unchanged. */
+    let handedOver = from;
+    /** The prefix's key count at `handedOver`, when a proof learned it. */
+    let countAt: { revision: number; count: number } | null = null;
     let lastMessageAt = Date.now();
-    const asker = setInterval(() => {
-      if (Date.now() - lastMessageAt >= progressEveryMs) watch.requestProgress();
+    let proving: Promise<void> | null = null;
+    const prove = () => {
+      const after = handedOver;
+      proving ??= this.#proveQuiet(after, countAt, signal)
+        .then((proof) => {
+          // An event that came meanwhile was a transient the proof cannot see past: try again later.
+          if (!proof || handedOver !== after) return;
+          handedOver = proof.revision;
+          countAt = proof;
+          onSourceRevision(proof.revision);
+          out.push({ kind: 'progress', revision: proof.revision });
+        })
+        .catch(() => {}) // no proof this time; the watch goes on
+        .finally(() => (proving = null));
+    };
+    const quietCheck = setInterval(() => {
+      if (Date.now() - lastMessageAt >= progressEveryMs) prove();
     }, Math.max(50, Math.floor(progressEveryMs / 2)));
     const onAbort = () => watch.close();
     signal.addEventListener('abort', onAbort, { once: true });
     void (async () => {
-      let progressAt = from;
-      let lastEvent = from;
       try {
         for await (const msg of watch) {
           lastMessageAt = Date.now();
           onSourceRevision(msg.revision);
           if (msg.kind === 'progress') {
-            if (msg.revision > progressAt && msg.revision > lastEvent) {
-              progressAt = msg.revision;
-              out.push({ kind: 'progress', revision: msg.revision });
-            }
-          } else {
-            // One message holds whole revisions, in order: one change per revision.
-            let start = 0;
-            for (let i = 1; i <= msg.events.length; i++) {
-              const rev = msg.events[start]!.kv.modRevision;
-              if (i < msg.events.length && msg.events[i]!.kv.modRevision === rev) continue;
-              if (rev <= progressAt) throw new ProgressContradictedError(progressAt, rev);
-              lastEvent = rev;
-              const change = await this.#change(rev, msg.events.slice(start, i));
-              // Writes outside the mirrored keys (P!x in the watched range) still move the checkpoint.
-              out.push(change.ops.length > 0 ? { kind: 'change', change } : { kind: 'progress', revision: rev });
-              start = i;
-            }
+            prove();
+            continue;
+          }
+          // One message holds whole revisions, in order: one change per revision.
+          let start = 0;
+          for (let i = 1; i <= msg.events.length; i++) {
+            const rev = msg.events[start]!.kv.modRevision;
+            if (i < msg.events.length && msg.events[i]!.kv.modRevision === rev) continue;
+            const events = msg.events.slice(start, i);
+            start = i;
+            // Already covered by a proof: it changed nothing in the prefix, net (created and removed in between).
+            if (rev <= handedOver) continue;
+            handedOver = rev;
+            countAt = null;
+            const change = await this.#change(rev, events);
+            // Writes outside the mirrored keys (P!x in the watched range) still move the checkpoint.
+            out.push(change.ops.length > 0 ? { kind: 'change', change } : { kind: 'progress', revision: rev });
           }
           await out.room();
         }
@@ -126,12 +132,27 @@ export class V3Source implements Source {
       } catch (err) {
         out.end(signal.aborted ? undefined : err);
       } finally {
-        clearInterval(asker);
+        clearInterval(quietCheck);
         signal.removeEventListener('abort', onAbort);
         watch.close();
       }
     })();
     return out;
+  }
+
+  /**
+   * Nothing in the prefix changed between revision `after` and the store revision R when the prefix holds as many
+   * keys at R as at `after` and none of them was modified after `after`: a change, a creation or a deletion
+   * each breaks one of the two (a key created and removed in between leaves no trace, and need not).
+   */
+  async #proveQuiet(after: number, known: { revision: number; count: number } | null, signal: AbortSignal): Promise<{ revision: number; count: number } | null> {
+    const { client, map } = this.opts;
+    const range = { rangeEnd: map.srcRange.rangeEnd, keysOnly: true };
+    const now = await client.range(map.srcRange.key, { ...range, limit: 1, sortByModDescending: true });
+    if (signal.aborted || now.revision <= after) return null;
+    if ((now.kvs[0]?.modRevision ?? 0) > after) return null; // a change the watch has not delivered yet
+    const before = known?.revision === after ? known.count : (await client.range(map.srcRange.key, { ...range, revision: after, countOnly: true })).count;
+    return before === now.count ? { revision: now.revision, count: now.count } : null;
   }
 
   storable(applied: number): number {

@@ -1,0 +1,80 @@
+// A source and a destination etcd with v3 clients on both, and an event recorder, for the v3 mirror tests.
+import { V3Client, type V3Event } from '../../src/etcd/v3/client.js';
+import { parseCluster } from '../../src/etcd/endpoint.js';
+import { startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { rangeOf } from '../../src/replication/keyspace.js';
+
+export interface V3Pair {
+  src: EtcdProcess;
+  dst: EtcdProcess;
+  s: V3Client;
+  d: V3Client;
+  stop(): Promise<void>;
+}
+
+export async function startV3Pair(): Promise<V3Pair> {
+  const [src, dst] = await Promise.all([startEtcd({ name: 'src' }), startEtcd({ name: 'dst' })]);
+  const s = new V3Client(parseCluster(src.clientUrl, 'src'));
+  const d = new V3Client(parseCluster(dst.clientUrl, 'dst'));
+  return {
+    src,
+    dst,
+    s,
+    d,
+    async stop() {
+      await Promise.all([s.close(), d.close()]);
+      await Promise.all([src.stop(), dst.stop()]);
+    },
+  };
+}
+
+export const b = (s: string): Buffer => Buffer.from(s);
+
+/** key → value (utf8) of every key under a prefix (path boundary), leases as well. */
+export async function v3Tree(c: V3Client, prefix: string): Promise<Map<string, { value: string; lease: string }>> {
+  const r = rangeOf(b(prefix));
+  const { kvs } = await c.rangeAll(r.key, r.rangeEnd);
+  const tree = new Map<string, { value: string; lease: string }>();
+  for (const kv of kvs) {
+    const key = kv.key.toString('utf8');
+    if (key === prefix || key.startsWith(prefix + '/')) tree.set(key, { value: kv.value.toString('utf8'), lease: kv.lease });
+  }
+  return tree;
+}
+
+export const values = (t: Map<string, { value: string }>): Record<string, string> => Object.fromEntries([...t].map(([k, v]) => [k, v.value]).sort());
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what} ${last ? String(last) : ''}`);
+}
+
+export interface Recorded {
+  revision: number;
+  events: V3Event[];
+}
+
+/** Records every watch message on a range from a revision on, in arrival order. */
+export function record(c: V3Client, prefix: string, startRevision = 1): { log: Recorded[]; stop(): void } {
+  const r = rangeOf(b(prefix));
+  const watch = c.watch(r.key, r.rangeEnd, { startRevision, progressNotify: false });
+  const log: Recorded[] = [];
+  void (async () => {
+    try {
+      for await (const m of watch) if (m.kind === 'events') log.push({ revision: m.events[0]!.kv.modRevision, events: m.events });
+    } catch {
+      // closed
+    }
+  })();
+  return { log, stop: () => watch.close() };
+}
