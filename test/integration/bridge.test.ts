@@ -1,0 +1,124 @@
+// The v2 → v3 bridge (--src-api v2 --dst-api v3): v2 writers go on while v3 readers get the same keys. Real
+// etcd processes; the source is driven with raw v2 requests, the destination read through v3.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { V3Client } from '../../src/etcd/v3/client.js';
+import { parseCluster } from '../../src/etcd/endpoint.js';
+import { startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { runMirror, spawnMirror, type MirrorProcess } from '../helpers/mirror.js';
+import { ok, storeIndex } from '../helpers/raw.js';
+import { b, v3Tree, values, waitFor } from '../helpers/v3-pair.js';
+
+const BRIDGE = ['--src-api', 'v2', '--dst-api', 'v3'];
+let src: EtcdProcess;
+let dst: EtcdProcess;
+let d: V3Client;
+
+beforeAll(async () => {
+  [src, dst] = await Promise.all([startEtcd({ name: 'v2src' }), startEtcd({ name: 'v3dst' })]);
+  d = new V3Client(parseCluster(dst.clientUrl, 'dst'));
+});
+afterAll(async () => {
+  await d?.close();
+  await Promise.all([src?.stop(), dst?.stop()]);
+});
+
+/** The v2 leaves under /demo, as path → value (what the v3 side must hold under /replica). */
+async function v2Leaves(): Promise<Record<string, string>> {
+  const res = await ok(src.clientUrl, 'GET', '/demo', { recursive: true });
+  const out: Record<string, string> = {};
+  const walk = (n: { key?: string; value?: string; dir?: boolean; nodes?: unknown[] }) => {
+    if (n.dir) for (const c of (n.nodes ?? []) as (typeof n)[]) walk(c);
+    else out[n.key!.replace(/^\/demo/, '/replica')] = n.value ?? '';
+  };
+  walk((res.body as { node: Parameters<typeof walk>[0] }).node);
+  return Object.fromEntries(Object.entries(out).sort());
+}
+
+async function caughtUp(): Promise<void> {
+  const index = await storeIndex(src.clientUrl);
+  await waitFor(async () => Number((await d.range(b('/__replication/replica'))).kvs[0]?.value.toString() ?? -1) >= index, `checkpoint ≥ ${index}`);
+}
+
+async function bridge(extra: string[] = []): Promise<MirrorProcess> {
+  return spawnMirror([...BRIDGE, '--src-prefix', '/demo', '--dst-prefix', '/replica', '--strip', ...extra, src.clientUrl, dst.clientUrl]);
+}
+
+describe('v2 → v3 bridge', () => {
+  it('replays the v2 action set into equal v3 keys: values, preconditions, dirs, recursive deletes, POST, TTLs', async () => {
+    const S = src.clientUrl;
+    await ok(S, 'PUT', '/demo/seed', { value: 'before the mirror started' });
+    await ok(S, 'PUT', '/demox/outside', { value: 'not mirrored' });
+    const m = await bridge(['--reload']);
+    await m.waitForState('tailing');
+
+    await ok(S, 'PUT', '/demo/a', { value: '1' });
+    await ok(S, 'PUT', '/demo/a', { value: '2', prevValue: '1' });
+    await ok(S, 'PUT', '/demo/b', { value: 'b1', prevExist: false });
+    await ok(S, 'PUT', '/demo/c', { value: 'c' });
+    await ok(S, 'DELETE', '/demo/c', { prevValue: 'c' });
+    await ok(S, 'PUT', '/demo/dir1', { dir: true });
+    await ok(S, 'PUT', '/demo/dir1/k1', { value: 'v' });
+    await ok(S, 'PUT', '/demo/dir1/sub/k2', { value: 'v2' });
+    await ok(S, 'PUT', '/demo/dir1x', { value: 'sibling of dir1, not below it' });
+    await ok(S, 'DELETE', '/demo/dir1', { recursive: true });
+    await ok(S, 'PUT', '/demo/emptydir', { dir: true });
+    const job = await ok(S, 'POST', '/demo/queue', { value: 'job1' });
+    await ok(S, 'POST', '/demo/queue', { value: 'job2' });
+    await ok(S, 'PUT', '/demo/with space/ünï/100%', { value: 'odd ✓' });
+    await ok(S, 'PUT', '/demo/_hidden', { value: 'hidden in v2' });
+    await ok(S, 'PUT', '/demo/ttl/short', { value: 'x', ttl: 2 });
+    await ok(S, 'PUT', '/demo/ttl/long', { value: 'y', ttl: 300 });
+    await caughtUp();
+
+    const tree = await v3Tree(d, '/replica');
+    expect(values(tree)).toEqual(await v2Leaves());
+    // POST keeps the generated name; an empty v2 directory has no v3 form; hidden keys stay hidden.
+    const jobKey = (job.body as { node: { key: string } }).node.key.replace(/^\/demo/, '/replica');
+    expect(tree.get(jobKey)?.value).toBe('job1');
+    expect(tree.has('/replica/emptydir')).toBe(false);
+    expect(tree.has('/replica/_hidden')).toBe(false);
+    expect(tree.has('/replica/dir1x')).toBe(true);
+    expect([...tree.keys()].some((k) => k.startsWith('/replica/dir1/'))).toBe(false);
+    expect((await d.range(b('/replicax/outside'))).kvs).toHaveLength(0);
+    // TTL keys are lease-backed on v3; the short one expires on the source and goes on the destination.
+    expect(tree.get('/replica/ttl/long')!.lease).not.toBe('0');
+    await waitFor(async () => !(await v3Tree(d, '/replica')).has('/replica/ttl/short'), 'expired key gone', 15_000);
+    expect((await v3Tree(d, '/replica')).has('/replica/ttl/long')).toBe(true);
+
+    const verify = await runMirror(['verify', ...BRIDGE, '--src-prefix', '/demo', '--dst-prefix', '/replica', '--strip', src.clientUrl, dst.clientUrl]);
+    expect(verify.stdout).toMatch(/^equal: /);
+    expect(verify.code).toBe(0);
+    await m.kill('SIGTERM');
+  });
+
+  it('resumes from the checkpoint after kill -9 while v2 writers go on, and keeps a refreshed TTL key alive', async () => {
+    const S = src.clientUrl;
+    await ok(S, 'PUT', '/demo/refreshed', { value: 'r', ttl: 3 });
+    let m = await bridge();
+    await m.waitForState('tailing');
+    let writing = true;
+    let n = 0;
+    const writer = (async () => {
+      while (writing && n < 5_000) await ok(S, 'PUT', `/demo/load/${n % 20}`, { value: String(n++) });
+    })();
+    for (let round = 0; round < 2; round++) {
+      await waitFor(async () => n > (round + 1) * 200, 'load');
+      await m.kill('SIGKILL');
+      m = await bridge();
+      await m.waitForState('tailing');
+    }
+    writing = false;
+    await writer;
+    // A refresh sends no watch event: the copy lives on because the bridge reads the source key's TTL.
+    const until = Date.now() + 7_000;
+    while (Date.now() < until) {
+      await ok(S, 'PUT', '/demo/refreshed', { ttl: 3, refresh: true, prevExist: true });
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    await caughtUp();
+    const tree = await v3Tree(d, '/replica');
+    expect(tree.get('/replica/refreshed')?.value).toBe('r');
+    expect(values(tree)).toEqual(await v2Leaves());
+    await m.kill('SIGTERM');
+  });
+});
