@@ -52,6 +52,15 @@ else
   apt_install faketime faketime
 fi
 
+# etcdctl (Debian's etcd-client, 3.4): the v3 tests enable v3 auth with it, and the v3 bench runs its make-mirror
+# as the peer to compare with.
+if command -v etcdctl >/dev/null 2>&1; then
+  step "etcdctl present"
+else
+  step "installing etcd-client with apt-get"
+  apt_install etcd-client etcdctl
+fi
+
 # The /ui browser test drives Debian's Chromium through playwright-core, which downloads no browser.
 if [[ ${1:-} == --browser ]]; then
   if [[ -x /usr/bin/chromium ]]; then

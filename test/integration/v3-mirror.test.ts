@@ -236,6 +236,35 @@ describe('v3 → v3: leases', () => {
   });
 });
 
+describe('v3 → v3: outages', () => {
+  it('a frozen source or destination stalls the mirror (not ready), and it carries on when they are back', async () => {
+    await wipe();
+    const m = await mirror(['--reload']);
+    await m.waitForState('tailing');
+    await pair.s.put(b('/conftool/before'), b('1'));
+    await caughtUp();
+    await pair.src.kill('SIGSTOP');
+    try {
+      expect((await m.waitForState('stalled', 30_000)).ready).toBe(false);
+    } finally {
+      await pair.src.kill('SIGCONT');
+    }
+    await pair.s.put(b('/conftool/after-source'), b('2'));
+    await m.waitForState('tailing', 60_000);
+    await treesEqual();
+    await pair.dst.kill('SIGSTOP');
+    try {
+      await pair.s.put(b('/conftool/during-destination'), b('3'));
+      await m.waitForState('stalled', 30_000);
+    } finally {
+      await pair.dst.kill('SIGCONT');
+    }
+    await m.waitForState('tailing', 60_000);
+    await treesEqual();
+    await m.kill('SIGTERM');
+  });
+});
+
 describe('v3 command line', () => {
   it('refuses v3 → v2 with one line', async () => {
     const r = await runMirror(['--src-api', 'v3', '--dst-api', 'v2', pair.src.clientUrl, pair.dst.clientUrl]);

@@ -6,10 +6,12 @@
 import type { ByteKeyMap } from '../../replication/keyspace.js';
 import { Channel } from '../../replication/channel.js';
 import type { Change, ChangeOp, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
-import { MirrorError } from '../errors.js';
+import { isRetryable, UnreachableError } from '../errors.js';
 import type { KeyValue, V3Client, V3Event } from './client.js';
 
 const SNAPSHOT_PAGE = 1000;
+/** A source that answers nothing (watch, proofs) for this long is reported unreachable: the machine stalls. */
+const UNREACHABLE_AFTER_MS = 5_000;
 
 export interface V3SourceOptions {
   client: V3Client;
@@ -82,11 +84,19 @@ export class V3Source implements Source {
     /** The prefix's key count at `handedOver`, when a proof learned it. */
     let countAt: { revision: number; count: number } | null = null;
     let lastMessageAt = Date.now();
+    /** Last answer from the source (a watch message or a proof's reads): the watch itself retries forever. */
+    let lastContactAt = Date.now();
+    const unreachableAfterMs = Math.max(UNREACHABLE_AFTER_MS, 3 * progressEveryMs);
+    const fail = (err: unknown) => {
+      out.end(err);
+      watch.close();
+    };
     let proving: Promise<void> | null = null;
     const prove = () => {
       const after = handedOver;
       proving ??= this.#proveQuiet(after, countAt, signal)
         .then((proof) => {
+          lastContactAt = Date.now();
           // An event that came meanwhile was a transient the proof cannot see past: try again later.
           if (!proof || handedOver !== after) return;
           handedOver = proof.revision;
@@ -94,18 +104,23 @@ export class V3Source implements Source {
           onSourceRevision(proof.revision);
           out.push({ kind: 'progress', revision: proof.revision });
         })
-        .catch(() => {}) // no proof this time; the watch goes on
+        .catch((err: unknown) => {
+          // A retryable failure is no proof this time (the silence below reports an outage); anything else is a fault.
+          if (!isRetryable(err) && !signal.aborted) fail(err);
+        })
         .finally(() => (proving = null));
     };
     const quietCheck = setInterval(() => {
-      if (Date.now() - lastMessageAt >= progressEveryMs) prove();
+      const now = Date.now();
+      if (now - lastContactAt > unreachableAfterMs) fail(new UnreachableError(`${client.origin}: no answer from the source for ${Math.round((now - lastContactAt) / 1000)} s`));
+      else if (now - lastMessageAt >= progressEveryMs) prove();
     }, Math.max(50, Math.floor(progressEveryMs / 2)));
     const onAbort = () => watch.close();
     signal.addEventListener('abort', onAbort, { once: true });
     void (async () => {
       try {
         for await (const msg of watch) {
-          lastMessageAt = Date.now();
+          lastMessageAt = lastContactAt = Date.now();
           onSourceRevision(msg.revision);
           if (msg.kind === 'progress') {
             prove();
