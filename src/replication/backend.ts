@@ -9,6 +9,7 @@ import { V3Source } from '../etcd/v3/source.js';
 import { KeyMap } from '../keys.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { OwnWrites } from '../healer.js';
 import { BodyGaps } from '../poller.js';
 import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
@@ -48,14 +49,15 @@ export function createV3Backend(config: Config, log: Logger, metrics: Metrics): 
     source = new V3Source({ client: new V3Client(config.src), map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
   }
   const client = new V3Client(config.dst);
-  const dst = new V3Destination(client, keys, config.dstMaxTxnOps);
-  const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n));
+  const own = new OwnWrites();
+  const dst = new V3Destination(client, keys, config.dstMaxTxnOps, own);
+  const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n), own);
   // A destination key found on a lease stands for: a v3 source lease of the same id, or the v2 key's TTL.
   const leaseFor = (dstKey: Buffer, dstLease: string): LeaseRef =>
     config.srcApi === 'v3'
       ? { id: dstLease, ttl: 1, grantedTtl: 1 }
       : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, ttl: 1, grantedTtl: 1 };
-  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, sourceRevision: () => sourceRevision, leaseFor });
+  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor });
   return {
     host,
     source,

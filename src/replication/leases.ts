@@ -4,6 +4,7 @@
 // whether it still lives; while it does, its copy is kept alive, and once it is gone, the copy is revoked (the
 // source's own delete events normally remove the keys first).
 import type { V3Client } from '../etcd/v3/client.js';
+import type { OwnWrites } from '../healer.js';
 import type { Logger } from '../log.js';
 import type { LeaseRef, Source } from './types.js';
 
@@ -33,6 +34,8 @@ export class LeaseMirror {
     private readonly dst: V3Client,
     private readonly log: Logger,
     private readonly onCount: (n: number) => void = () => {},
+    /** Our writes on the destination: a revoke deletes keys, and those deletes are ours. */
+    private readonly own?: OwnWrites,
   ) {}
 
   get size(): number {
@@ -122,7 +125,13 @@ export class LeaseMirror {
         // keys grants a new one; until then they are gone, as a v2 copy whose TTL ran out.
         this.log.warn({ lease: t.ref.id }, 'a destination lease expired while its source lease lives on');
       } else {
-        await this.dst.leaseRevoke(t.dstId);
+        const seq = this.own?.begin();
+        let revision: number | undefined;
+        try {
+          revision = (await this.dst.leaseRevoke(t.dstId)).revision || undefined;
+        } finally {
+          if (seq !== undefined) this.own!.end(seq, revision);
+        }
       }
       this.#tracked.delete(t.ref.id);
       this.onCount(this.#tracked.size);

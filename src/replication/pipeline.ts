@@ -10,7 +10,9 @@ import { subtreeRanges, type DstWrite, type V3Destination } from '../etcd/v3/des
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { faultFrom, type RunnerStatus } from '../runner.js';
+import type { OwnWrites } from '../healer.js';
 import { TxnBatch } from './batch.js';
+import { DestinationWatch } from './dst-watch.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 import type { LeaseMirror } from './leases.js';
 import { resync } from './resync.js';
@@ -28,11 +30,15 @@ export interface PipelineDeps {
   sourceRevision(): number | null;
   /** The source lease a destination key's lease stands for (adopting leases after a restart). */
   leaseFor(dstKey: Buffer, dstLease: string): LeaseRef;
+  /** Our destination writes (Txns, lease revokes), to tell foreign changes from them. */
+  own: OwnWrites;
 }
 
 /** Messages read ahead of the writer before the reader waits. */
 const HIGH_WATER = 10_000;
 const SETTLE_LIMIT_MS = 30_000;
+/** How soon a heal that must wait for the destination to catch up is tried again. */
+const HEAL_RETRY_MS = 200;
 
 interface Queued {
   msg: SourceMessage;
@@ -54,6 +60,9 @@ class SyncRun {
   #stopped = false;
   #wakeWriter: (() => void) | null = null;
   #wakeReader: (() => void) | null = null;
+  /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision). */
+  readonly #heals = new Map<string, { key: Buffer; retryAt: number }>();
+  #dstWatch: DestinationWatch | null = null;
   readonly settled: Promise<void>;
 
   constructor(
@@ -88,6 +97,11 @@ class SyncRun {
     const { source, log, metrics, config } = this.deps;
     const signal = this.#abort.signal;
     try {
+      this.#dstWatch = new DestinationWatch(this.deps.dst.client, this.deps.keys, this.deps.own, log, (keys) => {
+        for (const key of keys) this.#heals.set(keyId(key), { key, retryAt: 0 });
+        this.#wake();
+      });
+      this.#dstWatch.start((await this.deps.dst.client.status()).revision + 1);
       let from: number;
       if (this.input.mode === 'tail') {
         from = this.#persisted ?? 0;
@@ -199,8 +213,9 @@ class SyncRun {
     const { dst, source, metrics } = this.deps;
     const signal = this.#abort.signal;
     while (!signal.aborted) {
+      if (this.#heals.size > 0) await this.#heal();
       if (this.#queue.length === 0) {
-        await this.#idle();
+        await this.#idle(this.#heals.size > 0 ? HEAL_RETRY_MS : undefined);
         continue;
       }
       const batch = new TxnBatch(dst.maxOps);
@@ -269,6 +284,40 @@ class SyncRun {
   }
 
   /**
+   * Restores keys someone else changed on the destination to the source's state at the revision the destination
+   * is at, in one Txn between two batches: the replica stays a state the source had, and no replayed event
+   * is in flight meanwhile.
+   */
+  async #heal(): Promise<void> {
+    const { source, dst, keys, leases, log, metrics } = this.deps;
+    const at = this.#applied;
+    if (at === null) return;
+    const writes: DstWrite[] = [];
+    for (const [id, h] of this.#heals) {
+      if (h.retryAt > at || writes.length + 1 >= dst.maxOps) continue;
+      try {
+        const state = await source.keyAt(keys.toSrc(h.key), at, this.#abort.signal);
+        if ('retryAt' in state) {
+          h.retryAt = state.retryAt;
+          continue;
+        }
+        this.#heals.delete(id);
+        if ('superseded' in state) continue;
+        const e = state.entry;
+        const lease = e?.lease ? await leases.attach(e.lease) : undefined;
+        writes.push(e ? { kind: 'put', key: h.key, value: e.value, ...(lease ? { lease } : {}) } : { kind: 'delete', key: h.key });
+        metrics.healed.labels({ reason: e ? 'foreign change' : 'foreign create' }).inc();
+      } catch (err) {
+        this.#heals.delete(id);
+        log.warn({ err, key: h.key.toString('utf8') }, 'could not read the source to heal a destination key; it is healed when the source changes it');
+      }
+    }
+    if (writes.length === 0) return;
+    await dst.commit(writes, null);
+    log.warn({ keys: writes.map((w) => w.key.toString('utf8')).slice(0, 20), count: writes.length, atRevision: at }, 'destination keys changed by someone else were restored to the source');
+  }
+
+  /**
    * A source revision with more operations than one Txn may carry (a range delete of 300 keys): one range delete
    * when the deleted keys are all the destination holds between the first and the last of them; otherwise it is
    * split over several Txns — logged and counted, since the destination then shows part of a revision.
@@ -309,6 +358,7 @@ class SyncRun {
   async #fault(err: unknown): Promise<void> {
     const { metrics, dst, log } = this.deps;
     this.#abort.abort();
+    this.#dstWatch?.stop();
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
     if (fault.historyLost) metrics.outOfWindow.inc();
@@ -333,6 +383,7 @@ class SyncRun {
     this.#abort.abort();
     this.#wake();
     this.#wakeReader?.();
+    this.#dstWatch?.stop();
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
     if (this.#applied !== null) {

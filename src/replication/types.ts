@@ -42,6 +42,14 @@ export interface SourceSnapshot {
   entries: SnapshotEntry[];
 }
 
+/** A source key as it was at a revision, for healing one destination key. */
+export type KeyState =
+  | { entry: SnapshotEntry | null }
+  /** The source cannot say yet (v2 reads only the present): ask again once the destination is at `revision`. */
+  | { retryAt: number }
+  /** A change of this key after that revision is on its way through the pipeline: it rewrites the key anyway. */
+  | { superseded: true };
+
 export interface Source {
   readonly api: 'v2' | 'v3';
   /** Where the source is (origins only, never credentials). */
@@ -56,6 +64,8 @@ export interface Source {
    * `from` on, and retryable errors for outages it could not ride out.
    */
   changes(from: number, signal: AbortSignal): AsyncIterable<SourceMessage>;
+  /** The key as it was at `revision` (absent: null). */
+  keyAt(key: Buffer, revision: number, signal?: AbortSignal): Promise<KeyState>;
   /** The highest checkpoint that may be stored once everything up to `applied` is on the destination (lower
    * while a proof of progress below it is not yet confirmed; -Infinity: none yet). */
   storable(applied: number): number;

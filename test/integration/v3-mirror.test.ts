@@ -236,6 +236,30 @@ describe('v3 → v3: leases', () => {
   });
 });
 
+describe('v3 → v3: foreign changes on the destination', () => {
+  it('restores keys someone else changed, deleted or created under the mirrored prefix', async () => {
+    await wipe();
+    for (let i = 0; i < 5; i++) await pair.s.put(b(`/conftool/h/${i}`), b(`v${i}`));
+    const m = await mirror(['--reload']);
+    await m.waitForState('tailing');
+    await caughtUp();
+    await pair.d.put(b('/conftool/h/0'), b('edited by hand'));
+    await pair.d.deleteRange(b('/conftool/h/1'));
+    await pair.d.put(b('/conftool/h/stray'), b('not on the source'));
+    await pair.d.put(b('/conftoolx/foreign'), b('outside the prefix'));
+    await waitFor(async () => {
+      const t = values(await v3Tree(pair.d, '/conftool'));
+      return JSON.stringify(t) === JSON.stringify(values(await v3Tree(pair.s, '/conftool')));
+    }, 'destination healed');
+    expect((await pair.d.range(b('/conftoolx/foreign'))).kvs).toHaveLength(1);
+    expect(await m.metrics()).toMatch(/etcdmirror_healed_total\{reason="foreign change"\} [1-9]/);
+    // Replication goes on after the heals.
+    await pair.s.put(b('/conftool/h/0'), b('new'));
+    await treesEqual();
+    await m.kill('SIGTERM');
+  });
+});
+
 describe('v3 → v3: outages', () => {
   it('a frozen source or destination stalls the mirror (not ready), and it carries on when they are back', async () => {
     await wipe();

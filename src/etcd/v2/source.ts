@@ -9,7 +9,7 @@ import type { KeyMap } from '../../keys.js';
 import { BodyGaps, runPoller } from '../../poller.js';
 import { flatten, takeSnapshot } from '../../reconcile.js';
 import { Channel } from '../../replication/channel.js';
-import type { Change, ChangeOp, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
+import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
 
 const REMOVALS = new Set(['delete', 'expire', 'compareAndDelete']);
 const WRITES = new Set(['set', 'create', 'update', 'compareAndSwap']);
@@ -134,6 +134,23 @@ export class V2Source implements Source {
       (err: unknown) => out.end(signal.aborted ? undefined : err),
     );
     return out;
+  }
+
+  /** v2 reads only the present: it is the state at `revision` when the key has not changed since. */
+  async keyAt(key: Buffer, revision: number, signal?: AbortSignal): Promise<KeyState> {
+    const { src, map } = this.opts;
+    const path = key.toString('utf8');
+    try {
+      const node = (await src.get(path, { signal, quorum: true })).body.node;
+      if (node.modifiedIndex > revision) return { superseded: true };
+      if (node.dir || map.scope(path, false, 'get') !== 'mirrored') return { entry: null };
+      const lease = leaseOf(node, src.serverNow());
+      return { entry: { key, value: Buffer.from(node.value ?? ''), ...(lease ? { lease } : {}) } };
+    } catch (err) {
+      // Gone by the answer's store index: absent at `revision` too once the destination has got that far.
+      if (err instanceof KeyNotFoundError) return err.etcdIndex <= revision ? { entry: null } : { retryAt: err.etcdIndex };
+      throw err;
+    }
   }
 
   /** An applied event may be stored only once no unconfirmed quiet claim lies below it: a contradicted claim

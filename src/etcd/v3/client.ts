@@ -387,12 +387,15 @@ export class V3Client {
   }
 
   /** An unknown lease (already expired or revoked) is not an error. */
-  async leaseRevoke(id: string): Promise<void> {
+  /** Resolves with the revision that deleted the lease's keys (0 when there was no such lease). */
+  async leaseRevoke(id: string): Promise<{ revision: number }> {
     try {
       // Idempotent (a second revoke finds no lease), so it may be retried like a read.
-      await this.#unary('Lease', 'LeaseRevoke', { ID: id }, 'read');
+      const res = await this.#unary<{ header: { revision: string } }>('Lease', 'LeaseRevoke', { ID: id }, 'read');
+      return { revision: Number(res.header.revision) };
     } catch (err) {
       if (!(err instanceof V3RequestError && err.grpcCode === grpc.status.NOT_FOUND)) throw err;
+      return { revision: 0 };
     }
   }
 

@@ -1,6 +1,7 @@
 // A v3 cluster as the replication destination: every write is one Txn that carries whole source revisions and
 // the checkpoint after them, so the checkpoint can never pass or trail the data it describes, and a restart
 // resumes exactly where the destination is.
+import type { OwnWrites } from '../../healer.js';
 import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from '../../replication/keyspace.js';
 import type { DestinationEntry } from '../../replication/types.js';
 import { BadCheckpointError } from '../errors.js';
@@ -34,6 +35,8 @@ export class V3Destination {
     readonly client: V3Client,
     private readonly keys: ByteKeyMap,
     maxTxnOps: number,
+    /** Our writes' revisions, to tell them from foreign changes on the destination watch. */
+    private readonly own?: OwnWrites,
   ) {
     this.#maxOps = maxTxnOps;
   }
@@ -81,11 +84,16 @@ export class V3Destination {
     );
     if (checkpoint !== null) ops.push({ put: { key: this.keys.checkpointKey, value: Buffer.from(String(checkpoint)) } });
     if (ops.length === 0) return 0;
+    const seq = this.own?.begin();
+    let revision: number | undefined;
     try {
-      return (await this.client.txn({ success: ops })).revision;
+      revision = (await this.client.txn({ success: ops })).revision;
+      return revision;
     } catch (err) {
       if (err instanceof TooManyOpsError && ops.length > 1) this.#maxOps = Math.max(2, Math.min(this.#maxOps, ops.length) >> 1);
       throw err;
+    } finally {
+      if (seq !== undefined) this.own!.end(seq, revision);
     }
   }
 }

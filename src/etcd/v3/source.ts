@@ -5,7 +5,7 @@
 // the watch is still catching up (v3rpc sends it on its control stream), so taken alone it would skip events.
 import type { ByteKeyMap } from '../../replication/keyspace.js';
 import { Channel } from '../../replication/channel.js';
-import type { Change, ChangeOp, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
+import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
 import { isRetryable, UnreachableError } from '../errors.js';
 import type { KeyValue, V3Client, V3Event } from './client.js';
 
@@ -168,6 +168,13 @@ export class V3Source implements Source {
     if ((now.kvs[0]?.modRevision ?? 0) > after) return null; // a change the watch has not delivered yet
     const before = known?.revision === after ? known.count : (await client.range(map.srcRange.key, { ...range, revision: after, countOnly: true })).count;
     return before === now.count ? { revision: now.revision, count: now.count } : null;
+  }
+
+  async keyAt(key: Buffer, revision: number): Promise<KeyState> {
+    const kv = (await this.opts.client.range(key, { revision })).kvs[0];
+    if (!kv || !this.opts.map.mirrors(kv.key)) return { entry: null };
+    const lease = await this.#lease(kv);
+    return { entry: { key: kv.key, value: kv.value, ...(lease ? { lease } : {}) } };
   }
 
   storable(applied: number): number {
