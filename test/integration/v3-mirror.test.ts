@@ -99,6 +99,36 @@ describe('v3 → v3: write kinds', () => {
   });
 });
 
+describe('v3 → v3: the destination\'s operation limit', () => {
+  it('learns a lower limit from the destination, and splits (logged, counted) a revision larger than one Txn may carry', async () => {
+    await wipe();
+    // Configured above etcd's 128: batches of many revisions are refused and cut smaller.
+    const m = await mirror(['--reload', '--dst-max-txn-ops', '1000', '--src-ignore-keys-regex', '/conftool/ignored/.*']);
+    await m.waitForState('tailing');
+    m.proc.kill('SIGSTOP');
+    for (let i = 0; i < 400; i++) await pair.s.put(b(`/conftool/n/${i}`), b(String(i)));
+    await pair.s.put(b('/conftool/ignored/x'), b('not mirrored'));
+    m.proc.kill('SIGCONT');
+    await caughtUp();
+    const dst = values(await v3Tree(pair.d, '/conftool'));
+    const src = values(await v3Tree(pair.s, '/conftool'));
+    delete src['/conftool/ignored/x'];
+    expect(dst).toEqual(src);
+    await waitFor(async () => m.logs.find((l) => String(l.msg).includes('fewer operations per Txn')), 'limit learned');
+    await m.kill('SIGTERM');
+
+    // A limit below the source's transactions: a 40-put revision goes in several Txns.
+    const small = await mirror(['--dst-max-txn-ops', '16']);
+    await small.waitForState('tailing');
+    await pair.s.txn({ success: Array.from({ length: 40 }, (_, i) => ({ put: { key: b(`/conftool/split/${i}`), value: b('s') } })) });
+    await caughtUp();
+    expect((await v3Tree(pair.d, '/conftool/split')).size).toBe(40);
+    expect(await small.metrics()).toMatch(/etcdmirror_split_revisions_total 1/);
+    expect(small.logs.some((l) => String(l.msg).includes('applied in several Txns'))).toBe(true);
+    await small.kill('SIGTERM');
+  });
+});
+
 describe('v3 → v3: crashes', () => {
   it('kill -9 under mixed load, restarted without --reload, three times: trees equal and the destination log in source revision order', async () => {
     await wipe();
