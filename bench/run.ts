@@ -903,6 +903,11 @@ async function reloadOnce(mode: Mode, n: number, proxy: DelayProxy, opts: Option
 // ---------------------------------------------------------------------------------------------------------------
 
 async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  if (argv.some((a, i) => a === '--src-api=v3' || (a === '--src-api' && argv[i + 1] === 'v3'))) {
+    const { runV3Bench } = await import('./v3.js');
+    return runV3Bench(argv);
+  }
   let opts: Options | null;
   try {
     opts = parseOptions(process.argv.slice(2));
