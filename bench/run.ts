@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { startEtcd, type EtcdProcess } from '../src/etcd-process.js';
+import { startEtcd, type EtcdProcess } from '../src/etcd/process.js';
 import { CANARY_DIR, CanaryWatcher, writeCanaries, type CanaryRecord } from './lib/canary.js';
 import { diffTrees, fill, put, readTree, storeIndex, writeSequentially, writeSequentiallyFor } from './lib/etcd-http.js';
 import { Mirror, type MetricsSnapshot, type MirrorState } from './lib/mirror.js';
@@ -931,7 +931,7 @@ async function main(): Promise<number> {
     uncommittedProductFiles: gitDirty.map((l) => l.trim()),
   };
   if (opts.bin.endsWith(path.join('bin', 'etcd-mirror.js'))) {
-    const cli = path.join(ROOT, 'dist/src/cli.js');
+    const cli = path.join(ROOT, 'dist/src/cli/cli.js');
     const stale = existsSync(cli) && statSync(cli).mtimeMs < newestTs([path.join(ROOT, 'src'), path.join(ROOT, 'machines')]);
     build.distStale = stale;
     if (stale) progress('warning: dist/ is older than src/ (run npm run build)');

@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool, request } from 'undici';
-import { freePort, startEtcd } from '../src/etcd-process.js';
+import { freePort, startEtcd } from '../src/etcd/process.js';
 
 const { values } = parseArgs({
   options: { minutes: { type: 'string', default: '10' }, rate: { type: 'string', default: '500' }, bin: { type: 'string', default: 'bin/etcd-mirror.js' } },

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseCluster } from '../src/etcd/endpoint.js';
-import { startEtcd, type EtcdProcess } from '../src/etcd-process.js';
+import { startEtcd, type EtcdProcess } from '../src/etcd/process.js';
 import { V3Client } from '../src/etcd/v3/client.js';
 import { busiestProcesses } from './lib/procstat.js';
 import { cpuBetween, readCpu } from './lib/sampler.js';

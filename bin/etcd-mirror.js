@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs the compiled CLI (npm ci / npm run build produce dist/).
-import { main } from '../dist/src/cli.js';
+import { main } from '../dist/src/cli/cli.js';
 
 main(process.argv.slice(2)).then(
   (code) => {

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { freePort } from '../../src/etcd-process.js';
+import { freePort } from '../../src/etcd/process.js';
 
 export interface LogLine {
   level?: number;

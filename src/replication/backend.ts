@@ -1,16 +1,16 @@
 // Wiring for a v3 destination: the source (v2 through the bridge, or v3), the destination, the lease mirror
 // and the pipeline host, behind the same shape main.ts gives the machine for a v2 destination.
-import type { Config } from '../config.js';
-import { EtcdClient } from '../etcd/client.js';
-import { V2Source } from '../etcd/v2/source.js';
+import type { Config } from '../cli/config.js';
+import { EtcdClient } from '../etcd/v2/client.js';
+import { V2Source } from './v2-source.js';
 import { V3Client } from '../etcd/v3/client.js';
-import { V3Destination } from '../etcd/v3/destination.js';
-import { V3Source } from '../etcd/v3/source.js';
-import { KeyMap } from '../keys.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import { OwnWrites } from '../healer.js';
-import { BodyGaps } from '../poller.js';
+import { V3Destination } from './v3-destination.js';
+import { V3Source } from './v3-source.js';
+import { KeyMap } from './keys.js';
+import type { Logger } from '../daemon/log.js';
+import type { Metrics } from '../daemon/metrics.js';
+import { OwnWrites } from './own-writes.js';
+import { BodyGaps } from './v2/poller.js';
 import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';

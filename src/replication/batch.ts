@@ -2,7 +2,7 @@
 // a range delete of the same Txn covers ("duplicate key given in txn request"), and it need not: the Txn is
 // one destination revision, so only the state after its last source revision is ever visible. A later write of
 // a key replaces an earlier one; a range delete that overlaps anything already in the batch starts a new Txn.
-import type { DstWrite } from '../etcd/v3/destination.js';
+import type { DstWrite } from './v3-destination.js';
 import { keyId } from './keyspace.js';
 
 const inRange = (key: Buffer, w: { key: Buffer; rangeEnd: Buffer }): boolean => key.compare(w.key) >= 0 && key.compare(w.rangeEnd) < 0;

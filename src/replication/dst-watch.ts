@@ -4,8 +4,8 @@
 // if it was ours (OwnWrites, shared with the v2 healer). Healing itself is the pipeline's: it restores the key
 // to the source's state at the revision the destination is at, between two Txns.
 import type { V3Client } from '../etcd/v3/client.js';
-import type { OwnWrites } from '../healer.js';
-import type { Logger } from '../log.js';
+import type { OwnWrites } from './own-writes.js';
+import type { Logger } from '../daemon/log.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 
 const CLASSIFY_EVERY_MS = 20;

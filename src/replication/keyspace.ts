@@ -2,7 +2,7 @@
 // KeyMap (src/keys.ts): a prefix covers itself and what lies below it on a path boundary (`/conftool` covers
 // `/conftool` and `/conftool/...`, never `/conftoolx`); --strip maps SP/x to DP/x, otherwise SP/x to DP + SP/x.
 // Bytes, not strings: a v3 key need not be UTF-8, and what the source holds is what the destination gets.
-import { replicationIndexKey, type KeyMap } from '../keys.js';
+import { replicationIndexKey, type KeyMap } from './keys.js';
 
 const SLASH = 0x2f;
 /** The byte after '/': [P, P + '0') is the smallest range holding P and every P/... key. */

@@ -4,8 +4,8 @@
 // whether it still lives; while it does, its copy is kept alive, and once it is gone, the copy is revoked (the
 // source's own delete events normally remove the keys first).
 import type { V3Client } from '../etcd/v3/client.js';
-import type { OwnWrites } from '../healer.js';
-import type { Logger } from '../log.js';
+import type { OwnWrites } from './own-writes.js';
+import type { Logger } from '../daemon/log.js';
 import type { LeaseRef, Source } from './types.js';
 
 /** Shortest destination lease: a copy granted with 1 s left would need keepalives faster than we check. */

@@ -4,13 +4,13 @@
 // flight at a time: two could be applied by the destination in either order.
 import { fromCallback } from 'xstate';
 import type { MirrorEvent, RunnerCommand, RunnerInput } from '../../machines/types.js';
-import type { Config } from '../config.js';
+import type { Config } from '../cli/config.js';
 import { TooManyOpsError } from '../etcd/v3/client.js';
-import { subtreeRanges, type DstWrite, type V3Destination } from '../etcd/v3/destination.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
-import { faultFrom, type RunnerStatus } from '../runner.js';
-import type { OwnWrites } from '../healer.js';
+import { subtreeRanges, type DstWrite, type V3Destination } from './v3-destination.js';
+import type { Logger } from '../daemon/log.js';
+import type { Metrics } from '../daemon/metrics.js';
+import { faultFrom, type RunnerStatus } from './v2/runner.js';
+import type { OwnWrites } from './own-writes.js';
 import { TxnBatch } from './batch.js';
 import { DestinationWatch } from './dst-watch.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';

@@ -3,8 +3,8 @@
 // revision), so a crash half-way leaves the old checkpoint and the next start reconciles again.
 import { MassDeleteRefusedError } from '../etcd/errors.js';
 import { TooManyOpsError } from '../etcd/v3/client.js';
-import type { DstWrite, V3Destination } from '../etcd/v3/destination.js';
-import { judgeSnapshot, type GuardOptions } from '../reconcile.js';
+import type { DstWrite, V3Destination } from './v3-destination.js';
+import { judgeSnapshot, type GuardOptions } from './guard.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 import type { LeaseMirror } from './leases.js';
 import type { LeaseRef, SourceSnapshot } from './types.js';

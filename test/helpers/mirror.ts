@@ -3,9 +3,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll } from 'vitest';
-import { EtcdClient } from '../../src/etcd/client.js';
+import { EtcdClient } from '../../src/etcd/v2/client.js';
 import { parseEndpoint } from '../../src/etcd/endpoint.js';
-import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/etcd-mirror.js', import.meta.url));
 

@@ -1,8 +1,8 @@
 // Snapshot and compare etcd subtrees: the oracle for "is the replica equal to the source".
-import type { EtcdClient } from '../../src/etcd/client.js';
-import type { EtcdNode } from '../../src/etcd/decode.js';
+import type { EtcdClient } from '../../src/etcd/v2/client.js';
+import type { EtcdNode } from '../../src/etcd/v2/decode.js';
 import { KeyNotFoundError } from '../../src/etcd/errors.js';
-import { normalizeKey } from '../../src/etcd/paths.js';
+import { normalizeKey } from '../../src/etcd/v2/paths.js';
 
 export interface NodeSummary {
   dir: boolean;

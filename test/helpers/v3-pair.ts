@@ -1,7 +1,7 @@
 // A source and a destination etcd with v3 clients on both, and an event recorder, for the v3 mirror tests.
 import { V3Client, type V3Event } from '../../src/etcd/v3/client.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
-import { startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { rangeOf } from '../../src/replication/keyspace.js';
 
 export interface V3Pair {

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { V3Client } from '../../src/etcd/v3/client.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
-import { startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { runMirror, spawnMirror, type MirrorProcess } from '../helpers/mirror.js';
 import { ok, storeIndex } from '../helpers/raw.js';
 import { b, v3Tree, values, waitFor } from '../helpers/v3-pair.js';

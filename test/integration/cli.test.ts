@@ -1,7 +1,7 @@
 // Bad input: one clear line on stderr, non-zero exit, nothing written, no password anywhere.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { enableAuth, startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { enableAuth, startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { runMirror, spawnMirror, startPair, type Pair } from '../helpers/mirror.js';
 import { ok, raw } from '../helpers/raw.js';
 

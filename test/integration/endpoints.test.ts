@@ -1,6 +1,6 @@
 // Several member URLs per cluster: requests fail over; a member of another cluster is refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
 import { expectTreesEqual } from '../helpers/tree.js';
 import { ok, sleep, storeIndex } from '../helpers/raw.js';

@@ -1,8 +1,8 @@
 // Smoke test of the test harness itself: etcd processes, tree comparison, fault proxy.
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enableAuth, startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
-import { EtcdClient } from '../../src/etcd/client.js';
+import { enableAuth, startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
+import { EtcdClient } from '../../src/etcd/v2/client.js';
 import { parseEndpoint } from '../../src/etcd/endpoint.js';
 import { TransportError, UnauthorizedError } from '../../src/etcd/errors.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';

@@ -1,10 +1,10 @@
 // https to etcd with a custom CA and client certificates; certificate problems are clear, non-retried errors.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { runMirror, spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
 import { expectTreesEqual } from '../helpers/tree.js';
-import { EtcdClient } from '../../src/etcd/client.js';
+import { EtcdClient } from '../../src/etcd/v2/client.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
 import { readFileSync } from 'node:fs';
 

@@ -9,7 +9,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lifecycle } from '../../machines/lifecycle.js';
-import { allStates, machineGraph } from '../../src/viz.js';
+import { allStates, machineGraph } from '../../src/daemon/viz.js';
 import { runMirror, spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { ok, sleep, storeIndex } from '../helpers/raw.js';
 

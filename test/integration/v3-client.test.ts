@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcd, type EtcdProcess } from '../../src/etcd-process.js';
+import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
 import { ClusterIdMismatchError, isRetryable } from '../../src/etcd/errors.js';
 import {

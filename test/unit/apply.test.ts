@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { opFootprint, planEvent, planNode, remainingTtl, type DstOp } from '../../src/apply.js';
-import type { EtcdEvent, EtcdNode } from '../../src/etcd/decode.js';
-import { KeyMap } from '../../src/keys.js';
+import { opFootprint, planEvent, planNode, remainingTtl, type DstOp } from '../../src/replication/v2/apply.js';
+import type { EtcdEvent, EtcdNode } from '../../src/etcd/v2/decode.js';
+import { KeyMap } from '../../src/replication/keys.js';
 import { fixtureEvent } from './helpers/fixtures.js';
 
 /** SP /demo, DP /replica, no strip: /demo/x → /replica/demo/x. */

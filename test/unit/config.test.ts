@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseConfig, type Config } from '../../src/config.js';
+import { parseConfig, type Config } from '../../src/cli/config.js';
 import { ConfigError } from '../../src/etcd/errors.js';
 
 const SRC = 'http://127.0.0.1:2379';

@@ -1,7 +1,7 @@
 // The deploy files under contrib/ must stay true to the code: alert rules only use metrics the daemon exports.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { createMetrics, STATES } from '../../src/metrics.js';
+import { createMetrics, STATES } from '../../src/daemon/metrics.js';
 
 const read = (file: string) => readFileSync(new URL(`../../contrib/${file}`, import.meta.url), 'utf8');
 

@@ -1,11 +1,12 @@
 // Small parts that keep the replica faithful: heal coverage (no rewinds), write retries, the snapshot guard,
 // own-write classification and the healer's top-most subtree selection.
 import { describe, expect, it } from 'vitest';
-import { Coverage } from '../../src/coverage.js';
+import { Coverage } from '../../src/replication/v2/coverage.js';
 import { DestinationWriteError, KeyNotFoundError, TransportError, UnauthorizedError } from '../../src/etcd/errors.js';
-import { OwnWrites, topMost } from '../../src/healer.js';
-import { judgeSnapshot } from '../../src/reconcile.js';
-import { withWriteRetries } from '../../src/write-retry.js';
+import { topMost } from '../../src/replication/v2/healer.js';
+import { OwnWrites } from '../../src/replication/own-writes.js';
+import { judgeSnapshot } from '../../src/replication/guard.js';
+import { withWriteRetries } from '../../src/replication/v2/write-retry.js';
 
 describe('Coverage', () => {
   it('skips events at or below a heal snapshot inside its subtree, and nothing else', () => {

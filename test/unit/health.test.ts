@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RateMeter, readiness, windowHeadroom } from '../../src/health.js';
+import { RateMeter, readiness, windowHeadroom } from '../../src/daemon/health.js';
 
 describe('windowHeadroom', () => {
   it('is what is left of the 1000-event window, never negative', () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/etcd/errors.js';
-import { compileIgnoreRegex, KeyMap, parsePrefix, replicationIndexKey } from '../../src/keys.js';
+import { compileIgnoreRegex, KeyMap, parsePrefix, replicationIndexKey } from '../../src/replication/keys.js';
 
 describe('KeyMap.toDst without --strip: SP/x → DP + SP/x', () => {
   it.each([

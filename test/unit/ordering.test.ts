@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { OrderingPolicy } from '../../src/ordering.js';
+import { OrderingPolicy } from '../../src/replication/v2/ordering.js';
 
 describe('OrderingPolicy', () => {
   it('strict and key never change', () => {

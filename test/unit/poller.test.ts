@@ -8,7 +8,7 @@
 // as a guard). The options are kept small: re-arm 15..40 ms, unreachable after 200 ms, stream grace 300 ms.
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { EtcdEvent } from '../../src/etcd/decode.js';
+import type { EtcdEvent } from '../../src/etcd/v2/decode.js';
 import {
   ClusterIdMismatchError,
   EventIndexClearedError,
@@ -18,7 +18,7 @@ import {
   WatcherClearedError,
   etcdErrorFrom,
 } from '../../src/etcd/errors.js';
-import { BodyGaps, ResyncNeededError, runPoller, type PollerOptions, type PollerSink } from '../../src/poller.js';
+import { BodyGaps, ResyncNeededError, runPoller, type PollerOptions, type PollerSink } from '../../src/replication/v2/poller.js';
 import { FakeSource, etcdV2Match, liveMatch } from './helpers/fake-source.js';
 
 const PREFIX = '/demo';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { alreadyApplied, keysToRead, type ReplayItem } from '../../src/replay-guard.js';
+import { alreadyApplied, keysToRead, type ReplayItem } from '../../src/replication/v2/replay-guard.js';
 
 const put = (index: number, key: string, value: string, before: string | null): ReplayItem => ({ index, key, kind: 'put', value, before });
 const del = (index: number, key: string, before: string | null): ReplayItem => ({ index, key, kind: 'delete', before });

@@ -1,7 +1,7 @@
 // The backend-neutral parts of the v3-destination pipeline: byte key mapping, Txn batches, the hand-over channel.
 import { describe, expect, it } from 'vitest';
-import { subtreeRanges } from '../../src/etcd/v3/destination.js';
-import { KeyMap } from '../../src/keys.js';
+import { subtreeRanges } from '../../src/replication/v3-destination.js';
+import { KeyMap } from '../../src/replication/keys.js';
 import { TxnBatch } from '../../src/replication/batch.js';
 import { Channel } from '../../src/replication/channel.js';
 import { ByteKeyMap, coversKey, rangeOf } from '../../src/replication/keyspace.js';

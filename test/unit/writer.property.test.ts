@@ -3,7 +3,7 @@
 // every invariant; at the end it checks the recorded start/finish trace for order violations.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OrderedWriter } from '../../src/writer.js';
+import { OrderedWriter } from '../../src/replication/v2/writer.js';
 import { ControlledOps, flush } from './helpers/controlled-ops.js';
 
 const KEYS = ['/a', '/a/b', '/a/b/c', '/d', '/d/e'] as const;

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { OrderedWriter, type WriterOptions } from '../../src/writer.js';
+import { OrderedWriter, type WriterOptions } from '../../src/replication/v2/writer.js';
 import { ControlledOps, flush } from './helpers/controlled-ops.js';
 
 function setup(opts: Partial<WriterOptions> & { start?: number } = {}) {

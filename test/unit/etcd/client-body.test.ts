@@ -4,7 +4,7 @@ import { createServer, get as httpGet, type IncomingMessage, type Server, type S
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EtcdClient } from '../../../src/etcd/client.js';
+import { EtcdClient } from '../../../src/etcd/v2/client.js';
 import { parseEndpoint } from '../../../src/etcd/endpoint.js';
 
 const CLUSTER = 'cafe0123456789ab';

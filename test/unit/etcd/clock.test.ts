@@ -1,6 +1,6 @@
 // The cluster-clock estimate from `Date` headers: every time is injected, no real clock is read.
 import { describe, expect, it } from 'vitest';
-import { ServerClock } from '../../../src/etcd/clock.js';
+import { ServerClock } from '../../../src/etcd/v2/clock.js';
 
 /** What a Go server writes: its clock at the answer, truncated to the second, as an HTTP-date. */
 const httpDate = (serverMs: number): string => new Date(Math.floor(serverMs / 1000) * 1000).toUTCString();

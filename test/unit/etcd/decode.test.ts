@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeEvent, decodeKeys, header, parseIndex, type Headers } from '../../../src/etcd/decode.js';
+import { decodeEvent, decodeKeys, header, parseIndex, type Headers } from '../../../src/etcd/v2/decode.js';
 import {
   CompareFailedError,
   ConfigError,

@@ -8,7 +8,7 @@ import {
   keySegments,
   keysPath,
   normalizeKey,
-} from '../../../src/etcd/paths.js';
+} from '../../../src/etcd/v2/paths.js';
 
 describe('keySegments', () => {
   it('returns no segments for the root', () => {

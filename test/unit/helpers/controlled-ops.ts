@@ -1,6 +1,6 @@
 // Write ops whose completion the test controls: each `run` returns a promise that stays pending until the
 // test settles it, and every start/finish is recorded in one logical order.
-import type { WriteItem } from '../../../src/writer.js';
+import type { WriteItem } from '../../../src/replication/v2/writer.js';
 
 export interface PendingRun {
   index: number;

@@ -1,6 +1,6 @@
 // Recorded etcd v2 bodies (copied from shared/etcd-v2-api-notes.md) under test/fixtures/v2.
 import { readFileSync } from 'node:fs';
-import type { EtcdEvent } from '../../../src/etcd/decode.js';
+import type { EtcdEvent } from '../../../src/etcd/v2/decode.js';
 
 const dir = new URL('../../fixtures/v2/', import.meta.url);
 

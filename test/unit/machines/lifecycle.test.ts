@@ -512,7 +512,7 @@ describe('lifecycle: stop', () => {
 
   // The root-level operator.stop transition targets '.stopping' from any state, including stopping itself: it
   // exits and re-enters stopping, cancelling the running drain actor and invoking drain a second time.
-  // (src/main.ts exits on a second signal, so only MirrorHandle.stop() callers can hit this today.)
+  // (src/daemon/main.ts exits on a second signal, so only MirrorHandle.stop() callers can hit this today.)
   it('a second operator.stop while stopping does not start a second drain', async () => {
     const gate = deferred<void>();
     const h = await started({ drain: () => gate.promise });

@@ -3,7 +3,7 @@
 // names the key. Only failures that answer fast are retried here (a reset or refused connection, an etcd error
 // that says "try again"); a destination that does not answer is the machine's to report and back off from.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DestinationWriteError, isRetryable, UnreachableError } from './etcd/errors.js';
+import { DestinationWriteError, isRetryable, UnreachableError } from '../../etcd/errors.js';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included. */

@@ -1,15 +1,15 @@
 // A v2 cluster as a replication source for pipelines that write to a v3 destination (the v2 → v3 bridge). The
 // v2 poller (src/poller.ts) does the hard part — history catch-up, the live stream, quiet proofs that keep the
 // stored index inside etcd's 1000-event window — and this turns what it hands over into normalised changes.
-import type { EtcdClient } from '../client.js';
-import type { EtcdEvent, EtcdNode } from '../decode.js';
-import { KeyNotFoundError } from '../errors.js';
-import { remainingTtl } from '../../apply.js';
-import type { KeyMap } from '../../keys.js';
-import { BodyGaps, runPoller } from '../../poller.js';
-import { flatten, takeSnapshot } from '../../reconcile.js';
-import { Channel } from '../../replication/channel.js';
-import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
+import type { EtcdClient } from '../etcd/v2/client.js';
+import type { EtcdEvent, EtcdNode } from '../etcd/v2/decode.js';
+import { KeyNotFoundError } from '../etcd/errors.js';
+import { remainingTtl } from './v2/apply.js';
+import type { KeyMap } from './keys.js';
+import { BodyGaps, runPoller } from './v2/poller.js';
+import { flatten, takeSnapshot } from './v2/reconcile.js';
+import { Channel } from './channel.js';
+import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from './types.js';
 
 const REMOVALS = new Set(['delete', 'expire', 'compareAndDelete']);
 const WRITES = new Set(['set', 'create', 'update', 'compareAndSwap']);

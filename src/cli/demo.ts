@@ -2,12 +2,12 @@
 // so an operator can watch it work (the /ui page, HTTP endpoints, logs) before pointing it at production clusters.
 import { parseArgs } from 'node:util';
 import { apiFlag, checkApis, parseConfig } from './config.js';
-import { EtcdClient } from './etcd/client.js';
-import { parseCluster, parseEndpoint } from './etcd/endpoint.js';
-import { V3Client } from './etcd/v3/client.js';
-import { freePort, startEtcd, type EtcdProcess } from './etcd-process.js';
-import { createLogger } from './log.js';
-import { startMirror } from './main.js';
+import { EtcdClient } from '../etcd/v2/client.js';
+import { parseCluster, parseEndpoint } from '../etcd/endpoint.js';
+import { V3Client } from '../etcd/v3/client.js';
+import { freePort, startEtcd, type EtcdProcess } from '../etcd/process.js';
+import { createLogger } from '../daemon/log.js';
+import { startMirror } from '../daemon/main.js';
 
 const TRAFFIC_LIMIT_MS = 60 * 60 * 1000; // sample traffic stops by itself after an hour
 

@@ -31,9 +31,9 @@
 // index back below it.
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from './etcd/client.js';
-import type { EtcdEvent } from './etcd/decode.js';
-import { isRetryable, MirrorError, UnreachableError, WatcherClearedError } from './etcd/errors.js';
+import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from '../../etcd/v2/client.js';
+import type { EtcdEvent } from '../../etcd/v2/decode.js';
+import { isRetryable, MirrorError, UnreachableError, WatcherClearedError } from '../../etcd/errors.js';
 
 export interface PollerSink {
   /** An event with modifiedIndex > every index handed over before. */

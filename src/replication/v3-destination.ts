@@ -1,11 +1,11 @@
 // A v3 cluster as the replication destination: every write is one Txn that carries whole source revisions and
 // the checkpoint after them, so the checkpoint can never pass or trail the data it describes, and a restart
 // resumes exactly where the destination is.
-import type { OwnWrites } from '../../healer.js';
-import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from '../../replication/keyspace.js';
-import type { DestinationEntry } from '../../replication/types.js';
-import { BadCheckpointError } from '../errors.js';
-import { prefixEnd, TooManyOpsError, type TxnOp, type V3Client } from './client.js';
+import type { OwnWrites } from './own-writes.js';
+import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from './keyspace.js';
+import type { DestinationEntry } from './types.js';
+import { BadCheckpointError } from '../etcd/errors.js';
+import { prefixEnd, TooManyOpsError, type TxnOp, type V3Client } from '../etcd/v3/client.js';
 
 export type DstWrite =
   | { kind: 'put'; key: Buffer; value: Buffer; lease?: string }

@@ -1,11 +1,11 @@
 // Source event → idempotent destination operation. Source preconditions (prevValue, prevIndex, prevExist)
 // are never replayed: the source already decided, and destination indexes differ. Applying any suffix of the
 // event stream again, in order, converges to the same destination state.
-import type { EtcdClient } from './etcd/client.js';
-import type { EtcdEvent, EtcdNode } from './etcd/decode.js';
-import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from './etcd/errors.js';
-import type { KeyMap } from './keys.js';
-import { isWithin } from './etcd/paths.js';
+import type { EtcdClient } from '../../etcd/v2/client.js';
+import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
+import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
+import type { KeyMap } from '../keys.js';
+import { isWithin } from '../../etcd/v2/paths.js';
 
 export type DstOp =
   /** Write a value; `ttl` in whole seconds (rounded up), absent for a permanent key. */

@@ -8,8 +8,8 @@
 // sent behind it, which etcd can only have applied after it: redoing it then would move the key back. No new
 // write goes on the lane while redos are pending, so none overtakes them.
 import type { LeafOp } from './apply.js';
-import type { EtcdClient, OrderedLane } from './etcd/client.js';
-import { KeyNotFoundError, NotADirectoryError } from './etcd/errors.js';
+import type { EtcdClient, OrderedLane } from '../../etcd/v2/client.js';
+import { KeyNotFoundError, NotADirectoryError } from '../../etcd/errors.js';
 
 export class StrictLane {
   readonly #lane: OrderedLane;

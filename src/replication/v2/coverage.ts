@@ -1,6 +1,6 @@
 // Subtrees that a heal brought to a source snapshot newer than the writer's position. Events at or below the
 // snapshot's index for such a subtree are already in it: replaying them would move keys back in time.
-import { isWithin } from './etcd/paths.js';
+import { isWithin } from '../../etcd/v2/paths.js';
 
 interface Covered {
   /** Source key of the healed subtree. */

@@ -5,8 +5,8 @@ import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from './errors.js';
-import type { Cluster, Endpoint } from './endpoint.js';
+import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
+import type { Cluster, Endpoint } from '../endpoint.js';
 import { keysPath } from './paths.js';
 
 export interface ClientOptions {

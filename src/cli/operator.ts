@@ -3,20 +3,20 @@
 // replication index against the source's history window.
 import { parseArgs } from 'node:util';
 import { apiFlag, checkApis, type Api } from './config.js';
-import { EtcdClient } from './etcd/client.js';
-import { V2Source } from './etcd/v2/source.js';
-import { CompactedError, V3Client } from './etcd/v3/client.js';
-import { V3Destination } from './etcd/v3/destination.js';
-import { V3Source } from './etcd/v3/source.js';
-import { BodyGaps } from './poller.js';
-import { ByteKeyMap, keyId } from './replication/keyspace.js';
-import type { EtcdNode } from './etcd/decode.js';
-import { parseCluster, type Cluster } from './etcd/endpoint.js';
-import { ConfigError, KeyNotFoundError } from './etcd/errors.js';
-import type { DstOp } from './apply.js';
-import { compileIgnoreRegex, KeyMap, parsePrefix } from './keys.js';
-import { HISTORY_WINDOW_EVENTS } from './health.js';
-import { planReconcile, readDestination, takeSnapshot } from './reconcile.js';
+import { EtcdClient } from '../etcd/v2/client.js';
+import { V2Source } from '../replication/v2-source.js';
+import { CompactedError, V3Client } from '../etcd/v3/client.js';
+import { V3Destination } from '../replication/v3-destination.js';
+import { V3Source } from '../replication/v3-source.js';
+import { BodyGaps } from '../replication/v2/poller.js';
+import { ByteKeyMap, keyId } from '../replication/keyspace.js';
+import type { EtcdNode } from '../etcd/v2/decode.js';
+import { parseCluster, type Cluster } from '../etcd/endpoint.js';
+import { ConfigError, KeyNotFoundError } from '../etcd/errors.js';
+import type { DstOp } from '../replication/v2/apply.js';
+import { compileIgnoreRegex, KeyMap, parsePrefix } from '../replication/keys.js';
+import { HISTORY_WINDOW_EVENTS } from '../daemon/health.js';
+import { planReconcile, readDestination, takeSnapshot } from '../replication/v2/reconcile.js';
 
 
 type Out = { stdout: (s: string) => void };

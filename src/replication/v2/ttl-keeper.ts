@@ -5,11 +5,11 @@
 // ever refreshed, never made permanent: if the mirror dies, they expire on their own — no immortal lock keys.
 import PQueue from 'p-queue';
 import { remainingTtl } from './apply.js';
-import type { EtcdClient } from './etcd/client.js';
-import type { EtcdEvent, EtcdNode } from './etcd/decode.js';
-import { KeyNotFoundError, NodeExistError } from './etcd/errors.js';
-import type { KeyMap } from './keys.js';
-import type { Logger } from './log.js';
+import type { EtcdClient } from '../../etcd/v2/client.js';
+import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
+import { KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
+import type { KeyMap } from '../keys.js';
+import type { Logger } from '../../daemon/log.js';
 import { flatten } from './reconcile.js';
 import type { OrderedWriter } from './writer.js';
 

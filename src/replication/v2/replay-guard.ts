@@ -12,9 +12,9 @@
 //
 // Subtree operations (a directory's creation or recursive removal, the whole root) change keys without naming
 // them: with one of them in the window, every event is replayed as before.
-import type { EtcdClient } from './etcd/client.js';
-import { KeyNotFoundError } from './etcd/errors.js';
-import type { KeyMap } from './keys.js';
+import type { EtcdClient } from '../../etcd/v2/client.js';
+import { KeyNotFoundError } from '../../etcd/errors.js';
+import type { KeyMap } from '../keys.js';
 
 /** One replayed event, as it affects the destination. */
 export interface ReplayItem {

@@ -1,7 +1,7 @@
 // The daemon's HTTP surface. Read-only: no endpoint changes anything. Nothing served here carries credentials
 // (endpoints are shown by origin only).
 import { createServer, type Server } from 'node:http';
-import { lifecycle } from '../machines/index.js';
+import { lifecycle } from '../../machines/index.js';
 import type { Metrics } from './metrics.js';
 import { UI_CSS, UI_ICON, UI_JS, uiHtml } from './ui.js';
 import { machineGraph, toSvg } from './viz.js';

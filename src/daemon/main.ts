@@ -1,20 +1,20 @@
 // Composition root of the daemon: config → clients → actors provided to the machine → HTTP → signals.
 import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
-import { lifecycle, backoffMs } from '../machines/index.js';
-import type { LoadIndexInput, LoadIndexOutput, MirrorContext } from '../machines/types.js';
-import type { Config } from './config.js';
-import { EtcdClient } from './etcd/client.js';
-import { BadCheckpointError, KeyNotFoundError } from './etcd/errors.js';
+import { lifecycle, backoffMs } from '../../machines/index.js';
+import type { LoadIndexInput, LoadIndexOutput, MirrorContext } from '../../machines/types.js';
+import type { Config } from '../cli/config.js';
+import { EtcdClient } from '../etcd/v2/client.js';
+import { BadCheckpointError, KeyNotFoundError } from '../etcd/errors.js';
 import { HISTORY_WINDOW_EVENTS, RateMeter, readiness, windowHeadroom } from './health.js';
 import { startHttp, type StateView } from './http.js';
-import { KeyMap } from './keys.js';
+import { KeyMap } from '../replication/keys.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, STATES, type Metrics } from './metrics.js';
-import { createV3Backend } from './replication/backend.js';
-import { faultFrom, RunnerHost } from './runner.js';
-import { OwnWrites } from './healer.js';
-import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from './ordering.js';
-import { BodyGaps } from './poller.js';
+import { createV3Backend } from '../replication/backend.js';
+import { faultFrom, RunnerHost } from '../replication/v2/runner.js';
+import { OwnWrites } from '../replication/own-writes.js';
+import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
+import { BodyGaps } from '../replication/v2/poller.js';
 import { VERSION } from './version.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';

@@ -3,11 +3,11 @@
 // proof (two range reads) that nothing in it changed lets the checkpoint follow the store revision. Progress
 // notifications only trigger a proof: etcd 3.4.23 answers a progress request with the store revision even while
 // the watch is still catching up (v3rpc sends it on its control stream), so taken alone it would skip events.
-import type { ByteKeyMap } from '../../replication/keyspace.js';
-import { Channel } from '../../replication/channel.js';
-import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from '../../replication/types.js';
-import { isRetryable, UnreachableError } from '../errors.js';
-import type { KeyValue, V3Client, V3Event } from './client.js';
+import type { ByteKeyMap } from './keyspace.js';
+import { Channel } from './channel.js';
+import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from './types.js';
+import { isRetryable, UnreachableError } from '../etcd/errors.js';
+import type { KeyValue, V3Client, V3Event } from '../etcd/v3/client.js';
 
 const SNAPSHOT_PAGE = 1000;
 /** A source that answers nothing (watch, proofs) for this long is reported unreachable: the machine stalls. */

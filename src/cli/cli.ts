@@ -1,8 +1,8 @@
 // Entry point: subcommands first (demo, viz, verify, index), otherwise the reference-compatible daemon command line.
 import { HELP, parseConfig } from './config.js';
-import { ConfigError } from './etcd/errors.js';
-import { MISSING_INDEX_MESSAGE, startMirror } from './main.js';
-import { VERSION } from './version.js';
+import { ConfigError } from '../etcd/errors.js';
+import { MISSING_INDEX_MESSAGE, startMirror } from '../daemon/main.js';
+import { VERSION } from '../daemon/version.js';
 
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'demo') {

@@ -1,5 +1,5 @@
 // Pure decoding of /v2/keys answers into results or typed errors.
-import { etcdErrorFrom, UnexpectedResponseError } from './errors.js';
+import { etcdErrorFrom, UnexpectedResponseError } from '../errors.js';
 
 export interface EtcdNode {
   key: string;

@@ -1,7 +1,7 @@
 // `etcd-mirror viz [--format mermaid|svg|json]`: prints the lifecycle statechart, drawn from the machine definition.
 import { parseArgs } from 'node:util';
-import { lifecycle } from '../machines/index.js';
-import { machineGraph, renderViz, VIZ_FORMATS, type VizFormat } from './viz.js';
+import { lifecycle } from '../../machines/index.js';
+import { machineGraph, renderViz, VIZ_FORMATS, type VizFormat } from '../daemon/viz.js';
 
 export function vizCommand(argv: string[]): number {
   let format: string;

@@ -1,10 +1,10 @@
 // Command line → frozen Config. Flags and defaults of the reference tool are kept as they are (operators'
 // puppet templates and systemd units pass them); ours are additions.
 import { parseArgs } from 'node:util';
-import { ConfigError } from './etcd/errors.js';
+import { ConfigError } from '../etcd/errors.js';
 import { readFileSync } from 'node:fs';
-import { parseCluster, type Cluster, type TlsFiles } from './etcd/endpoint.js';
-import { compileIgnoreRegex, parsePrefix } from './keys.js';
+import { parseCluster, type Cluster, type TlsFiles } from '../etcd/endpoint.js';
+import { compileIgnoreRegex, parsePrefix } from '../replication/keys.js';
 
 export interface Config {
   readonly src: Cluster;

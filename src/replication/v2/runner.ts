@@ -3,21 +3,22 @@
 // time: a new one starts only after the previous one's writes have all settled, so order is never broken
 // across restarts.
 import { fromCallback } from 'xstate';
-import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../machines/types.js';
+import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../../../machines/types.js';
 import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
-import type { Config } from './config.js';
-import type { EtcdClient } from './etcd/client.js';
-import type { EtcdEvent } from './etcd/decode.js';
-import { EventIndexClearedError, isRetryable, MassDeleteRefusedError, SourceHistoryMismatchError } from './etcd/errors.js';
-import { windowHeadroom } from './health.js';
-import type { KeyMap } from './keys.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
+import type { Config } from '../../cli/config.js';
+import type { EtcdClient } from '../../etcd/v2/client.js';
+import type { EtcdEvent } from '../../etcd/v2/decode.js';
+import { EventIndexClearedError, isRetryable, MassDeleteRefusedError, SourceHistoryMismatchError } from '../../etcd/errors.js';
+import { windowHeadroom } from '../../daemon/health.js';
+import type { KeyMap } from '../keys.js';
+import type { Logger } from '../../daemon/log.js';
+import type { Metrics } from '../../daemon/metrics.js';
 import type { OrderingPolicy } from './ordering.js';
 import { BodyGaps, ResyncNeededError, runPoller } from './poller.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
 import { Coverage } from './coverage.js';
-import { Healer, type OwnWrites } from './healer.js';
+import { Healer } from './healer.js';
+import type { OwnWrites } from '../own-writes.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
 import { alreadyApplied, keysToRead, readCopies, stoppedCleanly, type ReplayItem } from './replay-guard.js';
