@@ -1,5 +1,5 @@
 // A v2 cluster as a replication source for pipelines that write to a v3 destination (the v2 → v3 bridge). The
-// v2 poller (src/poller.ts) does the hard part — history catch-up, the live stream, quiet proofs that keep the
+// v2 poller (src/replication/v2/poller.ts) does the hard part — history catch-up, the live stream, quiet proofs that keep the
 // stored index inside etcd's 1000-event window — and this turns what it hands over into normalised changes.
 import type { EtcdClient } from '../etcd/v2/client.js';
 import type { EtcdEvent, EtcdNode } from '../etcd/v2/decode.js';

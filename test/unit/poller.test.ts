@@ -1,4 +1,4 @@
-// Unit tests for the source poller (src/poller.ts) against an in-memory etcd v2 source
+// Unit tests for the source poller (src/replication/v2/poller.ts) against an in-memory etcd v2 source
 // (test/unit/helpers/fake-source.ts): long-poll watches and a stream watch from now, no sockets, real timers.
 //
 // The poller's constants these tests rely on: SILENCE_MS = 15 (no body byte that long after the headers, plus one
@@ -643,7 +643,7 @@ describe('etcd quirks', () => {
 });
 
 describe('liveness', () => {
-  // BUG (src/poller.ts, probe and catchUp, since silent() waits for handle.firstByte): once the first byte of a
+  // BUG (src/replication/v2/poller.ts, probe and catchUp, since silent() waits for handle.firstByte): once the first byte of a
   // watch body has arrived, the poller awaits handle.event with no bound (the client reads watch bodies with
   // bodyTimeout 0, and `within` only bounds the headers). A connection that dies mid-body without a reset (a
   // partition while a multi-segment event body is in flight) leaves the probe loop waiting forever: no more quiet

@@ -1,4 +1,4 @@
-// Destination writes in strict source order, fast: they go to one connection (OrderedLane in src/etcd/client.ts),
+// Destination writes in strict source order, fast: they go to one connection (OrderedLane in src/etcd/v2/client.ts),
 // where each is sent the moment the one before it is answered and etcd applies them one after the other.
 //
 // A lane write that fails (a dropped connection, a destination that refuses it) may have been applied all the

@@ -7,7 +7,7 @@
 // Stream watches (`stream`) behave like etcd's `?wait=true&stream=true` from now: the headers carry X-Etcd-Index =
 // the store index at registration, and every later matching event reaches the client in order (optionally after a
 // per-event delay that holds back the events behind it, as one TCP connection would). The client side mirrors
-// src/etcd/client.ts: arrived events are buffered, next() hands them out in order and rejects once the stream has
+// src/etcd/v2/client.ts: arrived events are buffered, next() hands them out in order and rejects once the stream has
 // failed (after the buffered ones), lastIndex() is the highest index received. Faults: fail to open, hang before
 // the headers, stall (stop delivering without closing, as etcd drops a slow reader), cut (the connection breaks).
 import { AbortedError, type EtcdClient, type StreamHandle, type WatchHandle } from '../../../src/etcd/v2/client.js';
