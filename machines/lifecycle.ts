@@ -1,7 +1,8 @@
 // The mirror's lifecycle: idle → starting → running.{reloading | recovering | tailing}, with stalled,
-// outOfWindow, stopping, stopped and failed around it. Pure: real actors come from src/ through .provide().
+// outOfWindow, stopping, stopped and failed around it; with --ha, standby before (and after losing the lock). Pure: real actors come from src/ through .provide().
 import { assign, fromCallback, fromPromise, setup } from 'xstate';
 import type {
+  CampaignOutput,
   FaultInfo,
   LoadIndexInput,
   LoadIndexOutput,
@@ -36,6 +37,10 @@ export const lifecycle = setup({
     loadIndex: fromPromise<LoadIndexOutput, LoadIndexInput>(notProvided),
     runner: fromCallback<RunnerCommand, RunnerInput>(notProvided),
     drain: fromPromise<void, void>(notProvided),
+    /** --ha: one attempt to take the destination's lock. */
+    campaign: fromPromise<CampaignOutput, void>(notProvided),
+    /** --ha: resolves when the lock is released or expires (a standby takes over at once). */
+    lockReleased: fromPromise<void, void>(notProvided),
   },
   guards: {
     reloadRequested: ({ context }) => context.reload,
@@ -43,6 +48,9 @@ export const lifecycle = setup({
     /** The source's history from the stored index is gone (whatever the API), or a proof was contradicted. */
     outOfWindow: ({ event }) => faultOf(event)?.historyLost === true,
     retryable: ({ event }) => faultOf(event)?.retryable === true,
+    fenced: ({ event }) => faultOf(event)?.fenced === true,
+    haEnabled: ({ context }) => context.ha,
+    acquired: ({ event }) => (event as unknown as { output: CampaignOutput }).output.acquired,
     massDeleteRefused: ({ event }) => faultOf(event)?.code === 'EM_ERR_MASS_DELETE_REFUSED',
     retryableError: ({ event }) => errorFault((event as unknown as { error: unknown }).error).retryable,
     reconciling: ({ context }) => context.mode === 'reload' || context.mode === 'recover',
@@ -54,6 +62,8 @@ export const lifecycle = setup({
     backoff: ({ context }) => backoffMs(context.attempt),
     /** Long enough for the state to be seen on /state and in the visualizer, short enough not to matter. */
     outOfWindowPause: 250,
+    /** --ha: how often a standby tries the lock again when no release was seen (src/ provides --ha-ttl / 2). */
+    takeover: 1_000,
   },
 }).createMachine({
   id: 'mirror',
@@ -61,6 +71,7 @@ export const lifecycle = setup({
   context: ({ input }) => ({
     mode: 'start',
     reload: input.reload,
+    ha: input.ha ?? false,
     appliedIndex: null,
     sourceIndex: null,
     attempt: 0,
@@ -69,10 +80,40 @@ export const lifecycle = setup({
   }),
   on: {
     'operator.stop': { target: '.stopping', actions: assign({ reason: ({ event }) => event.reason ?? 'stop requested' }) },
+    // --ha, in every active state: the runner is stopped by leaving `running`, its writes abandoned (they are fenced).
+    'lock.lost': { target: '.standby', actions: assign({ reason: ({ event }) => event.reason, attempt: 0 }) },
   },
   states: {
     idle: {
-      on: { 'operator.start': { target: 'starting', actions: assign({ reason: 'start requested' }) } },
+      on: {
+        'operator.start': [
+          { guard: 'haEnabled', target: 'standby', actions: assign({ reason: 'start requested: competing for the lock' }) },
+          { target: 'starting', actions: assign({ reason: 'start requested' }) },
+        ],
+        'lock.lost': {},
+      },
+    },
+    // --ha: another instance is active; this one keeps its clients and HTTP surface up and takes over when the lock
+    // is released or expires.
+    standby: {
+      initial: 'campaigning',
+      on: { 'lock.lost': {} },
+      states: {
+        campaigning: {
+          invoke: {
+            src: 'campaign',
+            onDone: [
+              { guard: 'acquired', target: '#mirror.starting', actions: assign({ reason: 'took the lock: active' }) },
+              { target: 'waiting', actions: assign({ reason: ({ event }) => `standby: active is ${event.output.holder ?? 'unknown'}` }) },
+            ],
+            onError: { target: 'waiting', actions: assign({ reason: ({ event }) => `standby: lock not reachable (${errorFault(event.error).message})` }) },
+          },
+        },
+        waiting: {
+          invoke: { src: 'lockReleased', onDone: 'campaigning', onError: 'campaigning' },
+          after: { takeover: 'campaigning' },
+        },
+      },
     },
     starting: {
       entry: assign({ mode: 'start' }),
@@ -154,6 +195,11 @@ export const lifecycle = setup({
             }),
           },
           {
+            guard: 'fenced',
+            target: 'standby',
+            actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => `fenced: ${event.fault.message}`, attempt: 0 }),
+          },
+          {
             guard: 'massDeleteRefused',
             target: 'stalled',
             actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => event.fault.message }),
@@ -192,7 +238,7 @@ export const lifecycle = setup({
     stopping: {
       invoke: { src: 'drain', onDone: 'stopped', onError: 'stopped' },
       // Already stopping: a second request must not restart the drain.
-      on: { 'operator.stop': {} },
+      on: { 'operator.stop': {}, 'lock.lost': {} },
     },
     stopped: { type: 'final' },
     failed: { type: 'final' },

@@ -16,16 +16,21 @@ export interface FaultInfo {
   /** The source no longer has the history from the stored index on (v2: event index cleared; v3: compacted;
    * or a proof of progress was contradicted): only a snapshot resync helps. */
   historyLost?: boolean;
+  /** A write was refused because this instance no longer holds the HA lock: it must stand by, not retry. */
+  fenced?: boolean;
 }
 
 export interface MirrorInput {
   /** --reload: reconcile the destination to a source snapshot before tailing. */
   reload: boolean;
+  /** --ha: compete for the destination's lock; replicate only while holding it. */
+  ha?: boolean;
 }
 
 export interface MirrorContext {
   mode: Mode;
   reload: boolean;
+  ha: boolean;
   /** Highest source index whose events (and everything before) are applied on the destination. */
   appliedIndex: number | null;
   /** Latest source store index seen (X-Etcd-Index). */
@@ -42,7 +47,16 @@ export type MirrorEvent =
   | { type: 'operator.stop'; reason?: string }
   | { type: 'runner.progress'; appliedIndex: number; sourceIndex: number | null }
   | { type: 'runner.reconciled'; etcdIndex: number }
-  | { type: 'runner.fault'; fault: FaultInfo };
+  | { type: 'runner.fault'; fault: FaultInfo }
+  /** --ha: the lock is no longer ours (a renewal failed or missed its deadline, or a write was fenced). */
+  | { type: 'lock.lost'; reason: string };
+
+export interface CampaignOutput {
+  /** The lock is ours now. */
+  acquired: boolean;
+  /** Who holds it otherwise. */
+  holder: string | null;
+}
 
 export interface LoadIndexInput {
   reload: boolean;

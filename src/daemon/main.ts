@@ -29,7 +29,10 @@ type Snapshot = SnapshotFrom<typeof lifecycle>;
 /** Leaf state name: 'tailing' for running.tailing. */
 export function stateName(snapshot: Snapshot): string {
   const v = snapshot.value as string | Record<string, string>;
-  return typeof v === 'string' ? v : Object.values(v)[0] ?? 'unknown';
+  if (typeof v === 'string') return v;
+  // standby's children are steps of one role; running's children are the states operators know.
+  if ('standby' in v) return 'standby';
+  return Object.values(v)[0] ?? 'unknown';
 }
 
 function countResources(): Record<string, number> {

@@ -2,7 +2,7 @@
 // our own carry their unit in the name.
 import { Counter, Gauge, Histogram, Registry, Summary, collectDefaultMetrics } from 'prom-client';
 
-export const STATES = ['idle', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'stopping', 'stopped', 'failed'] as const;
+export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'stopping', 'stopped', 'failed'] as const;
 
 export function createMetrics(labels: { url: string; prefix: string }) {
   const registry = new Registry();

@@ -45,7 +45,11 @@ describe('machineGraph', () => {
     const stop = graph.transitions.find((t) => t.source === null && t.event === 'operator.stop');
     expect(stop?.target).toBe('stopping');
     // `stopping` handles operator.stop itself; final states take no events.
-    expect(stop?.from.sort()).toEqual(['idle', 'outOfWindow', 'running', 'stalled', 'starting']);
+    expect(stop?.from.sort()).toEqual(['idle', 'outOfWindow', 'running', 'stalled', 'standby', 'starting']);
+    // --ha: losing the lock sends every active state to standby; idle, standby and stopping ignore it.
+    const lost = graph.transitions.find((t) => t.source === null && t.event === 'lock.lost');
+    expect(lost?.target).toBe('standby');
+    expect(lost?.from.sort()).toEqual(['outOfWindow', 'running', 'stalled', 'starting']);
     for (const t of graph.transitions.filter((x) => x.source === 'running')) {
       expect(t.from).toEqual(t.target.startsWith('running.') ? ['running.reloading', 'running.recovering', 'running.tailing'] : ['running']);
     }

@@ -114,6 +114,7 @@ describe('lifecycle: start', () => {
     expect(h.context()).toEqual({
       mode: 'start',
       reload: true,
+      ha: false,
       appliedIndex: null,
       sourceIndex: null,
       attempt: 0,
