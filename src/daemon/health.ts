@@ -13,6 +13,8 @@ export function windowHeadroom(lagEvents: number | null): number | null {
 
 /** `windowed`: the source is v2 (its 1000-event window); a v3 source only needs its position known. */
 export function readiness(state: string, reason: string, headroomEvents: number | null, windowed = true): { ready: boolean; why: string } {
+  // --ha: the reason names the active instance ("standby: active is host-a:8000").
+  if (state === 'standby') return { ready: false, why: reason.startsWith('standby') ? reason : `standby: ${reason}` };
   if (state !== 'tailing') return { ready: false, why: `state ${state}: ${reason}` };
   if (!windowed) return { ready: true, why: 'tailing' };
   if (headroomEvents === null) return { ready: false, why: 'tailing, but the source store index is not known yet' };

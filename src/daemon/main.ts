@@ -1,7 +1,8 @@
 // Composition root of the daemon: config → clients → actors provided to the machine → HTTP → signals.
 import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
 import { lifecycle, backoffMs } from '../../machines/index.js';
-import type { LoadIndexInput, LoadIndexOutput, MirrorContext } from '../../machines/types.js';
+import type { CampaignOutput, LoadIndexInput, LoadIndexOutput, MirrorContext } from '../../machines/types.js';
+import { HaController } from './ha.js';
 import type { Config } from '../cli/config.js';
 import { EtcdClient } from '../etcd/v2/client.js';
 import { BadCheckpointError, KeyNotFoundError } from '../etcd/errors.js';
@@ -79,18 +80,34 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     }
   });
 
+  const ha = backend.ha;
   const machine = lifecycle.provide({
     actors: {
       loadIndex,
       runner: host.actor(),
       drain: fromPromise(async () => {
         await host.drain(4_000);
+        // Only after the last write has landed (or been abandoned): then a standby may take over at once.
+        await ha?.release();
+      }),
+      campaign: fromPromise<CampaignOutput, void>(async () => {
+        if (!ha) throw new Error('--ha is off');
+        return ha.campaign();
+      }),
+      lockReleased: fromPromise<void, void>(async ({ signal }) => {
+        if (!ha) throw new Error('--ha is off');
+        await ha.released(signal);
       }),
     },
-    // Jitter keeps a fleet of mirrors from retrying in lockstep after a shared outage.
-    delays: { backoff: ({ context }) => Math.round(backoffMs(context.attempt) * (0.75 + Math.random() * 0.5)) },
+    delays: {
+      // Jitter keeps a fleet of mirrors from retrying in lockstep after a shared outage.
+      backoff: ({ context }) => Math.round(backoffMs(context.attempt) * (0.75 + Math.random() * 0.5)),
+      // A standby tries the lock again twice per TTL even when it saw no release.
+      takeover: (config.haTtl * 1000) / 2,
+    },
   });
-  const actor = createActor(machine, { input: { reload: config.reload } });
+  const actor = createActor(machine, { input: { reload: config.reload, ha: config.ha } });
+  ha?.connect((e) => actor.send(e));
 
   const view = (): StateView => {
     const snap = actor.getSnapshot();
@@ -157,6 +174,9 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       destination: { url: config.dst.origin, api: config.dstApi, prefix: config.dstPrefix, indexKey: map.indexKey },
       // v3 counts revisions where v2 counts indexes; the numbers above are one or the other.
       position: config.srcApi === 'v3' ? 'revision' : 'index',
+      // --ha: this instance's role and who holds the lock (null without --ha).
+      role: ha ? (state === 'standby' ? 'standby' : ha.role) : null,
+      ha: ha ? ha.view() : null,
       version: VERSION,
       // Open handles by kind (sockets, timers, ...): flat over time in a healthy process.
       resources: countResources(),
@@ -214,6 +234,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
         outage = null;
       }
       if (name === previous) return;
+      if (name === 'standby') ha?.standDown(snap.context.reason);
       const entry = { from: previous, to: name, reason: snap.context.reason, appliedIndex: host.lastPersisted ?? snap.context.appliedIndex };
       timeline.push({ at: new Date().toISOString(), from: previous, to: name, reason: snap.context.reason });
       if (timeline.length > TIMELINE_LENGTH) timeline.shift();
@@ -291,6 +312,8 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
 
 interface Backend {
   host: Pick<RunnerHost, 'actor' | 'drain' | 'status' | 'lastPersisted'>;
+  /** --ha: the lock on the destination (v3 destination only, so far). */
+  ha?: HaController;
   /** The stored replication index/revision, null when there is none. */
   loadIndex(): Promise<number | null>;
   clockOffsetMs(): number | null;

@@ -55,6 +55,8 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     rangeDeletes: new Counter({ name: 'etcdmirror_range_deletes_total', help: 'Source revisions too large for one destination Txn, applied as one range delete (v3 destination)', registers: r }),
     splitRevisions: new Counter({ name: 'etcdmirror_split_revisions_total', help: 'Source revisions too large for one destination Txn, split over several (v3 destination: the replica shows part of a revision in between)', registers: r }),
     leasesTracked: new Gauge({ name: 'etcdmirror_leases_tracked', help: 'Source leases whose destination copies are kept alive (v3 destination)', registers: r }),
+    haRole: new Gauge({ name: 'etcdmirror_ha_role', help: 'HA role of this instance (1 = current): active replicates, standby waits for the lock', labelNames: ['role'] as const, registers: r }),
+    haTakeovers: new Counter({ name: 'etcdmirror_ha_takeovers_total', help: 'Times this instance took the HA lock and became active', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };

@@ -9,6 +9,8 @@ import { V3Source } from './v3-source.js';
 import { KeyMap } from './keys.js';
 import type { Logger } from '../daemon/log.js';
 import type { Metrics } from '../daemon/metrics.js';
+import { HaController } from '../daemon/ha.js';
+import { V3Lock } from './ha-lock.js';
 import { OwnWrites } from './own-writes.js';
 import { BodyGaps } from './v2/poller.js';
 import { ByteKeyMap } from './keyspace.js';
@@ -21,6 +23,7 @@ const SOURCE_HIGH_WATER = 10_000;
 
 export interface V3Backend {
   host: PipelineHost;
+  ha: HaController | undefined;
   source: Source;
   dst: V3Destination;
   keys: ByteKeyMap;
@@ -57,9 +60,16 @@ export function createV3Backend(config: Config, log: Logger, metrics: Metrics): 
     config.srcApi === 'v3'
       ? { id: dstLease, ttl: 1, grantedTtl: 1 }
       : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, ttl: 1, grantedTtl: 1 };
+  let ha: HaController | undefined;
+  if (config.ha) {
+    const lock = new V3Lock(client, Buffer.from(`${keys.checkpointKey.toString('utf8')}.lock`), config.instanceId, config.haTtl);
+    dst.fence = () => lock.fence();
+    ha = new HaController(lock, config.haTtl, log, metrics);
+  }
   const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor });
   return {
     host,
+    ha,
     source,
     dst,
     keys,

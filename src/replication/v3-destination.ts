@@ -4,8 +4,8 @@
 import type { OwnWrites } from './own-writes.js';
 import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from './keyspace.js';
 import type { DestinationEntry } from './types.js';
-import { BadCheckpointError } from '../etcd/errors.js';
-import { prefixEnd, TooManyOpsError, type TxnOp, type V3Client } from '../etcd/v3/client.js';
+import { BadCheckpointError, MirrorError } from '../etcd/errors.js';
+import { prefixEnd, TooManyOpsError, type Compare, type TxnOp, type V3Client } from '../etcd/v3/client.js';
 
 export type DstWrite =
   | { kind: 'put'; key: Buffer; value: Buffer; lease?: string }
@@ -28,8 +28,16 @@ export function subtreeRanges(key: Buffer): KeyRange[] {
   return ranges;
 }
 
+/** A Txn refused by its fence: another instance holds the HA lock now. Never retried: this one stands by. */
+export class FencedError extends MirrorError {
+  override readonly code = 'EM_ERR_FENCED';
+  readonly fenced = true;
+}
+
 export class V3Destination {
   #maxOps: number;
+  /** --ha: the compare every Txn carries (the lock is still ours); null without --ha. */
+  fence: (() => Compare[]) | null = null;
 
   constructor(
     readonly client: V3Client,
@@ -87,7 +95,10 @@ export class V3Destination {
     const seq = this.own?.begin();
     let revision: number | undefined;
     try {
-      revision = (await this.client.txn({ success: ops })).revision;
+      const fence = this.fence?.();
+      const res = await this.client.txn(fence ? { compare: fence, success: ops, failure: [] } : { success: ops });
+      if (!res.succeeded) throw new FencedError('a destination write was refused: this instance no longer holds the HA lock');
+      revision = res.revision;
       return revision;
     } catch (err) {
       if (err instanceof TooManyOpsError && ops.length > 1) this.#maxOps = Math.max(2, Math.min(this.#maxOps, ops.length) >> 1);

@@ -68,7 +68,7 @@ function leafOf(ev: EtcdEvent, op: DstOp): { op: LeafOp; before: string | null }
 }
 
 export function faultFrom(err: unknown): FaultInfo {
-  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown; historyLost?: unknown };
+  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown; historyLost?: unknown; fenced?: unknown };
   const fault: FaultInfo = {
     code: typeof e?.code === 'string' ? e.code : 'EM_ERR',
     message: err instanceof Error ? err.message : String(err),
@@ -77,6 +77,7 @@ export function faultFrom(err: unknown): FaultInfo {
   if (typeof e?.errorCode === 'number') fault.errorCode = e.errorCode;
   if (typeof e?.etcdIndex === 'number') fault.etcdIndex = e.etcdIndex;
   if (e?.historyLost === true) fault.historyLost = true;
+  if (e?.fenced === true) fault.fenced = true;
   return fault;
 }
 
