@@ -100,7 +100,7 @@ etcd-mirror options:
   --ha                      high availability: run an instance like this on each of two hosts; they compete
                             for a lock on DST (next to the replication index) and only its holder replicates,
                             every write fenced by the lock; the other stands by and takes over when the lock
-                            is released or expires (v3 destination only, so far)
+                            is released or expires
   --instance-id ID          this instance's name in the lock and on /state (default: host name:port)
   --ha-ttl S                lock TTL in seconds (default: 10); the active instance stops writing when it has
                             not renewed the lock for 2/3 of it
@@ -268,9 +268,7 @@ export function parseConfig(argv: string[]): Parsed {
     haTtl: intFlag(v['ha-ttl'], '--ha-ttl', 10, 2, 3_600),
   };
   if (!/^[\x21-\x7e]{1,128}$/.test(config.instanceId)) throw new ConfigError('--instance-id: 1 to 128 printable characters, no spaces');
-  if (config.ha && dstApi === 'v2') {
-    throw new ConfigError('--ha needs --dst-api v3 for now (the fenced lock on a v2 destination is not built yet)');
-  }
+
   const sameCluster = config.src.members.some((m) => config.dst.members.some((d) => d.origin === m.origin));
   if (sameCluster && overlaps(config)) {
     throw new ConfigError('SRC and DST are the same cluster and the prefixes overlap: the mirror would feed on its own writes');

@@ -4,7 +4,7 @@
 // server. Standing down early is the courtesy; the fence on every Txn is the guarantee.
 import { performance } from 'node:perf_hooks';
 import type { CampaignOutput, MirrorEvent } from '../../machines/types.js';
-import type { V3Lock } from '../replication/ha-lock.js';
+import type { HaLock } from '../replication/ha-lock.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 
@@ -19,7 +19,7 @@ export class HaController {
   #send: ((e: MirrorEvent) => void) | null = null;
 
   constructor(
-    private readonly lock: V3Lock,
+    private readonly lock: HaLock,
     private readonly ttlSeconds: number,
     private readonly log: Logger,
     private readonly metrics: Metrics,
@@ -67,7 +67,12 @@ export class HaController {
   async released(signal: AbortSignal): Promise<void> {
     const { createRevision } = await this.lock.state();
     if (createRevision === 0) return;
-    await this.lock.released(createRevision + 1, signal);
+    await this.lock.released(createRevision, signal);
+  }
+
+  /** Writes may go out: the lock is ours and was renewed within its deadline (checked before each v2 write). */
+  mayWrite(): boolean {
+    return this.lock.held && performance.now() - this.#lastRenewAt <= (this.ttlSeconds * 1000 * 2) / 3;
   }
 
   /** The machine stood down (lock.lost, or a fenced write): stop renewing; writes stay fenced. */

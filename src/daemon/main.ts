@@ -3,6 +3,7 @@ import { createActor, fromPromise, type SnapshotFrom } from 'xstate';
 import { lifecycle, backoffMs } from '../../machines/index.js';
 import type { CampaignOutput, LoadIndexInput, LoadIndexOutput, MirrorContext } from '../../machines/types.js';
 import { HaController } from './ha.js';
+import { V2Fence, V2Lock } from '../replication/ha-lock.js';
 import type { Config } from '../cli/config.js';
 import { EtcdClient } from '../etcd/v2/client.js';
 import { BadCheckpointError, KeyNotFoundError } from '../etcd/errors.js';
@@ -327,17 +328,31 @@ function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, o
   const own = new OwnWrites();
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes: own });
+  let ha: HaController | undefined;
+  let fence: V2Fence | undefined;
+  if (config.ha) {
+    ha = new HaController(new V2Lock(dst, `${map.indexKey}.lock`, config.instanceId, config.haTtl), config.haTtl, log, metrics);
+    const controller = ha;
+    fence = new V2Fence(() => controller.mayWrite());
+  }
   return {
-    host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps() }),
+    host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence }),
+    ha,
     async loadIndex() {
       try {
-        const raw = (await dst.get(map.indexKey, { quorum: true })).body.node.value ?? '';
+        const node = (await dst.get(map.indexKey, { quorum: true })).body.node;
+        // An instance that just became active writes its first checkpoint as a swap on what it read here.
+        if (fence) fence.prevIndex = node.modifiedIndex;
+        const raw = node.value ?? '';
         if (!/^\d+$/.test(raw.trim())) {
           throw new BadCheckpointError(`the replication index at ${map.indexKey} is not a decimal number`);
         }
         return Number(raw.trim());
       } catch (err) {
-        if (err instanceof KeyNotFoundError) return null;
+        if (err instanceof KeyNotFoundError) {
+          if (fence) fence.prevIndex = null;
+          return null;
+        }
         throw err;
       }
     },

@@ -168,3 +168,9 @@ export class SourceHistoryMismatchError extends MirrorError {
 export class BadCheckpointError extends MirrorError {
   override readonly code = 'EM_ERR_BAD_INDEX';
 }
+
+/** --ha: a write refused by its fence (another instance holds the lock now). Never retried: this one stands by. */
+export class FencedError extends MirrorError {
+  override readonly code = 'EM_ERR_FENCED';
+  readonly fenced = true;
+}

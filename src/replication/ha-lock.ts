@@ -1,9 +1,24 @@
-// The HA lock on a v3 destination: a lease-backed key next to the checkpoint, taken Campaign-style (a Txn that
+// The HA lock, on the destination cluster next to the checkpoint. On v3 (V3Lock): a lease-backed key next to the checkpoint, taken Campaign-style (a Txn that
 // creates it only if its create revision is 0). While an instance holds it, every Txn it writes carries the compare
 // `CreateRevision(lock) == mine` (fence()), so a deposed instance — paused past its TTL, or cut off — cannot write
 // one byte once another has taken over: etcd refuses the whole Txn. The lock lives in the cluster being written
 // because a compare sees only keys of the same cluster.
+import type { EtcdClient } from '../etcd/v2/client.js';
+import { CompareFailedError, KeyNotFoundError, NodeExistError } from '../etcd/errors.js';
 import type { Compare, V3Client } from '../etcd/v3/client.js';
+
+/** What the HA controller needs of a lock, whatever the destination's API. */
+export interface HaLock {
+  readonly instanceId: string;
+  readonly held: boolean;
+  tryAcquire(): Promise<boolean>;
+  renew(): Promise<boolean>;
+  release(): Promise<void>;
+  state(): Promise<LockState>;
+  /** Resolves once the lock created at `createRevision` is gone (released or expired). */
+  released(createRevision: number, signal: AbortSignal): Promise<void>;
+  abandon(): void;
+}
 
 export interface LockState {
   /** Instance id of the holder (null: nobody holds it). */
@@ -12,7 +27,7 @@ export interface LockState {
   createRevision: number;
 }
 
-export class V3Lock {
+export class V3Lock implements HaLock {
   #lease: string | null = null;
   #createRevision = 0;
   /** What fence() compares with: the last revision this instance held the lock at, kept after losing it (never 0,
@@ -75,9 +90,8 @@ export class V3Lock {
     return kv ? { holder: kv.value.toString('utf8'), createRevision: kv.createRevision } : { holder: null, createRevision: 0 };
   }
 
-  /** Resolves when the lock key is deleted (released or expired) after `fromRevision`, or when `signal` aborts. */
-  async released(fromRevision: number, signal: AbortSignal): Promise<void> {
-    const watch = this.client.watch(this.key, undefined, { startRevision: fromRevision, progressNotify: false });
+  async released(createRevision: number, signal: AbortSignal): Promise<void> {
+    const watch = this.client.watch(this.key, undefined, { startRevision: createRevision + 1, progressNotify: false });
     const stop = () => watch.close();
     signal.addEventListener('abort', stop, { once: true });
     try {
@@ -93,4 +107,95 @@ export class V3Lock {
     this.#lease = null;
     this.#createRevision = 0;
   }
+}
+
+/** How often a v2 standby looks whether the lock is gone (v2 has no cheap watch that survives a long wait). */
+const V2_RELEASE_POLL_MS = 200;
+
+/**
+ * The HA lock on a v2 destination: a TTL key created with prevExist=false and renewed with refresh=true and
+ * prevValue=<instance id> (compare-and-swap). v2 has no multi-key transactions, so it cannot fence data writes in
+ * the same request: the checkpoint writes are fenced instead (a compare-and-swap on the checkpoint's prevIndex from
+ * this instance's own last write, see V2Fence), and data writes only go out while the lock is renewed in time.
+ */
+export class V2Lock implements HaLock {
+  #held = false;
+
+  constructor(
+    private readonly client: EtcdClient,
+    readonly key: string,
+    readonly instanceId: string,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  get held(): boolean {
+    return this.#held;
+  }
+
+  async tryAcquire(): Promise<boolean> {
+    try {
+      await this.client.put(this.key, { value: this.instanceId, ttl: this.ttlSeconds, prevExist: false });
+      this.#held = true;
+    } catch (err) {
+      if (!(err instanceof NodeExistError)) throw err;
+    }
+    return this.#held;
+  }
+
+  async renew(): Promise<boolean> {
+    if (!this.#held) return false;
+    try {
+      await this.client.put(this.key, { ttl: this.ttlSeconds, refresh: true, prevExist: true, prevValue: this.instanceId });
+      return true;
+    } catch (err) {
+      if (!(err instanceof CompareFailedError || err instanceof KeyNotFoundError)) throw err;
+      this.abandon();
+      return false;
+    }
+  }
+
+  async release(): Promise<void> {
+    if (!this.#held) return;
+    this.abandon();
+    try {
+      await this.client.delete(this.key, { prevValue: this.instanceId });
+    } catch (err) {
+      if (!(err instanceof CompareFailedError || err instanceof KeyNotFoundError)) throw err;
+    }
+  }
+
+  async state(): Promise<LockState> {
+    try {
+      const node = (await this.client.get(this.key, { quorum: true })).body.node;
+      return { holder: node.value ?? null, createRevision: node.createdIndex };
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) return { holder: null, createRevision: 0 };
+      throw err;
+    }
+  }
+
+  async released(createRevision: number, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      if ((await this.state()).createRevision !== createRevision) return;
+      await new Promise((r) => setTimeout(r, V2_RELEASE_POLL_MS));
+    }
+  }
+
+  abandon(): void {
+    this.#held = false;
+  }
+}
+
+/**
+ * Fencing of a v2 destination's checkpoint: each write is a compare-and-swap on the modifiedIndex of this
+ * instance's own previous write (read when it became active), never prevIndex=0, which etcd treats as no condition.
+ */
+export class V2Fence {
+  /** modifiedIndex of the checkpoint as this instance last wrote or read it; null: the key did not exist. */
+  prevIndex: number | null = null;
+
+  constructor(
+    /** Whether data writes may go out: the lock is held and renewed within its deadline. */
+    readonly mayWrite: () => boolean,
+  ) {}
 }

@@ -4,7 +4,7 @@
 import type { OwnWrites } from './own-writes.js';
 import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from './keyspace.js';
 import type { DestinationEntry } from './types.js';
-import { BadCheckpointError, MirrorError } from '../etcd/errors.js';
+import { BadCheckpointError, FencedError } from '../etcd/errors.js';
 import { prefixEnd, TooManyOpsError, type Compare, type TxnOp, type V3Client } from '../etcd/v3/client.js';
 
 export type DstWrite =
@@ -26,12 +26,6 @@ export function subtreeRanges(key: Buffer): KeyRange[] {
     if (whole.rangeEnd.compare(REPLICATION.rangeEnd) > 0) ranges.push({ key: REPLICATION.rangeEnd, rangeEnd: whole.rangeEnd });
   } else ranges.push(whole);
   return ranges;
-}
-
-/** A Txn refused by its fence: another instance holds the HA lock now. Never retried: this one stands by. */
-export class FencedError extends MirrorError {
-  override readonly code = 'EM_ERR_FENCED';
-  readonly fenced = true;
 }
 
 export class V3Destination {

@@ -1,25 +1,77 @@
 // --ha: two instances of the real binary against one source and one destination (real etcd processes). Oracles:
 // /state of both, sampled; the destination's own event log (the checkpoint never decreases, no key moves back).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnMirror, type MirrorProcess } from '../helpers/mirror.js';
+import { recordEvents } from '../helpers/oracle.js';
+import { spawnMirror, startPair, type MirrorProcess, type Pair } from '../helpers/mirror.js';
+import { ok, storeIndex } from '../helpers/raw.js';
+import { expectTreesEqual } from '../helpers/tree.js';
 import { b, record, startV3Pair, v3Tree, values, waitFor, type V3Pair } from '../helpers/v3-pair.js';
 
 const TTL = 3;
 const CHECKPOINT = '/__replication/conftool';
-let pair: V3Pair;
 
-beforeAll(async () => {
-  pair = await startV3Pair();
-});
-afterAll(async () => {
-  await pair?.stop();
-});
+/** What the tests need of a source/destination pair, for a v3 or a v2 destination. */
+interface Env {
+  api: 'v2' | 'v3';
+  srcUrl: string;
+  dstUrl: string;
+  put(key: string, value: string): Promise<void>;
+  /** Everything the destination records from now on: its checkpoint values and data values, in order. */
+  watchDestination(): Promise<{ stop(): Promise<{ checkpoints: number[]; writes: [string, number][] }> }>;
+  treesEqual(): Promise<void>;
+  stop(): Promise<void>;
+}
 
-function instance(id: string, extra: string[] = []): Promise<MirrorProcess> {
-  return spawnMirror([
-    '--ha', '--instance-id', id, '--ha-ttl', String(TTL), '--src-api', 'v3', '--dst-api', 'v3',
-    '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', ...extra, pair.src.clientUrl, pair.dst.clientUrl,
-  ]);
+async function v3Env(): Promise<Env> {
+  const pair: V3Pair = await startV3Pair();
+  return {
+    api: 'v3',
+    srcUrl: pair.src.clientUrl,
+    dstUrl: pair.dst.clientUrl,
+    put: async (k, v) => void (await pair.s.put(b(k), b(v))),
+    async watchDestination() {
+      const log = record(pair.d, '/', (await pair.d.status()).revision + 1);
+      return {
+        async stop() {
+          log.stop();
+          const events = log.log.flatMap((r) => r.events.filter((e) => e.type === 'put').map((e) => [e.kv.key.toString(), Number(e.kv.value.toString())] as [string, number]));
+          return { checkpoints: events.filter(([k]) => k === CHECKPOINT).map(([, v]) => v), writes: events.filter(([k]) => k !== CHECKPOINT) };
+        },
+      };
+    },
+    async treesEqual() {
+      const rev = (await pair.s.status()).revision;
+      await waitFor(async () => Number((await pair.d.range(b(CHECKPOINT))).kvs[0]?.value.toString() ?? -1) >= rev, 'checkpoint caught up');
+      expect(values(await v3Tree(pair.d, '/conftool'))).toEqual(values(await v3Tree(pair.s, '/conftool')));
+    },
+    stop: () => pair.stop(),
+  };
+}
+
+async function v2Env(): Promise<Env> {
+  const pair: Pair = await startPair();
+  return {
+    api: 'v2',
+    srcUrl: pair.src.clientUrl,
+    dstUrl: pair.dst.clientUrl,
+    put: async (k, v) => void (await ok(pair.src.clientUrl, 'PUT', k, { value: v })),
+    async watchDestination() {
+      const [checkpoints, data] = await Promise.all([recordEvents(pair.dst.clientUrl, '/__replication'), recordEvents(pair.dst.clientUrl, '/conftool')]);
+      return {
+        async stop() {
+          await Promise.all([checkpoints.stop(), data.stop()]);
+          const puts = (log: typeof data) => log.events.filter((e) => e.value !== undefined).map((e) => [e.key, Number(e.value)] as [string, number]);
+          return { checkpoints: puts(checkpoints).filter(([k]) => k === CHECKPOINT).map(([, v]) => v), writes: puts(data) };
+        },
+      };
+    },
+    async treesEqual() {
+      const index = await storeIndex(pair.src.clientUrl);
+      await waitFor(async () => Number((await ok(pair.dst.clientUrl, 'GET', CHECKPOINT)).body.node && ((await ok(pair.dst.clientUrl, 'GET', CHECKPOINT)).body.node as { value: string }).value) >= index, 'checkpoint caught up');
+      await expectTreesEqual(pair.srcClient, '/conftool', pair.dstClient, '/conftool');
+    },
+    stop: () => pair.stop(),
+  };
 }
 
 const roleOf = async (m: MirrorProcess): Promise<string> => {
@@ -32,47 +84,44 @@ const roleOf = async (m: MirrorProcess): Promise<string> => {
   }
 };
 
-/** Writes unique, increasing values until stopped: value n is written after every value below it. */
-function writer() {
-  let n = 0;
-  let on = true;
-  const done = (async () => {
-    while (on && n < 50_000) await pair.s.put(b(`/conftool/w/${n % 40}`), b(String(n++)));
-  })();
-  return { stop: async () => ((on = false), await done), count: () => n };
-}
-
-async function treesEqual(): Promise<void> {
-  const rev = (await pair.s.status()).revision;
-  await waitFor(async () => Number((await pair.d.range(b(CHECKPOINT))).kvs[0]?.value.toString() ?? -1) >= rev, 'checkpoint caught up');
-  expect(values(await v3Tree(pair.d, '/conftool'))).toEqual(values(await v3Tree(pair.s, '/conftool')));
-}
-
-/** From the destination log: the checkpoint's values in order, and keys whose value went down. */
-function fencingEvidence(log: ReturnType<typeof record>['log']): { checkpointDrops: number; keysBack: number; checkpoints: number } {
-  let last = -1;
+/** Checkpoint values that went down, and keys whose value went down (values increase with each write). */
+function fencingEvidence(seen: { checkpoints: number[]; writes: [string, number][] }): { checkpointDrops: number; keysBack: number; checkpoints: number } {
   let checkpointDrops = 0;
-  let checkpoints = 0;
+  for (let i = 1; i < seen.checkpoints.length; i++) if (seen.checkpoints[i]! < seen.checkpoints[i - 1]!) checkpointDrops++;
   const latest = new Map<string, number>();
   let keysBack = 0;
-  for (const r of log)
-    for (const e of r.events) {
-      if (e.type !== 'put') continue;
-      const key = e.kv.key.toString();
-      const v = Number(e.kv.value.toString());
-      if (key === CHECKPOINT) {
-        checkpoints++;
-        if (v < last) checkpointDrops++;
-        last = Math.max(last, v);
-      } else if (key.startsWith('/conftool/w/')) {
-        if (v < (latest.get(key) ?? -1)) keysBack++;
-        latest.set(key, Math.max(v, latest.get(key) ?? -1));
-      }
-    }
-  return { checkpointDrops, keysBack, checkpoints };
+  for (const [key, v] of seen.writes) {
+    if (v < (latest.get(key) ?? -1)) keysBack++;
+    latest.set(key, Math.max(v, latest.get(key) ?? -1));
+  }
+  return { checkpointDrops, keysBack, checkpoints: seen.checkpoints.length };
 }
 
-describe('--ha (v3 destination)', () => {
+for (const api of ['v3', 'v2'] as const) describe(`--ha (${api} destination)`, () => {
+  let env: Env;
+  beforeAll(async () => {
+    env = api === 'v3' ? await v3Env() : await v2Env();
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  const instance = (id: string, extra: string[] = []): Promise<MirrorProcess> =>
+    spawnMirror([
+      '--ha', '--instance-id', id, '--ha-ttl', String(TTL), '--src-api', api === 'v3' ? 'v3' : 'v2', '--dst-api', api,
+      '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', ...extra, env.srcUrl, env.dstUrl,
+    ]);
+
+  /** Writes increasing values until stopped: value n is written after every value below it. */
+  const writer = () => {
+    let n = 0;
+    let on = true;
+    const done = (async () => {
+      while (on && n < 50_000) await env.put(`/conftool/w/${n % 40}`, String(n++));
+    })();
+    return { stop: async () => ((on = false), await done), count: () => n };
+  };
+
   it('two instances under writes: one active at every sample; kill -9 of the active → the other within TTL + 2 s; the killed one returns as standby', async () => {
     const a = await instance('host-a', ['--reload']);
     await a.waitForState('tailing');
@@ -98,10 +147,10 @@ describe('--ha (v3 destination)', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     await w.stop();
-    await treesEqual();
+    await env.treesEqual();
     expect(await bInst.metrics()).toMatch(/etcdmirror_ha_role\{role="active"\} 1/);
     expect(await a2.metrics()).toMatch(/etcdmirror_ha_role\{role="standby"\} 1/);
-    console.log(`kill -9 takeover: ${takeoverMs} ms (TTL ${TTL} s)`);
+    console.log(`${api}: kill -9 takeover: ${takeoverMs} ms (TTL ${TTL} s)`);
     await Promise.all([a2.kill('SIGTERM'), bInst.kill('SIGTERM')]);
   });
 
@@ -110,25 +159,25 @@ describe('--ha (v3 destination)', () => {
     await a.waitForState('tailing');
     const bInst = await instance('host-b');
     await bInst.waitForState((s) => s.statePath === 'standby.waiting');
-    const log = record(pair.d, '/', (await pair.d.status()).revision + 1);
+    const log = await env.watchDestination();
     const w = writer();
     await waitFor(async () => w.count() > 300, 'writes flowing');
     a.proc.kill('SIGSTOP');
     const pausedAt = Date.now();
     await bInst.waitForState('tailing', (TTL + 2) * 1000);
     const takeoverMs = Date.now() - pausedAt;
-    await waitFor(async () => w.count() > 1_000 + 300, 'more writes under the new active');
+    await waitFor(async () => w.count() > 600, 'more writes under the new active');
     a.proc.kill('SIGCONT');
     await a.waitForState((s) => s.state === 'standby', 10_000);
     await w.stop();
-    await treesEqual();
-    log.stop();
-    const evidence = fencingEvidence(log.log);
-    expect(evidence.checkpoints).toBeGreaterThan(10);
+    await env.treesEqual();
+    const evidence = fencingEvidence(await log.stop());
+    // Enough checkpoint writes seen to say something (a v2 stream watch shows fewer of them than were written).
+    expect(evidence.checkpoints).toBeGreaterThan(2);
     expect(evidence.checkpointDrops).toBe(0);
     expect(evidence.keysBack).toBe(0);
     expect(a.logs.some((l) => String(l.msg).startsWith('HA: standing by'))).toBe(true);
-    console.log(`pause takeover: ${takeoverMs} ms; fencing: ${JSON.stringify(evidence)}`);
+    console.log(`${api}: pause takeover: ${takeoverMs} ms; fencing: ${JSON.stringify(evidence)}`);
     await Promise.all([a.kill('SIGTERM'), bInst.kill('SIGTERM')]);
   });
 
@@ -143,9 +192,9 @@ describe('--ha (v3 destination)', () => {
     const handoverMs = Date.now() - stoppedAt;
     expect(await exited).toBe(0);
     expect(handoverMs).toBeLessThan(1_000 * TTL);
-    await pair.s.put(b('/conftool/after-handover'), b('1'));
-    await treesEqual();
-    console.log(`graceful handover: ${handoverMs} ms`);
+    await env.put('/conftool/after-handover', '1');
+    await env.treesEqual();
+    console.log(`${api}: graceful handover: ${handoverMs} ms`);
     await bInst.kill('SIGTERM');
   });
 });

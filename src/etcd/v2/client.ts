@@ -44,6 +44,9 @@ export interface PutOptions {
   /** Seconds; `null` removes an existing TTL (`ttl=` on the wire), `undefined` sends nothing. */
   ttl?: number | null;
   prevExist?: boolean;
+  /** Compare-and-swap on the key's modifiedIndex (never 0: etcd treats prevIndex=0 as no condition). */
+  prevIndex?: number;
+  prevValue?: string;
   /** Reset the TTL without changing the value and without a watch event (needs `ttl`). */
   refresh?: boolean;
   signal?: AbortSignal;
@@ -234,6 +237,11 @@ export class EtcdClient {
     if (opts.refresh) form.set('refresh', 'true');
     if (opts.ttl !== undefined) form.set('ttl', opts.ttl === null ? '' : String(opts.ttl));
     if (opts.prevExist !== undefined) form.set('prevExist', String(opts.prevExist));
+    if (opts.prevIndex !== undefined) {
+      if (opts.prevIndex < 1) throw new RangeError('prevIndex must be at least 1 (etcd ignores prevIndex=0)');
+      form.set('prevIndex', String(opts.prevIndex));
+    }
+    if (opts.prevValue !== undefined) form.set('prevValue', opts.prevValue);
     return this.#written(() => this.#keys('PUT', keysPath(key), { body: form.toString(), signal: opts.signal, via }));
   }
 
@@ -249,8 +257,8 @@ export class EtcdClient {
     }
   }
 
-  delete(key: string, opts: { recursive?: boolean; dir?: boolean; signal?: AbortSignal } = {}, via?: Dispatcher): Promise<KeysResult> {
-    const path = keysPath(key, { recursive: opts.recursive || undefined, dir: opts.dir || undefined });
+  delete(key: string, opts: { recursive?: boolean; dir?: boolean; prevValue?: string; signal?: AbortSignal } = {}, via?: Dispatcher): Promise<KeysResult> {
+    const path = keysPath(key, { recursive: opts.recursive || undefined, dir: opts.dir || undefined, prevValue: opts.prevValue });
     return this.#written(() => this.#keys('DELETE', path, { signal: opts.signal, via }));
   }
 

@@ -8,7 +8,8 @@ import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type Le
 import type { Config } from '../../cli/config.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
-import { EventIndexClearedError, isRetryable, MassDeleteRefusedError, SourceHistoryMismatchError } from '../../etcd/errors.js';
+import { CompareFailedError, EventIndexClearedError, FencedError, isRetryable, KeyNotFoundError, MassDeleteRefusedError, NodeExistError, SourceHistoryMismatchError } from '../../etcd/errors.js';
+import type { V2Fence } from '../ha-lock.js';
 import { windowHeadroom } from '../../daemon/health.js';
 import type { KeyMap } from '../keys.js';
 import type { Logger } from '../../daemon/log.js';
@@ -38,6 +39,26 @@ export interface RunnerDeps {
   ordering: OrderingPolicy;
   /** Header-to-body gaps of source watches: kept across runners, so a lesson is not forgotten on a restart. */
   gaps: BodyGaps;
+  /** --ha: checkpoint writes are compare-and-swaps, data writes go out only while the lock is renewed in time. */
+  fence?: V2Fence;
+}
+
+/** Writes the checkpoint; with --ha as a compare-and-swap on this instance's own previous write. */
+export async function writeCheckpoint(dst: EtcdClient, key: string, index: number, fence: V2Fence | undefined): Promise<void> {
+  if (!fence) {
+    await dst.put(key, { value: String(index) });
+    return;
+  }
+  if (!fence.mayWrite()) throw new FencedError('not writing the replication index: the HA lock is not renewed');
+  try {
+    const cas = fence.prevIndex === null ? { prevExist: false } : { prevIndex: fence.prevIndex };
+    fence.prevIndex = (await dst.put(key, { value: String(index), ...cas })).body.node.modifiedIndex;
+  } catch (err) {
+    if (err instanceof CompareFailedError || err instanceof NodeExistError || err instanceof KeyNotFoundError) {
+      throw new FencedError('the replication index was written by someone else since this instance last wrote it: another instance is active');
+    }
+    throw err;
+  }
 }
 
 /** Stored-index lag (in source indexes) above which the index is written early. */
@@ -403,11 +424,14 @@ class Runner {
 
   #startWriter(checkpoint: number): void {
     const { metrics, config, ordering } = this.deps;
-    if (config.pipeline) this.#lane = new StrictLane(this.deps.dst, LANE_DEPTH, this.#abort.signal, () => metrics.writeLatency.startTimer());
+    // --ha on v2: no write waits inside the HTTP client, where the fence check before each write cannot see it —
+    // after a stop-the-world pause such a write would go out late, behind the new active's.
+    const laneDepth = this.deps.fence ? 1 : LANE_DEPTH;
+    if (config.pipeline) this.#lane = new StrictLane(this.deps.dst, laneDepth, this.#abort.signal, () => metrics.writeLatency.startTimer());
     this.#writer = new OrderedWriter(checkpoint, {
       concurrency: config.pipeline ? config.writeConcurrency : 1,
       ordering: config.pipeline ? ordering.writerOrdering : 'strict',
-      pipelineDepth: LANE_DEPTH,
+      pipelineDepth: laneDepth,
       onReordered: () => metrics.reorderedWrites.inc(),
       onError: (err) => this.#fault(err),
       onCheckpoint: (index) => {
@@ -501,6 +525,8 @@ class Runner {
     this.#eventsSincePersist++;
     const write = async () => {
       await withWriteRetries({ key, index }, async () => {
+        // Checked right before each attempt goes out (a retry may come after a pause).
+        if (this.deps.fence && !this.deps.fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
         const end = metrics.writeLatency.startTimer();
         await executeOp(dst, op, map, this.#healStats);
         end();
@@ -525,7 +551,10 @@ class Runner {
             log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
             return;
           }
-          if (onLane && this.#lane && leaf) await this.#lane.apply(leaf.op, index, leaf.before, write);
+          if (onLane && this.#lane && leaf) {
+            if (this.deps.fence && !this.deps.fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+            await this.#lane.apply(leaf.op, index, leaf.before, write);
+          }
           else await write();
           metrics.eventsApplied.labels({ action: ev.action }).inc();
           metrics.replicatedEvents.inc();
@@ -575,7 +604,7 @@ class Runner {
     this.#eventsSincePersist = 0;
     this.#persisting = (async () => {
       await withWriteRetries({ key: map.indexKey, index }, async () => {
-        await dst.put(map.indexKey, { value: String(index) });
+        await writeCheckpoint(dst, map.indexKey, index, this.deps.fence);
       }, { signal: this.#stopped ? undefined : this.#abort.signal, onRetry: () => metrics.writeRetries.inc() });
       metrics.indexWrites.inc();
       this.#persisted = index;
@@ -618,7 +647,7 @@ class Runner {
       while (this.#persisting) await this.#persisting.catch(() => {}); // an index write already on its way lands first
       if (this.#persisted === null || this.#persisted <= index) return;
       log.warn({ from: this.#persisted, to: index }, 'a quiet proof was contradicted; the stored replication index goes back below it');
-      await dst.put(map.indexKey, { value: String(index) });
+      await writeCheckpoint(dst, map.indexKey, index, this.deps.fence);
       this.#persisted = index;
       this.onPersisted(index);
     })().catch((e: unknown) => log.error({ err: e }, 'could not put the stored replication index back'));

@@ -3,7 +3,7 @@
 // names the key. Only failures that answer fast are retried here (a reset or refused connection, an etcd error
 // that says "try again"); a destination that does not answer is the machine's to report and back off from.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DestinationWriteError, isRetryable, UnreachableError } from '../../etcd/errors.js';
+import { DestinationWriteError, FencedError, isRetryable, UnreachableError } from '../../etcd/errors.js';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included. */
@@ -25,7 +25,8 @@ export async function withWriteRetries(
       await write();
       return;
     } catch (err) {
-      if (opts.signal?.aborted) throw err;
+      // A fenced write means another instance is active: the machine must hear exactly that, to stand by.
+      if (opts.signal?.aborted || err instanceof FencedError) throw err;
       // A link that gives no answer at all (a timeout) is reported at once, as the poller does: the machine's
       // stalled state and its backoff are for that; retrying here would only hide the outage for minutes.
       if (!isRetryable(err) || err instanceof UnreachableError || attempt >= policy.attempts) {
