@@ -1,6 +1,7 @@
 // --ha: two instances of the real binary against one source and one destination (real etcd processes). Oracles:
 // /state of both, sampled; the destination's own event log (the checkpoint never decreases, no key moves back).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { recordEvents } from '../helpers/oracle.js';
 import { spawnMirror, startPair, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { ok, storeIndex } from '../helpers/raw.js';
@@ -179,6 +180,44 @@ for (const api of ['v3', 'v2'] as const) describe(`--ha (${api} destination)`, (
     expect(a.logs.some((l) => String(l.msg).startsWith('HA: standing by'))).toBe(true);
     console.log(`${api}: pause takeover: ${takeoverMs} ms; fencing: ${JSON.stringify(evidence)}`);
     await Promise.all([a.kill('SIGTERM'), bInst.kill('SIGTERM')]);
+  });
+
+  it('the active instance\'s destination link blackholed past the TTL: the standby takes over; healed, the old one stands by', async () => {
+    const dst = new URL(env.dstUrl);
+    const proxy = await startFaultProxy({ host: dst.hostname, port: Number(dst.port) });
+    try {
+      const a = await spawnMirror([
+        '--ha', '--instance-id', 'host-a', '--ha-ttl', String(TTL), '--src-api', api === 'v3' ? 'v3' : 'v2', '--dst-api', api,
+        '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--reload', env.srcUrl, proxy.url,
+      ]);
+      await a.waitForState('tailing');
+      const bInst = await instance('host-b');
+      await bInst.waitForState((st) => st.statePath === 'standby.waiting');
+      const log = await env.watchDestination();
+      const w = writer();
+      await waitFor(async () => w.count() > 200, 'writes flowing');
+      proxy.blackhole(true);
+      const cutAt = Date.now();
+      await bInst.waitForState('tailing', (TTL + 5) * 1000);
+      const takeoverMs = Date.now() - cutAt;
+      // A's own clock told it to stop writing before its lock could expire.
+      await a.waitForState((st) => st.state === 'standby', (TTL + 5) * 1000);
+      await waitFor(async () => w.count() > 600, 'writes under the new active');
+      proxy.blackhole(false);
+      proxy.cut();
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(await roleOf(a)).toBe('standby');
+      expect(await roleOf(bInst)).toBe('active');
+      await w.stop();
+      await env.treesEqual();
+      const evidence = fencingEvidence(await log.stop());
+      expect(evidence.checkpointDrops).toBe(0);
+      expect(evidence.keysBack).toBe(0);
+      console.log(`${api}: partition takeover: ${takeoverMs} ms; fencing: ${JSON.stringify(evidence)}`);
+      await Promise.all([a.kill('SIGTERM'), bInst.kill('SIGTERM')]);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('SIGTERM on the active hands over in under a second', async () => {
