@@ -1,5 +1,7 @@
 // `etcd-mirror demo`: a real mirror between two throw-away local etcd servers, with light sample traffic,
 // so an operator can watch it work (the /ui page, HTTP endpoints, logs) before pointing it at production clusters.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { apiFlag, checkApis, parseConfig } from './config.js';
 import { EtcdClient } from '../etcd/v2/client.js';
@@ -14,7 +16,7 @@ const TRAFFIC_LIMIT_MS = 60 * 60 * 1000; // sample traffic stops by itself after
 export async function runDemo(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { port: { type: 'string' }, debug: { type: 'boolean', short: 'd' }, 'src-api': { type: 'string' }, 'dst-api': { type: 'string' } },
+    options: { port: { type: 'string' }, debug: { type: 'boolean', short: 'd' }, 'src-api': { type: 'string' }, 'dst-api': { type: 'string' }, ha: { type: 'boolean' } },
   });
   const srcApi = apiFlag(values['src-api'], '--src-api');
   const dstApi = apiFlag(values['dst-api'], '--dst-api');
@@ -31,6 +33,8 @@ export async function runDemo(argv: string[]): Promise<number> {
 
     const srcClient = srcApi === 'v2' ? new V2Writer(source.clientUrl) : new V3Writer(source.clientUrl);
     await seed(srcClient);
+    const mirrorArgs = ['--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--listen-address', '127.0.0.1', '--src-api', srcApi, '--dst-api', dstApi];
+    if (values.ha) return await haDemo(Number(port), mirrorArgs, source.clientUrl, destination.clientUrl, srcClient);
     const parsed = parseConfig([
       '--reload', '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--port', port, '--listen-address', '127.0.0.1',
       '--src-api', srcApi, '--dst-api', dstApi, source.clientUrl, destination.clientUrl,
@@ -79,6 +83,48 @@ export async function runDemo(argv: string[]): Promise<number> {
   } finally {
     await Promise.all(etcds.map((e) => e.stop().catch(() => {})));
   }
+}
+
+/**
+ * `demo --ha`: two instances as child processes (as on two hosts), so that an operator can kill the active one
+ * (`kill -9 PID`, or `kill -STOP PID` for a pause) and watch the other take over on its /ui.
+ */
+async function haDemo(port: number, mirrorArgs: string[], srcUrl: string, dstUrl: string, srcClient: DemoWriter): Promise<number> {
+  const bin = fileURLToPath(new URL('../../../bin/etcd-mirror.js', import.meta.url));
+  const ports = [port, await preferredPort(port + 1)];
+  const children = ports.map((p, i) =>
+    spawn(process.execPath, [bin, '--ha', '--ha-ttl', '5', '--instance-id', `demo-${'ab'[i]}`, '--port', String(p), ...(i === 0 ? ['--reload'] : []), ...mirrorArgs, srcUrl, dstUrl], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    }),
+  );
+  process.stderr.write(
+    [
+      '',
+      'demo --ha: two etcd-mirror instances compete for one lock on the destination; one is active, one stands by.',
+      ...children.map((c, i) => `  instance demo-${'ab'[i]}  pid ${c.pid}   http://127.0.0.1:${ports[i]}/ui`),
+      '  kill -9 <pid of the active one> and watch the other take over within the TTL (5 s); kill -STOP pauses one.',
+      'demo: sample traffic writes to the source every second. Ctrl-C stops everything.',
+      '',
+    ].join('\n'),
+  );
+  let stopping = false;
+  const exited = children.map((c) => new Promise<void>((r) => c.once('exit', () => r())));
+  const stopAll = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const c of children) {
+      c.kill('SIGCONT'); // a paused instance must be able to stop
+      c.kill('SIGTERM');
+    }
+  };
+  process.on('SIGINT', stopAll);
+  process.on('SIGTERM', stopAll);
+  const traffic = sampleTraffic(srcClient, () => stopping);
+  await Promise.all(exited);
+  stopping = true;
+  await traffic;
+  await srcClient.close();
+  return 0;
 }
 
 async function preferredPort(port: number): Promise<number> {

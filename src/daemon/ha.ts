@@ -36,7 +36,7 @@ export class HaController {
     return this.lock.held ? 'active' : 'standby';
   }
 
-  /** For /state: who holds the lock, and since when (ms, this host's clock) when it is us. */
+  /** For /state: who holds the lock, and for how long (for another holder: since this instance first saw it). */
   view(): { instanceId: string; role: 'active' | 'standby'; holder: string | null; heldForSeconds: number | null } {
     return {
       instanceId: this.lock.instanceId,
@@ -58,8 +58,9 @@ export class HaController {
       return { acquired: true, holder: this.lock.instanceId };
     }
     const { holder } = await this.lock.state();
+    // The lock carries no time: another holder's tenure is counted from when this instance first saw it.
+    if (holder !== this.#holder || this.#heldSince === null) this.#heldSince = holder === null ? null : Date.now();
     this.#holder = holder;
-    this.#heldSince = null;
     return { acquired: false, holder };
   }
 
@@ -81,6 +82,7 @@ export class HaController {
     this.#stopRenewing();
     this.lock.abandon();
     this.#heldSince = null;
+    this.#holder = null;
     this.#setRole('standby');
     this.log.warn({ instanceId: this.lock.instanceId, reason }, 'HA: standing by');
   }

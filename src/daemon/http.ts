@@ -70,7 +70,9 @@ export async function startHttp(opts: {
         return send(200, 'text/plain', 'ok\n');
       case '/readyz': {
         const v = opts.state();
-        return v.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain; charset=utf-8', `not ready: ${v.readyReason}\n`);
+        if (v.ready) return send(200, 'text/plain', 'ready\n');
+        // --ha: a standby says who is active ("standby: active is host-a:8000"), for the load balancer's log.
+        return send(503, 'text/plain; charset=utf-8', v.state === 'standby' ? `${v.readyReason}\n` : `not ready: ${v.readyReason}\n`);
       }
       case '/metrics':
         opts.metrics.registry.metrics().then(

@@ -32,6 +32,7 @@ ${svg}
       <p id="reason"></p>
     </section>
     <dl id="stats">
+      <dt>Role</dt><dd id="role">–</dd>
       <dt id="sourceIndexLabel">Source store index</dt><dd id="sourceIndex">–</dd>
       <dt id="appliedIndexLabel">Stored replication index</dt><dd id="appliedIndex">–</dd>
       <dt>Lag</dt><dd id="lag">–</dd>
@@ -126,6 +127,9 @@ function render(v) {
   // When the state is the reason, the line below already says why.
   $('ready').textContent = v.ready ? 'READY: ' + v.readyReason : 'NOT READY: ' + (v.state === 'tailing' ? v.readyReason : 'not tailing');
   $('reason').textContent = 'Why: ' + v.reason + (v.state === 'stalled' ? ' (attempt ' + v.attempt + ')' : '');
+  // --ha: this instance's role, and who holds the lock for how long.
+  $('role').textContent = !v.ha ? 'single instance (no --ha)' : v.role + ' (' + v.ha.instanceId + '); lock held by ' + (v.ha.holder || 'nobody') +
+    (v.ha.heldForSeconds !== null ? ' for ' + v.ha.heldForSeconds.toFixed(1) + ' s' : '');
   $('sourceIndex').textContent = num(v.sourceIndex);
   $('appliedIndex').textContent = num(v.appliedIndex);
   $('lag').textContent = v.lagEvents === null ? 'unknown' : v.lagEvents + (v.position === 'revision' ? ' revisions, ' : ' events, ') + v.lagSeconds.toFixed(1) + ' s';

@@ -129,6 +129,10 @@ for (const api of ['v3', 'v2'] as const) describe(`--ha (${api} destination)`, (
     const bInst = await instance('host-b');
     await bInst.waitForState((s) => s.statePath === 'standby.waiting');
     expect((await bInst.state()).readyReason).toBe('standby: active is host-a');
+    const readyz = await fetch(`http://127.0.0.1:${bInst.port}/readyz`);
+    expect([readyz.status, await readyz.text()]).toEqual([503, 'standby: active is host-a\n']);
+    expect(await bInst.state()).toMatchObject({ role: 'standby', ha: { instanceId: 'host-b', holder: 'host-a' } });
+    expect(await a.state()).toMatchObject({ role: 'active', ha: { instanceId: 'host-a', holder: 'host-a' } });
     const w = writer();
     const samples: string[][] = [];
     for (let i = 0; i < 20; i++) {

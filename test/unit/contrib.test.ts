@@ -20,6 +20,14 @@ describe('contrib/prometheus-alerts.yml', () => {
   });
 });
 
+describe('contrib/prometheus-alerts.yml, --ha', () => {
+  it('pages when no instance is active and when two claim to be', () => {
+    const rules = read('prometheus-alerts.yml');
+    expect(rules).toMatch(/alert: EtcdMirrorNoActiveInstance\n\s+expr: .*etcdmirror_ha_role\{[^}]*role="active"\}/);
+    expect(rules).toMatch(/alert: EtcdMirrorTwoActive\n\s+expr: sum\(etcdmirror_ha_role\{[^}]*role="active"\}\) > 1/);
+  });
+});
+
 describe('contrib/etcd-mirror.service', () => {
   it('restarts on failure, but not on bad configuration, and is hardened', () => {
     const unit = read('etcd-mirror.service');
