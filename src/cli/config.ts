@@ -132,6 +132,7 @@ etcd-mirror options:
 other commands:
   etcd-mirror demo                          a real mirror between two throw-away local etcds, with the visualizer
   etcd-mirror demo [--src-api v3 --dst-api v3]   the same, between v3 (or v2 → v3) etcds
+  etcd-mirror demo --ha                     two instances with --ha (kill the active one, watch the takeover)
   etcd-mirror verify SRC DST [--src-prefix P] [--dst-prefix P] [--strip] [--src-ignore-keys-regex R] [--json]
                      [--src-api v2|v3] [--dst-api v2|v3]
                                             compare the trees as the mirror maps keys; exit 0 equal, 1 different
