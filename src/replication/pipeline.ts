@@ -431,6 +431,8 @@ export class PipelineHost {
       this.#previous = started.then(async () => {
         if (!run) return;
         await run.stop(4_000);
+        // No lease keepalives or revokes between runs (nor from a standby: --ha).
+        this.deps.leases.stop();
         const settled = await Promise.race([run.settled.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), SETTLE_LIMIT_MS).unref())]);
         if (!settled) this.deps.log.error({ limitMs: SETTLE_LIMIT_MS }, 'previous runner did not settle; starting the next one anyway');
       });
