@@ -8,7 +8,6 @@ import { KeyMap } from '../keys.js';
 import type { GuardOptions } from '../guard.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
 import type { RunnerDeps } from './runner.js';
-import type { OwnWrites } from '../own-writes.js';
 import type { OrderedWriter } from './writer.js';
 
 export type HealerDeps = Pick<RunnerDeps, 'src' | 'dst' | 'map' | 'log' | 'metrics' | 'own'> & {
