@@ -5,8 +5,8 @@ import type { CampaignOutput, LoadIndexInput, LoadIndexOutput, MirrorContext } f
 import { HaController } from './ha.js';
 import { V2Fence, V2Lock } from '../replication/ha-lock.js';
 import type { Config } from '../cli/config.js';
-import { EtcdClient } from '../etcd/v2/client.js';
-import { BadCheckpointError, KeyNotFoundError } from '../etcd/errors.js';
+import { EtcdClient, type WriteTracker } from '../etcd/v2/client.js';
+import { BadCheckpointError, FencedError, KeyNotFoundError } from '../etcd/errors.js';
 import { HISTORY_WINDOW_EVENTS, RateMeter, readiness, windowHeadroom } from './health.js';
 import { startHttp, type StateView } from './http.js';
 import { KeyMap } from '../replication/keys.js';
@@ -326,12 +326,23 @@ function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, o
   // Catch-up keeps up to 64 long-polls in flight, plus the stream, probes, guards and TTL reads.
   const src = new EtcdClient(config.src, { connections: 96 });
   const own = new OwnWrites();
-  // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
-  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes: own });
   let ha: HaController | undefined;
   let fence: V2Fence | undefined;
-  if (config.ha) {
-    ha = new HaController(new V2Lock(dst, `${map.indexKey}.lock`, config.instanceId, config.haTtl), config.haTtl, log, metrics);
+  // --ha: every destination write — replayed events, heals, TTL refreshes, the index — passes the fence check as it
+  // is sent (the client calls begin() for each), so a deposed instance's healer or TTL keeper cannot write either.
+  const writes: WriteTracker = {
+    begin: () => {
+      if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+      return own.begin();
+    },
+    end: (seq, index) => own.end(seq, index),
+  };
+  // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
+  const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes });
+  // The lock has its own connections: its renewals never queue behind data writes, and are not fenced themselves.
+  const lockClient = config.ha ? new EtcdClient(config.dst, { connections: 2 }) : null;
+  if (lockClient) {
+    ha = new HaController(new V2Lock(lockClient, `${map.indexKey}.lock`, config.instanceId, config.haTtl), config.haTtl, log, metrics);
     const controller = ha;
     fence = new V2Fence(() => controller.mayWrite());
   }
@@ -358,7 +369,7 @@ function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, o
     },
     clockOffsetMs: () => src.clockOffsetMs(),
     close: async () => {
-      await Promise.all([src.close(), dst.close()]);
+      await Promise.all([src.close(), dst.close(), lockClient?.close()]);
     },
   };
 }

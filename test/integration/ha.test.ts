@@ -1,6 +1,6 @@
 // --ha: two instances of the real binary against one source and one destination (real etcd processes). Oracles:
 // /state of both, sampled; the destination's own event log (the checkpoint never decreases, no key moves back).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { recordEvents } from '../helpers/oracle.js';
 import { spawnMirror, startPair, type MirrorProcess, type Pair } from '../helpers/mirror.js';
@@ -107,11 +107,21 @@ for (const api of ['v3', 'v2'] as const) describe(`--ha (${api} destination)`, (
     await env?.stop();
   });
 
+  // A failed test must not leave an active instance holding the lock for the next one.
+  const started: MirrorProcess[] = [];
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((m) => m.kill('SIGKILL')));
+  });
+  const track = async (p: Promise<MirrorProcess>): Promise<MirrorProcess> => {
+    const m = await p;
+    started.push(m);
+    return m;
+  };
   const instance = (id: string, extra: string[] = []): Promise<MirrorProcess> =>
-    spawnMirror([
+    track(spawnMirror([
       '--ha', '--instance-id', id, '--ha-ttl', String(TTL), '--src-api', api === 'v3' ? 'v3' : 'v2', '--dst-api', api,
       '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', ...extra, env.srcUrl, env.dstUrl,
-    ]);
+    ]));
 
   /** Writes increasing values until stopped: value n is written after every value below it. */
   const writer = () => {
@@ -190,10 +200,10 @@ for (const api of ['v3', 'v2'] as const) describe(`--ha (${api} destination)`, (
     const dst = new URL(env.dstUrl);
     const proxy = await startFaultProxy({ host: dst.hostname, port: Number(dst.port) });
     try {
-      const a = await spawnMirror([
+      const a = await track(spawnMirror([
         '--ha', '--instance-id', 'host-a', '--ha-ttl', String(TTL), '--src-api', api === 'v3' ? 'v3' : 'v2', '--dst-api', api,
         '--src-prefix', '/conftool', '--dst-prefix', '/conftool', '--strip', '--reload', env.srcUrl, proxy.url,
-      ]);
+      ]));
       await a.waitForState('tailing');
       const bInst = await instance('host-b');
       await bInst.waitForState((st) => st.statePath === 'standby.waiting');
