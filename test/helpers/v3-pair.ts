@@ -78,3 +78,26 @@ export function record(c: V3Client, prefix: string, startRevision = 1): { log: R
   })();
   return { log, stop: () => watch.close() };
 }
+
+/**
+ * For a destination log of puts whose values were written in increasing order on the source: the values a
+ * destination revision shows that are lower than a value an earlier revision showed (a reordered or rewound
+ * write). Events of one revision are one atomic Txn: their order among themselves means nothing.
+ */
+export function rewoundValues(log: Recorded[], isData: (key: string) => boolean): number[] {
+  const byRevision = new Map<number, number[]>();
+  for (const r of log)
+    for (const e of r.events)
+      if (e.type === 'put' && isData(e.kv.key.toString())) {
+        const rev = e.kv.modRevision;
+        byRevision.set(rev, [...(byRevision.get(rev) ?? []), Number(e.kv.value.toString())]);
+      }
+  let highest = Number.NEGATIVE_INFINITY;
+  const rewound: number[] = [];
+  for (const rev of [...byRevision.keys()].sort((a, b) => a - b)) {
+    const vals = byRevision.get(rev)!;
+    rewound.push(...vals.filter((v) => v < highest));
+    highest = Math.max(highest, ...vals);
+  }
+  return rewound;
+}

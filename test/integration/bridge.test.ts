@@ -6,7 +6,7 @@ import { parseCluster } from '../../src/etcd/endpoint.js';
 import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { runMirror, spawnMirror, type MirrorProcess } from '../helpers/mirror.js';
 import { ok, storeIndex } from '../helpers/raw.js';
-import { b, v3Tree, values, waitFor } from '../helpers/v3-pair.js';
+import { b, record, rewoundValues, v3Tree, values, waitFor } from '../helpers/v3-pair.js';
 
 const BRIDGE = ['--src-api', 'v2', '--dst-api', 'v3'];
 let src: EtcdProcess;
@@ -96,6 +96,7 @@ describe('v2 → v3 bridge', () => {
     await ok(S, 'PUT', '/demo/refreshed', { value: 'r', ttl: 3 });
     let m = await bridge();
     await m.waitForState('tailing');
+    const log = record(d, '/replica/load', (await d.status()).revision + 1);
     let writing = true;
     let n = 0;
     const writer = (async () => {
@@ -119,6 +120,14 @@ describe('v2 → v3 bridge', () => {
     const tree = await v3Tree(d, '/replica');
     expect(tree.get('/replica/refreshed')?.value).toBe('r');
     expect(values(tree)).toEqual(await v2Leaves());
+    // The destination's own log across both crashes: values were written in increasing order on the source, so
+    // the destination must show them increasing (nothing reordered or rewound) and each write at most once.
+    log.stop();
+    const puts = log.log.flatMap((r) => r.events.filter((e) => e.type === 'put'));
+    expect(puts.length).toBeGreaterThan(50);
+    expect(rewoundValues(log.log, (k) => k.startsWith('/replica/load/'))).toEqual([]);
+    const writes = puts.map((e) => `${e.kv.key.toString()}=${e.kv.value.toString()}`);
+    expect(new Set(writes).size).toBe(writes.length);
     await m.kill('SIGTERM');
   });
 });
