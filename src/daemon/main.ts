@@ -342,7 +342,7 @@ function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, o
   // The lock has its own connections: its renewals never queue behind data writes, and are not fenced themselves.
   const lockClient = config.ha ? new EtcdClient(config.dst, { connections: 2 }) : null;
   if (lockClient) {
-    ha = new HaController(new V2Lock(lockClient, `${map.indexKey}.lock`, config.instanceId, config.haTtl), config.haTtl, log, metrics);
+    ha = new HaController(new V2Lock(lockClient, map.lockKey, config.instanceId, config.haTtl), config.haTtl, log, metrics);
     const controller = ha;
     fence = new V2Fence(() => controller.mayWrite());
   }

@@ -62,7 +62,7 @@ export function createV3Backend(config: Config, log: Logger, metrics: Metrics): 
       : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, ttl: 1, grantedTtl: 1 };
   let ha: HaController | undefined;
   if (config.ha) {
-    const lock = new V3Lock(client, Buffer.from(`${keys.checkpointKey.toString('utf8')}.lock`), config.instanceId, config.haTtl);
+    const lock = new V3Lock(client, Buffer.from(map.lockKey), config.instanceId, config.haTtl);
     dst.fence = () => lock.fence();
     ha = new HaController(lock, config.haTtl, log, metrics);
   }

@@ -28,6 +28,11 @@ export function replicationIndexKey(dstPrefix: string): string {
   return dstPrefix === '/' ? '/__replication/__ROOT__' : `/__replication${dstPrefix}`;
 }
 
+/** --ha: the lock beside the replication index (under /__replication: hidden from v2 recursive reads). */
+export function replicationLockKey(dstPrefix: string): string {
+  return `${replicationIndexKey(dstPrefix)}.lock`;
+}
+
 export type EventScope =
   /** Inside the mirrored prefix and mirrored. */
   | 'mirrored'
@@ -44,6 +49,7 @@ export class KeyMap {
   /** Destination key that the source prefix itself maps to. */
   readonly dstRoot: string;
   readonly indexKey: string;
+  readonly lockKey: string;
 
   constructor(
     readonly srcPrefix: string,
@@ -53,6 +59,7 @@ export class KeyMap {
   ) {
     this.dstRoot = this.toDst(srcPrefix);
     this.indexKey = replicationIndexKey(dstPrefix);
+    this.lockKey = replicationLockKey(dstPrefix);
   }
 
   /** strip: SP/x → DP/x. No strip: SP/x → DP + SP/x. */

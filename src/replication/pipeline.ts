@@ -2,14 +2,14 @@
 // are read ahead into a queue while one writer applies them in source order, as Txns that each carry whole
 // revisions — as many as fit the destination's operation limit — and the checkpoint after them. One Txn in
 // flight at a time: two could be applied by the destination in either order.
-import { fromCallback } from 'xstate';
-import type { MirrorEvent, RunnerCommand, RunnerInput } from '../../machines/types.js';
+import type { MirrorEvent, RunnerInput } from '../../machines/types.js';
 import type { Config } from '../cli/config.js';
 import { TooManyOpsError } from '../etcd/v3/client.js';
 import { subtreeRanges, type DstWrite, type V3Destination } from './v3-destination.js';
 import type { Logger } from '../daemon/log.js';
 import type { Metrics } from '../daemon/metrics.js';
-import { faultFrom, type RunnerStatus } from './v2/runner.js';
+import { RunHost, type RunnerStatus } from './run-host.js';
+import { faultFrom } from './v2/runner.js';
 import type { OwnWrites } from './own-writes.js';
 import { TxnBatch } from './batch.js';
 import { DestinationWatch } from './dst-watch.js';
@@ -36,7 +36,6 @@ export interface PipelineDeps {
 
 /** Messages read ahead of the writer before the reader waits. */
 const HIGH_WATER = 10_000;
-const SETTLE_LIMIT_MS = 30_000;
 /** How soon a heal that must wait for the destination to catch up is tried again. */
 const HEAL_RETRY_MS = 200;
 
@@ -400,58 +399,24 @@ class SyncRun {
   }
 }
 
-/** Owns the current run; the machine starts and stops it through the `runner` and `drain` actors. */
-export class PipelineHost {
-  #current: SyncRun | null = null;
-  #previous: Promise<void> = Promise.resolve();
-  #lastPersisted: number | null = null;
-
-  constructor(private readonly deps: PipelineDeps) {}
-
-  get lastPersisted(): number | null {
-    return this.#lastPersisted;
+/** The v3 destination's runs; the lease mirror follows source leases only while a run is on. */
+export class PipelineHost extends RunHost<SyncRun> {
+  constructor(private readonly deps: PipelineDeps) {
+    super(deps);
   }
 
-  status(): RunnerStatus | null {
-    return this.#current?.status() ?? null;
+  protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (revision: number) => void): SyncRun {
+    this.deps.leases.start();
+    return new SyncRun(this.deps, input, resumeFrom, report, onPersisted);
   }
 
-  start(input: RunnerInput, report: (e: MirrorEvent) => void): () => void {
-    let run: SyncRun | null = null;
-    let cancelled = false;
-    const started = this.#previous.then(() => {
-      if (cancelled) return;
-      this.deps.leases.start();
-      run = new SyncRun(this.deps, input, this.#lastPersisted, report, (r) => (this.#lastPersisted = r));
-      this.#current = run;
-    });
-    return () => {
-      cancelled = true;
-      // The next run starts only once this one's Txn has landed: order holds across restarts.
-      this.#previous = started.then(async () => {
-        if (!run) return;
-        await run.stop(4_000);
-        // No lease keepalives or revokes between runs (nor from a standby: --ha).
-        this.deps.leases.stop();
-        const settled = await Promise.race([run.settled.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), SETTLE_LIMIT_MS).unref())]);
-        if (!settled) this.deps.log.error({ limitMs: SETTLE_LIMIT_MS }, 'previous runner did not settle; starting the next one anyway');
-      });
-    };
-  }
-
-  async drain(deadlineMs: number): Promise<void> {
-    await Promise.race([this.#previous, new Promise<void>((r) => setTimeout(r, deadlineMs).unref())]);
+  // No lease keepalives or revokes between runs (nor from a standby: --ha).
+  protected override stopped(): void {
     this.deps.leases.stop();
   }
 
-  actor() {
-    return fromCallback<RunnerCommand, RunnerInput>(({ input, sendBack }) => {
-      let live = true;
-      const stop = this.start(input, (e) => live && sendBack(e));
-      return () => {
-        live = false;
-        stop();
-      };
-    });
+  override async drain(deadlineMs: number): Promise<void> {
+    await super.drain(deadlineMs);
+    this.deps.leases.stop();
   }
 }

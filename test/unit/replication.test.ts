@@ -47,6 +47,10 @@ describe('ByteKeyMap', () => {
     expect(keys.ownsDst(b('/__replication/__ROOT__'))).toBe(false);
     expect(s(keys.checkpointKey)).toBe('/__replication/__ROOT__');
     expect(s(new ByteKeyMap(new KeyMap('/', '/conftool', true, undefined)).checkpointKey)).toBe('/__replication/conftool');
+    // --ha: the lock beside it, hidden and owned by no mirrored subtree.
+    expect(new KeyMap('/', '/', true, undefined).lockKey).toBe('/__replication/__ROOT__.lock');
+    expect(new KeyMap('/', '/conftool', true, undefined).lockKey).toBe('/__replication/conftool.lock');
+    expect(keys.ownsDst(b('/__replication/__ROOT__.lock'))).toBe(false);
   });
 
   it('keeps non-UTF-8 key bytes as they are', () => {

@@ -1,9 +1,8 @@
-// The runner: what the machine's `running` state invokes. It wires the poller (source) to the writer
-// (destination), persists the checkpoint, and reports progress and faults back to the machine. One runner at a
-// time: a new one starts only after the previous one's writes have all settled, so order is never broken
-// across restarts.
-import { fromCallback } from 'xstate';
-import type { FaultInfo, MirrorEvent, RunnerCommand, RunnerInput } from '../../../machines/types.js';
+// The runner for a v2 destination: what the machine's `running` state invokes (through RunHost, ../run-host.ts).
+// It wires the poller (source) to the writer (destination), persists the checkpoint, and reports progress and
+// faults back to the machine.
+import type { FaultInfo, MirrorEvent, RunnerInput } from '../../../machines/types.js';
+import { RunHost, type RunnerStatus } from '../run-host.js';
 import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
 import type { Config } from '../../cli/config.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
@@ -39,7 +38,8 @@ export interface RunnerDeps {
   ordering: OrderingPolicy;
   /** Header-to-body gaps of source watches: kept across runners, so a lesson is not forgotten on a restart. */
   gaps: BodyGaps;
-  /** --ha: checkpoint writes are compare-and-swaps, data writes go out only while the lock is renewed in time. */
+  /** --ha: checkpoint writes are compare-and-swaps (every write also passes the fence check in the destination
+   * client's write hook, see v2Backend in src/daemon/main.ts). */
   fence?: V2Fence;
 }
 
@@ -49,7 +49,6 @@ export async function writeCheckpoint(dst: EtcdClient, key: string, index: numbe
     await dst.put(key, { value: String(index) });
     return;
   }
-  if (!fence.mayWrite()) throw new FencedError('not writing the replication index: the HA lock is not renewed');
   try {
     const cas = fence.prevIndex === null ? { prevExist: false } : { prevIndex: fence.prevIndex };
     fence.prevIndex = (await dst.put(key, { value: String(index), ...cas })).body.node.modifiedIndex;
@@ -65,8 +64,6 @@ export async function writeCheckpoint(dst: EtcdClient, key: string, index: numbe
 const INDEX_LAG_BOUND = 100;
 const FAST_CHECKPOINT_MS = 10;
 
-/** Longest wait for a stopped runner's work to settle before the next one starts. */
-const SETTLE_LIMIT_MS = 30_000;
 
 /** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
 const RECONCILE_FANOUT = 4;
@@ -102,20 +99,6 @@ export function faultFrom(err: unknown): FaultInfo {
   return fault;
 }
 
-export interface RunnerStatus {
-  mode: RunnerInput['mode'];
-  phase: 'snapshot' | 'reconcile' | 'tail' | 'stopping' | 'stopped';
-  queue: number;
-  inFlight: number;
-  appliedIndex: number | null;
-  persistedIndex: number | null;
-  sourceIndex: number | null;
-  reconcile: { done: number; total: number } | null;
-  oldestUnappliedAt: number | null;
-  /** Highest index up to which every quiet claim is confirmed: the stored index never passes it. */
-  confirmedIndex: number | null;
-  ordering: 'strict' | 'key';
-}
 
 class Runner {
   readonly #abort = new AbortController();
@@ -525,8 +508,6 @@ class Runner {
     this.#eventsSincePersist++;
     const write = async () => {
       await withWriteRetries({ key, index }, async () => {
-        // Checked right before each attempt goes out (a retry may come after a pause).
-        if (this.deps.fence && !this.deps.fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
         const end = metrics.writeLatency.startTimer();
         await executeOp(dst, op, map, this.#healStats);
         end();
@@ -551,10 +532,7 @@ class Runner {
             log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
             return;
           }
-          if (onLane && this.#lane && leaf) {
-            if (this.deps.fence && !this.deps.fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
-            await this.#lane.apply(leaf.op, index, leaf.before, write);
-          }
+          if (onLane && this.#lane && leaf) await this.#lane.apply(leaf.op, index, leaf.before, write);
           else await write();
           metrics.eventsApplied.labels({ action: ev.action }).inc();
           metrics.replicatedEvents.inc();
@@ -676,67 +654,20 @@ class Runner {
   }
 }
 
-/** Owns the current runner; the machine starts and stops it through the `runner` and `drain` actors. */
-export class RunnerHost {
-  #current: Runner | null = null;
-  #previous: Promise<void> = Promise.resolve();
-  #lastPersisted: number | null = null;
+/** The v2 destination's runs; TTL keys a tailing run tracked are handed to the next tailing one. */
+export class RunnerHost extends RunHost<Runner> {
   #ttlKeys: string[] | null = null;
 
-  constructor(private readonly deps: RunnerDeps) {}
-
-  get lastPersisted(): number | null {
-    return this.#lastPersisted;
+  constructor(private readonly deps: RunnerDeps) {
+    super(deps);
   }
 
-  status(): RunnerStatus | null {
-    return this.#current?.status() ?? null;
+  protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (index: number) => void): Runner {
+    // After a reload/recovery the previous runner's TTL keys may be stale; the snapshot seeds the new one.
+    return new Runner(this.deps, input, resumeFrom, report, onPersisted, input.mode === 'tail' ? this.#ttlKeys : null);
   }
 
-  start(input: RunnerInput, report: (e: MirrorEvent) => void): () => void {
-    let runner: Runner | null = null;
-    let cancelled = false;
-    const started = this.#previous.then(() => {
-      if (cancelled) return;
-      // After a reload/recovery the previous runner's TTL keys may be stale; the snapshot seeds the new one.
-      const ttlKeys = input.mode === 'tail' ? this.#ttlKeys : null;
-      runner = new Runner(this.deps, input, this.#lastPersisted, report, (i) => (this.#lastPersisted = i), ttlKeys);
-      this.#current = runner;
-    });
-    return () => {
-      cancelled = true;
-      // Writes of this runner must settle before the next one starts (ordering across restarts).
-      this.#previous = started.then(async () => {
-        if (!runner) return;
-        await runner.stop(4_000);
-        this.#ttlKeys = runner.ttlKeysTracked();
-        // Every request has a timeout, so a runner settles within seconds; should one not, say so and move on
-        // rather than leave the mirror 'tailing' with no runner behind it.
-        const settled = await Promise.race([
-          runner.settled.then(() => true),
-          new Promise<false>((r) => setTimeout(() => r(false), SETTLE_LIMIT_MS).unref()),
-        ]);
-        if (!settled) {
-          this.deps.metrics.faults.labels({ code: 'EM_ERR_RUNNER_STUCK' }).inc();
-          this.deps.log.error({ limitMs: SETTLE_LIMIT_MS }, 'previous runner did not settle; starting the next one anyway');
-        }
-      });
-    };
-  }
-
-  /** For shutdown: resolves when the current runner has stopped, or after `deadlineMs`. */
-  async drain(deadlineMs: number): Promise<void> {
-    await Promise.race([this.#previous, new Promise<void>((r) => setTimeout(r, deadlineMs).unref())]);
-  }
-
-  actor() {
-    return fromCallback<RunnerCommand, RunnerInput>(({ input, sendBack }) => {
-      let live = true;
-      const stop = this.start(input, (e) => live && sendBack(e));
-      return () => {
-        live = false;
-        stop();
-      };
-    });
+  protected override stopped(runner: Runner): void {
+    this.#ttlKeys = runner.ttlKeysTracked();
   }
 }
