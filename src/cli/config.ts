@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseCluster, type Cluster, type TlsFiles } from '../etcd/endpoint.js';
 import { compileIgnoreRegex, parsePrefix } from '../replication/keys.js';
+import { DEFAULT_SOURCE_BUDGET_PER_SECOND } from '../replication/v2/source-budget.js';
 
 export interface Config {
   readonly src: Cluster;
@@ -41,6 +42,8 @@ export interface Config {
   readonly instanceId: string;
   /** Lock TTL, seconds. */
   readonly haTtl: number;
+  /** Optional requests per second (quiet proofs, TTL re-reads) to a source whose requests are expensive; 0 = no limit. */
+  readonly srcRequestBudget: number;
 }
 
 export const APIS = ['v2', 'v3'] as const;
@@ -65,13 +68,14 @@ export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
                    [--quiet-rearm-ms N] [--pipeline on|off] [--ordering strict|adaptive|key]
                    [--src-api v2|v3] [--dst-api v2|v3] [--dst-max-txn-ops N]
-                   [--ha [--instance-id ID] [--ha-ttl S]]
-                   [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F] SRC DST
+                   [--ha [--instance-id ID] [--ha-ttl S]] [--src-request-budget N]
+                   [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F]
+                   [--src-password-file F] [--dst-password-file F] SRC DST
 
 Live mirror of an etcd key prefix from the SRC cluster into the DST cluster (v2 → v2, v3 → v3, or v2 → v3).
 
 positional arguments:
-  SRC                       source cluster: scheme://[user:pass@]host:port (http or https; IPv6 as [::1]);
+  SRC                       source cluster: scheme://[user[:pass]@]host:port (http or https; IPv6 as [::1]);
                             several members of one cluster as a comma-separated list (requests fail over)
   DST                       destination cluster, same form
 
@@ -121,11 +125,19 @@ etcd-mirror options:
   --checkpoint-ms N         how often the replication index is stored while events flow (default: 100)
   --quiet-rearm-ms N        while the prefix is quiet, re-arm the source watch this often (ms) so the stored
                             index follows the source's store index and never falls out of etcd's 1000-event
-                            window (default: 100; raise it if the source uses v2 auth, where every request
-                            costs the server ~50 ms of CPU). A v3 source instead asks its watch for a
-                            progress notification after this long without news (default there: 1000)
+                            window (default: 100). A v3 source instead asks its watch for a progress
+                            notification after this long without news (default there: 1000)
+  --src-request-budget N    quiet re-arms and TTL re-reads per second when a source request is expensive (costs
+                            over 10 ms more than /version: v2 password auth checks bcrypt on every request)
+                            (default: 5; 0: no limit). The window wins: a re-arm goes ahead above the budget
+                            when the store's index rate needs it, and the mirror says so
   --src-ca F, --dst-ca F    PEM CA bundle to verify that cluster's https certificates (default: system CAs)
-  --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key)
+  --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key);
+                            with --client-cert-auth and v2 or v3 auth on, the certificate's CN is the etcd user:
+                            no password, and none of the per-request bcrypt cost a v2 password has
+  --src-password-file F     the password of the user named in SRC (scheme://user@host:port), read from F (one
+                            trailing newline ignored), so that it is not in the process list (same with
+                            --dst-password-file)
   --pipeline on|off         off: the reference tool's synchronous loop — one long-poll per event, then the
                             write, then the index write — kept as the benchmark baseline (default: on)
 
@@ -139,6 +151,7 @@ other commands:
   etcd-mirror index get DST [--dst-prefix P] [--src SRC] [--json] [--src-api v2|v3] [--dst-api v2|v3]
   etcd-mirror index set DST VALUE [--dst-prefix P] (--src SRC | --force) [--src-api ..] [--dst-api ..]
                                             read or safely set the stored replication index
+  (verify and index take the same --src-/--dst- ca, cert, key and password-file flags as the daemon)
   etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
 
 Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
@@ -149,20 +162,54 @@ index or revision, written in the same Txn as the data it covers. A v3 source ha
 under /__replication (another mirror's index) are left out.
 `;
 
-/** Reads --{side}-ca/-cert/-key; the files are read once, at startup, so a bad path is a one-line error. */
-function tlsFiles(v: Record<string, string | boolean | undefined>, side: 'src' | 'dst'): TlsFiles | undefined {
-  const read = (flag: string): Buffer | undefined => {
-    const path = v[`${side}-${flag}`];
-    if (typeof path !== 'string') return undefined;
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new ConfigError(`--${side}-${flag}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-  };
-  const files: TlsFiles = { ca: read('ca'), cert: read('cert'), key: read('key') };
+/** Per-side connection flags, shared by the daemon and the operator commands. */
+export const CLUSTER_FLAGS = {
+  'src-ca': { type: 'string' },
+  'src-cert': { type: 'string' },
+  'src-key': { type: 'string' },
+  'src-password-file': { type: 'string' },
+  'dst-ca': { type: 'string' },
+  'dst-cert': { type: 'string' },
+  'dst-key': { type: 'string' },
+  'dst-password-file': { type: 'string' },
+} as const;
+
+type FlagValues = Record<string, string | boolean | undefined>;
+
+/** Files are read once, at startup, so a bad path is a one-line error. */
+function readFlagFile(v: FlagValues, flag: string): Buffer | undefined {
+  const path = v[flag];
+  if (typeof path !== 'string') return undefined;
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`--${flag}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** Reads --{side}-ca/-cert/-key. */
+function tlsFiles(v: FlagValues, side: 'src' | 'dst'): TlsFiles | undefined {
+  const files: TlsFiles = { ca: readFlagFile(v, `${side}-ca`), cert: readFlagFile(v, `${side}-cert`), key: readFlagFile(v, `${side}-key`) };
   if (Boolean(files.cert) !== Boolean(files.key)) throw new ConfigError(`--${side}-cert and --${side}-key go together`);
   return files.ca || files.cert ? files : undefined;
+}
+
+/**
+ * A cluster URL with its TLS files and, from --{side}-password-file, the password of the user named in the URL
+ * (https://mirror@host:2379): so that no credential has to be on the command line, which `ps` shows everyone.
+ */
+export function clusterFrom(raw: string, what: string, v: FlagValues, side: 'src' | 'dst'): Cluster {
+  const cluster = parseCluster(raw, what, tlsFiles(v, side));
+  const file = readFlagFile(v, `${side}-password-file`);
+  if (file === undefined) return cluster;
+  const flag = `--${side}-password-file`;
+  const user = cluster.members[0]!.username;
+  if (user === undefined) throw new ConfigError(`${flag}: ${what} names no user (scheme://user@host:port)`);
+  if (cluster.members[0]!.password !== undefined) throw new ConfigError(`${flag}: ${what} carries a password too; give it in one place`);
+  // One trailing newline is how editors and `echo` end a file; anything else is part of the password.
+  const password = file.toString('utf8').replace(/\r?\n$/, '');
+  if (password === '') throw new ConfigError(`${flag}: the file is empty`);
+  return { ...cluster, members: cluster.members.map((m) => ({ ...m, password })) };
 }
 
 function pipelineFlag(raw: string | undefined): boolean {
@@ -211,18 +258,14 @@ export function parseConfig(argv: string[]): Parsed {
         'quiet-rearm-ms': { type: 'string' },
         pipeline: { type: 'string' },
         ordering: { type: 'string' },
-        'src-ca': { type: 'string' },
-        'src-cert': { type: 'string' },
-        'src-key': { type: 'string' },
-        'dst-ca': { type: 'string' },
-        'dst-cert': { type: 'string' },
-        'dst-key': { type: 'string' },
+        ...CLUSTER_FLAGS,
         'src-api': { type: 'string' },
         'dst-api': { type: 'string' },
         'dst-max-txn-ops': { type: 'string' },
         ha: { type: 'boolean' },
         'instance-id': { type: 'string' },
         'ha-ttl': { type: 'string' },
+        'src-request-budget': { type: 'string' },
       },
     });
   } catch (err) {
@@ -244,8 +287,8 @@ export function parseConfig(argv: string[]): Parsed {
   const massDeleteRatio = ratioRaw === undefined ? 0.5 : Number(ratioRaw);
   if (!(massDeleteRatio >= 0 && massDeleteRatio <= 1)) throw new ConfigError(`--mass-delete-ratio: expected a number from 0 to 1`);
   const config: Config = {
-    src: parseCluster(srcRaw, 'SRC', tlsFiles(v, 'src')),
-    dst: parseCluster(dstRaw, 'DST', tlsFiles(v, 'dst')),
+    src: clusterFrom(srcRaw, 'SRC', v, 'src'),
+    dst: clusterFrom(dstRaw, 'DST', v, 'dst'),
     srcPrefix: parsePrefix(v['src-prefix'] ?? '/', '--src-prefix'),
     dstPrefix: parsePrefix(v['dst-prefix'] ?? '/replica', '--dst-prefix'),
     strip: v.strip ?? false,
@@ -267,6 +310,7 @@ export function parseConfig(argv: string[]): Parsed {
     ha: v.ha ?? false,
     instanceId: v['instance-id'] ?? `${hostname()}:${port}`,
     haTtl: intFlag(v['ha-ttl'], '--ha-ttl', 10, 2, 3_600),
+    srcRequestBudget: intFlag(v['src-request-budget'], '--src-request-budget', DEFAULT_SOURCE_BUDGET_PER_SECOND, 0, 1_000),
   };
   if (!/^[\x21-\x7e]{1,128}$/.test(config.instanceId)) throw new ConfigError('--instance-id: 1 to 128 printable characters, no spaces');
 

@@ -2,7 +2,7 @@
 // `verify` compares the trees the way the mirror maps keys; `index get|set` reads or safely sets the stored
 // replication index against the source's history window.
 import { parseArgs } from 'node:util';
-import { apiFlag, checkApis, type Api } from './config.js';
+import { apiFlag, checkApis, clusterFrom, CLUSTER_FLAGS, type Api } from './config.js';
 import { EtcdClient } from '../etcd/v2/client.js';
 import { V2Source } from '../replication/v2-source.js';
 import { CompactedError, V3Client } from '../etcd/v3/client.js';
@@ -11,7 +11,7 @@ import { V3Source } from '../replication/v3-source.js';
 import { BodyGaps } from '../replication/v2/poller.js';
 import { ByteKeyMap, keyId } from '../replication/keyspace.js';
 import type { EtcdNode } from '../etcd/v2/decode.js';
-import { parseCluster, type Cluster } from '../etcd/endpoint.js';
+import type { Cluster } from '../etcd/endpoint.js';
 import { ConfigError, KeyNotFoundError } from '../etcd/errors.js';
 import type { DstOp } from '../replication/v2/apply.js';
 import { compileIgnoreRegex, KeyMap, parsePrefix } from '../replication/keys.js';
@@ -59,6 +59,7 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
         json: { type: 'boolean' },
         'src-api': { type: 'string' },
         'dst-api': { type: 'string' },
+        ...CLUSTER_FLAGS,
       },
     }),
   );
@@ -72,9 +73,11 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
     values.strip === true,
     values['src-ignore-keys-regex'] === undefined ? undefined : compileIgnoreRegex(values['src-ignore-keys-regex']),
   );
-  if (dstApi === 'v3') return verifyV3(parseCluster(positionals[0]!, 'SRC'), srcApi, parseCluster(positionals[1]!, 'DST'), map, values.json === true, out);
-  const src = new EtcdClient(parseCluster(positionals[0]!, 'SRC'), { connections: 2 });
-  const dst = new EtcdClient(parseCluster(positionals[1]!, 'DST'), { connections: 2 });
+  const srcCluster = clusterFrom(positionals[0]!, 'SRC', values, 'src');
+  const dstCluster = clusterFrom(positionals[1]!, 'DST', values, 'dst');
+  if (dstApi === 'v3') return verifyV3(srcCluster, srcApi, dstCluster, map, values.json === true, out);
+  const src = new EtcdClient(srcCluster, { connections: 2 });
+  const dst = new EtcdClient(dstCluster, { connections: 2 });
   try {
     const snapshot = await takeSnapshot(src, map.srcPrefix);
     const plan = planReconcile(snapshot.root, await readDestination(dst, map), map, src.serverNow());
@@ -160,6 +163,7 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
         json: { type: 'boolean' },
         'src-api': { type: 'string' },
         'dst-api': { type: 'string' },
+        ...CLUSTER_FLAGS,
       },
     }),
   );
@@ -175,9 +179,10 @@ export async function indexCommand(argv: string[], out: Out = defaultOut): Promi
     throw new ConfigError('index set: pass --src SRC so the value can be checked against the source history window (or --force)');
   }
   const map = new KeyMap('/', parsePrefix(values['dst-prefix'] ?? '/replica', '--dst-prefix'), true, undefined);
-  const dst = dstApi === 'v3' ? new V3Destination(new V3Client(parseCluster(dstUrl, 'DST')), new ByteKeyMap(map), 128) : null;
-  const dstV2 = dst ? null : new EtcdClient(parseCluster(dstUrl, 'DST'), { connections: 1 });
-  const srcCluster = values.src ? parseCluster(values.src, '--src') : null;
+  const dstCluster = clusterFrom(dstUrl, 'DST', values, 'dst');
+  const dst = dstApi === 'v3' ? new V3Destination(new V3Client(dstCluster), new ByteKeyMap(map), 128) : null;
+  const dstV2 = dst ? null : new EtcdClient(dstCluster, { connections: 1 });
+  const srcCluster = values.src ? clusterFrom(values.src, '--src', values, 'src') : null;
   const src = srcCluster && srcApi === 'v2' ? new EtcdClient(srcCluster, { connections: 1 }) : null;
   const srcV3 = srcCluster && srcApi === 'v3' ? new V3Client(srcCluster) : null;
   try {

@@ -18,6 +18,9 @@ import { OwnWrites } from '../replication/own-writes.js';
 import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
 import { BodyGaps } from '../replication/v2/poller.js';
 import { VERSION } from './version.js';
+import { RequestCost, v2Probe, v3Probe } from './request-cost.js';
+import { SourceBudget } from '../replication/v2/source-budget.js';
+import { joinKey } from '../etcd/v2/paths.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
 /** Transitions kept for /state and the /ui timeline. */
@@ -70,7 +73,18 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   });
   metrics.reorderingActive.set(ordering.reordering ? 1 : 0);
   let reorderingMsCounted = 0;
-  const backend = config.dstApi === 'v3' ? createV3Backend(config, log, metrics) : v2Backend(config, map, log, metrics, ordering);
+  const costs = requestCosts(config, map, log, metrics);
+  const budget =
+    config.srcApi === 'v2'
+      ? new SourceBudget(config.srcRequestBudget, () => costs.source.expensive, {
+          counted: (purpose) => metrics.sourceBudgetRequests.labels({ purpose }).inc(),
+          exceeded: (storePerSecond, starts) => {
+            metrics.sourceBudgetExceeded.inc();
+            if (starts) log.warn({ storeIndexesPerSecond: storePerSecond, budget: config.srcRequestBudget }, budget!.exceededMessage(storePerSecond));
+          },
+        })
+      : undefined;
+  const backend = config.dstApi === 'v3' ? createV3Backend(config, log, metrics, budget) : v2Backend(config, map, log, metrics, ordering, budget);
   const host = backend.host;
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
@@ -178,6 +192,9 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       // --ha: this instance's role and who holds the lock (null without --ha).
       role: ha ? (state === 'standby' ? 'standby' : ha.role) : null,
       ha: ha ? ha.view() : null,
+      // What authentication costs each side per request, and whether it is what holds the mirror back.
+      auth: { source: costs.source.view(), destination: costs.destination.view() },
+      sourceBudget: budget?.view() ?? null,
       version: VERSION,
       // Open handles by kind (sockets, timers, ...): flat over time in a healthy process.
       resources: countResources(),
@@ -202,6 +219,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     metrics.reorderingSeconds.inc((reorderingMs - reorderingMsCounted) / 1000);
     reorderingMsCounted = reorderingMs;
     const now = Date.now();
+    for (const side of [costs.source, costs.destination]) side.observeLag(performance.now(), v.lagEvents as number | null, v.eventsPerSecond as number, v.state === 'tailing');
     void metrics.eventsApplied.get().then((m) => appliedRate.add(now, m.values.reduce((sum, x) => sum + x.value, 0)));
     // Long reconciles report progress in the log too, for operators following the terminal.
     const runner = host.status();
@@ -271,7 +289,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       },
     });
   } catch (err) {
-    await backend.close();
+    await Promise.all([backend.close(), costs.close()]);
     throw new Error(`cannot listen on ${config.listenAddress}:${config.port}: ${(err as Error).message}`);
   }
   const address = server.address();
@@ -296,6 +314,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
 
   actor.start();
   actor.send({ type: 'operator.start' });
+  costs.start();
 
   const finished = done.then(async (code) => {
     clearInterval(gauges);
@@ -304,7 +323,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     await host.drain(1_000);
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
-    await backend.close();
+    await Promise.all([backend.close(), costs.close()]);
     log.info({ code, appliedIndex: host.lastPersisted }, 'etcd-mirror stopped');
     return code;
   });
@@ -322,7 +341,29 @@ interface Backend {
 }
 
 /** A v2 destination: the v2 runner (src/runner.ts) with its ordered writer, healer and TTL keeper. */
-function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, ordering: OrderingPolicy): Backend {
+/** One cost probe per side, on the side's API: the source's probe reads a missing key under its prefix. */
+function requestCosts(config: Config, map: KeyMap, log: Logger, metrics: Metrics) {
+  const probeKey = joinKey(config.srcPrefix, '/__etcd_mirror_cost_probe');
+  const srcProbe = config.srcApi === 'v3' ? v3Probe(config.src, Buffer.from(config.srcPrefix)) : v2Probe(config.src, probeKey);
+  const dstProbe = config.dstApi === 'v3' ? v3Probe(config.dst, Buffer.from(map.indexKey)) : v2Probe(config.dst, map.indexKey);
+  const source = new RequestCost('source', srcProbe, log, metrics, config.srcApi === 'v2' ? config.srcRequestBudget : undefined);
+  const destination = new RequestCost('destination', dstProbe, log, metrics);
+  return {
+    source,
+    destination,
+    start() {
+      source.start();
+      destination.start();
+    },
+    async close() {
+      source.stop();
+      destination.stop();
+      await Promise.all([srcProbe.close(), dstProbe.close()]);
+    },
+  };
+}
+
+function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, ordering: OrderingPolicy, budget: SourceBudget | undefined): Backend {
   // Catch-up keeps up to 64 long-polls in flight, plus the stream, probes, guards and TTL reads.
   const src = new EtcdClient(config.src, { connections: 96 });
   const own = new OwnWrites();
@@ -347,7 +388,7 @@ function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, o
     fence = new V2Fence(() => controller.mayWrite());
   }
   return {
-    host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence }),
+    host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence, budget }),
     ha,
     async loadIndex() {
       try {

@@ -57,6 +57,10 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     leasesTracked: new Gauge({ name: 'etcdmirror_leases_tracked', help: 'Source leases whose destination copies are kept alive (v3 destination)', registers: r }),
     haRole: new Gauge({ name: 'etcdmirror_ha_role', help: 'HA role of this instance (1 = current): active replicates, standby waits for the lock', labelNames: ['role'] as const, registers: r }),
     haTakeovers: new Counter({ name: 'etcdmirror_ha_takeovers_total', help: 'Times this instance took the HA lock and became active', registers: r }),
+    requestCost: new Gauge({ name: 'etcdmirror_request_cost_seconds', help: 'What authentication adds to a cheap request on each side (an authenticated GET timed against /version), seconds', labelNames: ['side'] as const, registers: r }),
+    authLimited: new Gauge({ name: 'etcdmirror_auth_limited', help: 'Whether password auth on this side is what holds the mirror back now (1: the lag grows while it applies at the password-check ceiling)', labelNames: ['side'] as const, registers: r }),
+    sourceBudgetRequests: new Counter({ name: 'etcdmirror_source_budget_requests_total', help: 'Optional source requests under the request budget (quiet proofs, TTL re-reads), by purpose', labelNames: ['purpose'] as const, registers: r }),
+    sourceBudgetExceeded: new Counter({ name: 'etcdmirror_source_budget_exceeded_total', help: 'Quiet proofs sent above the source request budget because the window needed them', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };
@@ -64,6 +68,8 @@ export function createMetrics(labels: { url: string; prefix: string }) {
   for (const a of ['set', 'create', 'update', 'compareAndSwap', 'delete', 'compareAndDelete', 'expire']) m.eventsApplied.labels({ action: a });
   for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered', 'already applied']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
+  for (const side of ['source', 'destination']) m.authLimited.labels({ side }).set(0);
+  for (const purpose of ['proof', 'ttl']) m.sourceBudgetRequests.labels({ purpose });
   return m;
 }
 

@@ -73,3 +73,15 @@ export function parseCluster(raw: string, what: string, tls?: TlsFiles): Cluster
   if (schemes.size > 1) throw new ConfigError(`${what}: members mix http and https`);
   return { members, origin: members.map((m) => m.origin).join(','), tls };
 }
+
+/**
+ * How requests to a cluster authenticate. v2 checks a password (bcrypt) on every request that carries one; v3
+ * exchanges it for a token once ('token'); a client certificate's CN is the user without any password check.
+ */
+export type AuthKind = 'none' | 'password' | 'certificate' | 'token';
+
+/** One timing of an authenticated cheap request against an unauthenticated one on the same member. */
+export interface CostSample {
+  authenticatedMs: number;
+  baselineMs: number;
+}

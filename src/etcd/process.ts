@@ -4,6 +4,7 @@ import { accessSync, constants as fsConstants, closeSync, openSync, readFileSync
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
@@ -269,16 +270,24 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
 
 export interface AuthUser {
   user: string;
-  password: string;
+  /** None: a certificate user (see enableAuth). */
+  password?: string;
   /** Key patterns as etcd v2 understands them, e.g. ['/app', '/app/*'] or ['/app*']. */
   read: string[];
   write: string[];
 }
 
-async function authCall(url: string, method: 'PUT', body: unknown, basic?: string): Promise<void> {
+/** TLS material for the setup calls to an https etcd that requires client certificates. */
+export interface AuthTls {
+  ca: string | Buffer;
+  cert: string | Buffer;
+  key: string | Buffer;
+}
+
+async function authCall(url: string, method: 'PUT', body: unknown, basic?: string, dispatcher?: Agent): Promise<void> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (basic) headers.authorization = 'Basic ' + Buffer.from(basic).toString('base64');
-  const res = await request(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await request(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), dispatcher });
   const text = await res.body.text();
   if (res.statusCode !== 200 && res.statusCode !== 201) {
     throw new Error(`${method} ${new URL(url).pathname}: HTTP ${res.statusCode} ${text.trim()}`);
@@ -288,24 +297,31 @@ async function authCall(url: string, method: 'PUT', body: unknown, basic?: strin
 /**
  * Turns on v2 auth: root user, one role `<user>-role` per user with the given patterns, the users, then
  * `enable`, and finally revokes the guest role's default read+write on `/*` (otherwise anonymous requests
- * keep full access, notes section 9).
+ * keep full access, notes section 9). `guest` grants anonymous access back on some patterns (for load that must
+ * not pay the password check); `tls` is for an https etcd with --client-cert-auth. A user without a password gets
+ * a random one: it authenticates with a client certificate whose CN is its name.
  */
-export async function enableAuth(clientUrl: string, opts: { rootPassword: string; users?: AuthUser[] }): Promise<void> {
+export async function enableAuth(
+  clientUrl: string,
+  opts: { rootPassword: string; users?: AuthUser[]; guest?: { read: string[]; write: string[] }; tls?: AuthTls },
+): Promise<void> {
   const base = clientUrl.replace(/\/+$/, '');
-  await authCall(`${base}/v2/auth/users/root`, 'PUT', { user: 'root', password: opts.rootPassword });
-  for (const u of opts.users ?? []) {
-    const role = `${u.user}-role`;
-    await authCall(`${base}/v2/auth/roles/${encodeURIComponent(role)}`, 'PUT', {
-      role,
-      permissions: { kv: { read: u.read, write: u.write } },
-    });
-    await authCall(`${base}/v2/auth/users/${encodeURIComponent(u.user)}`, 'PUT', { user: u.user, password: u.password, roles: [role] });
+  const file = (f: string | Buffer) => (typeof f === 'string' ? readFileSync(f) : f);
+  const dispatcher = opts.tls ? new Agent({ connect: { ca: file(opts.tls.ca), cert: file(opts.tls.cert), key: file(opts.tls.key) } }) : undefined;
+  try {
+    const call = (path: string, body: unknown, basic?: string) => authCall(`${base}${path}`, 'PUT', body, basic, dispatcher);
+    await call('/v2/auth/users/root', { user: 'root', password: opts.rootPassword });
+    for (const u of opts.users ?? []) {
+      const role = `${u.user}-role`;
+      await call(`/v2/auth/roles/${encodeURIComponent(role)}`, { role, permissions: { kv: { read: u.read, write: u.write } } });
+      const password = u.password ?? randomBytes(12).toString('hex');
+      await call(`/v2/auth/users/${encodeURIComponent(u.user)}`, { user: u.user, password, roles: [role] });
+    }
+    await call('/v2/auth/enable', undefined);
+    const root = `root:${opts.rootPassword}`;
+    await call('/v2/auth/roles/guest', { role: 'guest', revoke: { kv: { read: ['/*'], write: ['/*'] } } }, root);
+    if (opts.guest) await call('/v2/auth/roles/guest', { role: 'guest', grant: { kv: opts.guest } }, root);
+  } finally {
+    await dispatcher?.close();
   }
-  await authCall(`${base}/v2/auth/enable`, 'PUT', undefined);
-  await authCall(
-    `${base}/v2/auth/roles/guest`,
-    'PUT',
-    { role: 'guest', revoke: { kv: { read: ['/*'], write: ['/*'] } } },
-    `root:${opts.rootPassword}`,
-  );
 }

@@ -17,6 +17,7 @@ import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';
 import type { LeaseRef, Source } from './types.js';
+import type { SourceBudget } from './v2/source-budget.js';
 
 /** Prefetched source changes before the source's reader waits for the pipeline. */
 const SOURCE_HIGH_WATER = 10_000;
@@ -33,7 +34,7 @@ export interface V3Backend {
   close(): Promise<void>;
 }
 
-export function createV3Backend(config: Config, log: Logger, metrics: Metrics): V3Backend {
+export function createV3Backend(config: Config, log: Logger, metrics: Metrics, budget?: SourceBudget): V3Backend {
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const keys = new ByteKeyMap(map);
   let sourceRevision: number | null = null;
@@ -47,7 +48,7 @@ export function createV3Backend(config: Config, log: Logger, metrics: Metrics): 
   let source: Source;
   if (config.srcApi === 'v2') {
     v2Client = new EtcdClient(config.src, { connections: 96 });
-    source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), onSourceIndex: seen });
+    source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
   } else {
     source = new V3Source({ client: new V3Client(config.src), map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
   }

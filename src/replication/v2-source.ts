@@ -7,6 +7,7 @@ import { KeyNotFoundError } from '../etcd/errors.js';
 import { remainingTtl } from './v2/apply.js';
 import type { KeyMap } from './keys.js';
 import { BodyGaps, runPoller } from './v2/poller.js';
+import type { SourceBudget } from './v2/source-budget.js';
 import { flatten, takeSnapshot } from './v2/reconcile.js';
 import { Channel } from './channel.js';
 import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from './types.js';
@@ -22,6 +23,8 @@ export interface V2SourceOptions {
   pipeline: boolean;
   rearmMs: number;
   gaps: BodyGaps;
+  /** An expensive source's request budget. */
+  budget?: SourceBudget;
   /** Each source store index seen (for lag). */
   onSourceIndex(index: number): void;
 }
@@ -109,6 +112,7 @@ export class V2Source implements Source {
       rearmMinMs: Math.min(50, rearmMs),
       rearmMaxMs: rearmMs,
       gaps,
+      budget: this.opts.budget,
       sink: {
         event: (ev) => {
           handedOver = Math.max(handedOver, ev.node.modifiedIndex);

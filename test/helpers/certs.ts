@@ -15,6 +15,8 @@ export interface Pki {
   expiredKey: string;
   clientCert: string;
   clientKey: string;
+  /** A client certificate (signed by `ca`) whose CN is `cn`: with --client-cert-auth, etcd's user of that name. */
+  clientFor(cn: string): { cert: string; key: string };
   cleanup(): void;
 }
 
@@ -55,6 +57,11 @@ export function makePki(): Pki {
     expiredKey: p('expired.key'),
     clientCert: p('client.crt'),
     clientKey: p('client.key'),
+    clientFor: (cn: string) => {
+      if (!/^[a-z0-9-]+$/.test(cn)) throw new Error(`clientFor: ${cn}: letters, digits and dashes only`);
+      leaf(cn, 'client.ext');
+      return { cert: p(`${cn}.crt`), key: p(`${cn}.key`) };
+    },
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -21,11 +21,50 @@ export interface FaultProxy {
   freeze(): void;
   /** Number of client connections currently open. */
   connections(): number;
+  /** Every HTTP/1.1 request clients sent through the proxy so far (the request line and whether it carried credentials). */
+  requests(): readonly ProxiedRequest[];
   /** Stops accepting and destroys all connections. */
   close(): Promise<void>;
 }
 
 const RESPONSE_START = Buffer.from('HTTP/1.');
+
+export interface ProxiedRequest {
+  /** Date.now() when its headers had passed. */
+  at: number;
+  method: string;
+  path: string;
+  /** Carried an Authorization header (a v2 password: the server checks it with bcrypt). */
+  authorized: boolean;
+}
+
+/** Reads HTTP/1.1 requests off a client's byte stream (heads, then Content-Length bodies skipped). */
+class RequestScanner {
+  private buf = '';
+  private skip = 0;
+
+  constructor(private readonly seen: ProxiedRequest[]) {}
+
+  push(chunk: Buffer): void {
+    this.buf += chunk.toString('latin1');
+    for (;;) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, this.buf.length);
+        this.buf = this.buf.slice(n);
+        this.skip -= n;
+        if (this.skip > 0) return;
+      }
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const [line = '', ...headers] = this.buf.slice(0, end).split('\r\n');
+      this.buf = this.buf.slice(end + 4);
+      const [method = '', path = ''] = line.split(' ');
+      const header = (name: string) => headers.find((h) => h.toLowerCase().startsWith(name + ':'))?.slice(name.length + 1).trim();
+      this.seen.push({ at: Date.now(), method, path, authorized: header('authorization') !== undefined });
+      this.skip = Number(header('content-length') ?? 0);
+    }
+  }
+}
 
 /** One direction of a connection: chunks wait in `queue` until their due time, so order is kept. */
 class Pipe {
@@ -46,7 +85,11 @@ class Pipe {
     from.on('end', () => this.push(null));
   }
 
+  /** Client → server only: sees the requests. */
+  scanner: RequestScanner | undefined;
+
   private push(chunk: Buffer | null): void {
+    if (chunk !== null) this.scanner?.push(chunk);
     if (this.state.blackhole || this.frozen) return; // a partition swallows FINs too
     if (this.fromServer && this.state.lateBodyMs > 0 && chunk !== null) {
       // A response's headers go at once (behind anything still queued); whatever follows them is late.
@@ -100,6 +143,7 @@ class Pipe {
 export async function startFaultProxy(target: { host: string; port: number }): Promise<FaultProxy> {
   const state = { delayMs: 0, blackhole: false, lateBodyMs: 0 };
   const open = new Map<Socket, { upstream: Socket; pipes: Pipe[] }>();
+  const seen: ProxiedRequest[] = [];
 
   // allowHalfOpen: a FIN from one side is forwarded (after any delayed data) instead of closing both ways.
   // noDelay on both legs: with Nagle, the proxy itself would hold small segments (an event right behind its
@@ -107,6 +151,7 @@ export async function startFaultProxy(target: { host: string; port: number }): P
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
     const upstream = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
     const pipes = [new Pipe(client, upstream, state), new Pipe(upstream, client, state, true)];
+    pipes[0]!.scanner = new RequestScanner(seen);
     open.set(client, { upstream, pipes });
     const teardown = (): void => {
       for (const p of pipes) p.drop();
@@ -159,6 +204,9 @@ export async function startFaultProxy(target: { host: string; port: number }): P
     },
     connections() {
       return open.size;
+    },
+    requests() {
+      return seen;
     },
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

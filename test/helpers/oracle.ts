@@ -6,7 +6,7 @@
 //   - checkPointers: replaying the destination log, a pointer never names a data key the destination does not
 //     hold (with the right value) — the dbctl/conftool "write the data, then publish the pointer" pattern.
 // Trees equal at the end say nothing about the states in between; these do.
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import type { Tree } from './tree.js';
 
 export interface LoggedEvent {
@@ -51,12 +51,13 @@ interface WireNode {
  * waitIndex (registered "from now", see the API notes §3.1), read eagerly, bytes decoded with a streaming
  * TextDecoder and split on newlines (one JSON event per line). Resolves once etcd has registered the watch.
  */
-export async function recordEvents(baseUrl: string, prefix: string): Promise<EventLog> {
+export async function recordEvents(baseUrl: string, prefix: string, dispatcher?: Dispatcher): Promise<EventLog> {
   const abort = new AbortController();
   const res = await request(`${baseUrl}/v2/keys${enc(prefix)}?wait=true&recursive=true&stream=true`, {
     signal: abort.signal,
     headersTimeout: 15_000,
     bodyTimeout: 0, // a quiet stream is not a dead one
+    dispatcher, // an https cluster's client certificate
   });
   if (res.statusCode !== 200) {
     const text = await res.body.text().catch(() => '');

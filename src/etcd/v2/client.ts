@@ -5,8 +5,8 @@ import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { ClusterIdMismatchError, EtcdError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
-import type { Cluster, Endpoint } from '../endpoint.js';
+import { ClusterIdMismatchError, EtcdError, KeyNotFoundError, NotADirectoryError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
+import type { AuthKind, Cluster, CostSample, Endpoint } from '../endpoint.js';
 import { keysPath } from './paths.js';
 
 export interface ClientOptions {
@@ -101,6 +101,10 @@ export class EtcdClient {
   #current = 0;
   #clusterId: { id: string; member: string } | undefined;
   readonly #authorization: string | undefined;
+  /** A basic-auth header wins over a client certificate in etcd, so a password makes every request pay bcrypt. */
+  readonly auth: AuthKind;
+  /** The etcd user the requests authenticate as: the URL's user (a certificate's CN is not read here). */
+  readonly user: string | undefined;
   readonly #timeoutMs: number;
   readonly #writes: WriteTracker | undefined;
   /** The cluster's wall clock, from the `Date` header of every answer (TTLs are the leader's wall clock). */
@@ -123,15 +127,41 @@ export class EtcdClient {
     const first = cluster.members[0]!;
     this.#authorization =
       first.username !== undefined ? 'Basic ' + Buffer.from(`${first.username}:${first.password ?? ''}`).toString('base64') : undefined;
+    this.user = first.username;
+    this.auth = this.#authorization ? 'password' : cluster.tls?.cert ? 'certificate' : 'none';
+  }
+
+  /**
+   * Times `GET /version` (etcd checks no credentials there, so none are sent) and then an authenticated GET of
+   * `probeKey` (a missing key is fine: permissions are checked before the store is read), one after the other on
+   * the current member. The difference is what authentication costs the server per request.
+   */
+  async costSample(probeKey: string, signal?: AbortSignal): Promise<CostSample> {
+    const timed = async (fn: () => Promise<unknown>): Promise<number> => {
+      const at = performance.now();
+      await fn();
+      return performance.now() - at;
+    };
+    const baselineMs = await timed(async () => {
+      const res = await this.#request('GET', '/version', { signal, anonymous: true });
+      await res.body.text();
+    });
+    // Missing, or below a key that is not a directory: either way the permission check has been paid for.
+    const authenticatedMs = await timed(() =>
+      this.get(probeKey, { signal }).catch((err: unknown) => {
+        if (!(err instanceof KeyNotFoundError || err instanceof NotADirectoryError)) throw err;
+      }),
+    );
+    return { authenticatedMs, baselineMs };
   }
 
   async #request(
     method: Dispatcher.HttpMethod,
     path: string,
-    opts: { body?: string; signal?: AbortSignal; timeoutMs?: number; via?: Dispatcher },
+    opts: { body?: string; signal?: AbortSignal; timeoutMs?: number; via?: Dispatcher; anonymous?: boolean },
   ): Promise<Dispatcher.ResponseData> {
     const headers: Record<string, string> = {};
-    if (this.#authorization) headers.authorization = this.#authorization;
+    if (this.#authorization && !opts.anonymous) headers.authorization = this.#authorization;
     if (opts.body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
     const timeout = opts.timeoutMs ?? this.#timeoutMs;
     // Every request is idempotent, so a connection failure moves on to the next member at once.

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ClusterIdMismatchError, MirrorError, isRetryable } from '../errors.js';
-import type { Cluster } from '../endpoint.js';
+import type { AuthKind, Cluster, CostSample } from '../endpoint.js';
 import { CompactedError, TooManyOpsError, V3AuthError, V3RequestError } from './errors.js';
 
 export { CompactedError, TooManyOpsError, V3AuthError, V3RequestError } from './errors.js';
@@ -263,6 +263,8 @@ export class V3Client {
   #keepAlive: KeepAliveStream | undefined;
   readonly #watches = new Set<WatchStream>();
   #closed = false;
+  readonly #hasCert: boolean;
+  #tokenExchangeMs: number | null = null;
 
   constructor(cluster: Cluster, opts: { requestTimeoutMs?: number } = {}) {
     this.origin = cluster.origin;
@@ -274,6 +276,35 @@ export class V3Client {
     this.#members = cluster.members.map((m) => new Member(m.origin, credentials));
     const withUser = cluster.members.find((m) => m.username !== undefined);
     if (withUser) this.#credentials = { username: withUser.username!, password: withUser.password ?? '' };
+    this.#hasCert = cluster.tls?.cert !== undefined;
+  }
+
+  /** 'token' with a user: the password is checked once per token (renewed every few minutes), not per request. */
+  get auth(): AuthKind {
+    return this.#credentials ? 'token' : this.#hasCert ? 'certificate' : 'none';
+  }
+
+  get user(): string | undefined {
+    return this.#credentials?.username;
+  }
+
+  /** How long the last password → token exchange took (the server's bcrypt check), ms; null before one. */
+  get tokenExchangeMs(): number | null {
+    return this.#tokenExchangeMs;
+  }
+
+  /**
+   * Times an anonymous Status call and then an authenticated count of `probeKey`, one after the other: what
+   * authentication adds per request once a token is held.
+   */
+  async costSample(probeKey: Buffer): Promise<CostSample> {
+    await this.#metadata(); // a token exchange (and the connection) is timed on its own
+    let at = performance.now();
+    await this.#unary('Maintenance', 'Status', {}, 'read', { anonymous: true });
+    const baselineMs = performance.now() - at;
+    at = performance.now();
+    await this.range(probeKey, { countOnly: true, serializable: true });
+    return { authenticatedMs: performance.now() - at, baselineMs };
   }
 
   async status(): Promise<{ revision: number; clusterId: string; memberId: string; version: string; dbSize: number }> {
@@ -525,6 +556,7 @@ export class V3Client {
         anonymous: true,
         what: `authenticate as user "${username}"`,
       });
+      this.#tokenExchangeMs = performance.now() - at;
       return { value: res.token, at };
     } catch (err) {
       // Credentials for a cluster without auth are not an error (etcd's Go client does the same); checked again later.

@@ -34,6 +34,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
 import { isRetryable, MirrorError, UnreachableError, WatcherClearedError } from '../../etcd/errors.js';
+import type { SourceBudget } from './source-budget.js';
 
 export interface PollerSink {
   /** An event with modifiedIndex > every index handed over before. */
@@ -77,6 +78,8 @@ export interface PollerOptions {
   streamGraceMs?: number;
   /** Header-to-body gaps seen so far; kept by the caller across pollers so that a lesson is not forgotten. */
   gaps?: BodyGaps;
+  /** An expensive source's request budget: quiet proofs wait for slots, catch-up holds fewer long-polls. */
+  budget?: SourceBudget;
 }
 
 /** A watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
@@ -420,7 +423,8 @@ async function catchUp(
   signal: AbortSignal,
 ): Promise<void> {
   const { src, prefix, sink } = opts;
-  const parallel = claims ? Math.max(1, opts.parallel ?? 64) : 1;
+  const configured = opts.parallel ?? 64;
+  const parallel = claims ? Math.max(1, opts.budget?.catchUpParallel(configured) ?? configured) : 1;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   const inFlight = new Map<number, { ctl: AbortController; outcome: Promise<Outcome> }>();
   /** Indexes of events any catch-up watch has delivered: a silent head must not claim past one of them. */
@@ -556,8 +560,12 @@ async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   let prev: { index: number; at: number } | null = null;
   let rearmMs = rearmMin;
+  // The store's index rate and the last proof: the budget may hold a proof back only as far as the window allows.
+  let storePerMs = 0;
+  let lastProofAt = performance.now();
   for (;;) {
     await sleep(rearmMs, undefined, { signal });
+    await opts.budget?.take('proof', signal, { storePerMs, sinceLastMs: performance.now() - lastProofAt });
     const waitIndex = seq.last + 1;
     const ctl = linked(signal);
     const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
@@ -567,9 +575,11 @@ async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream
     ctl.dispose();
     if (first === 'silent') {
       seq.claim(waitIndex, handle.etcdIndex);
-      const now = Date.now();
+      const now = performance.now();
+      if (prev && now > prev.at && handle.etcdIndex >= prev.index) storePerMs = (handle.etcdIndex - prev.index) / (now - prev.at);
       rearmMs = nextRearm(prev, handle.etcdIndex, now, rearmMin, rearmMax);
       prev = { index: handle.etcdIndex, at: now };
+      lastProofAt = now;
       continue;
     }
     if (first !== null) {

@@ -15,6 +15,7 @@ import type { Logger } from '../../daemon/log.js';
 import type { Metrics } from '../../daemon/metrics.js';
 import type { OrderingPolicy } from './ordering.js';
 import { BodyGaps, ResyncNeededError, runPoller } from './poller.js';
+import type { SourceBudget } from './source-budget.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
 import { Coverage } from './coverage.js';
 import { Healer } from './healer.js';
@@ -41,6 +42,8 @@ export interface RunnerDeps {
   /** --ha: checkpoint writes are compare-and-swaps (every write also passes the fence check in the destination
    * client's write hook, see v2Backend in src/daemon/main.ts). */
   fence?: V2Fence;
+  /** An expensive source's request budget (quiet proofs, TTL re-reads). */
+  budget?: SourceBudget;
 }
 
 /** Writes the checkpoint; with --ha as a compare-and-swap on this instance's own previous write. */
@@ -303,6 +306,7 @@ class Runner {
       signal: this.#abort.signal,
       pipeline: config.pipeline,
       gaps: this.deps.gaps,
+      budget: this.deps.budget,
       rearmMaxMs: config.quietRearmMs,
       rearmMinMs: Math.min(15, config.quietRearmMs),
       sink: {
@@ -457,6 +461,7 @@ class Runner {
       writer: () => this.#writer,
       onRefresh: () => metrics.ttlRefreshes.inc(),
       onTick: (tracked) => metrics.ttlKeysTracked.set(tracked),
+      budget: this.deps.budget,
     });
     this.#keeper.start();
   }
@@ -595,6 +600,8 @@ class Runner {
       await this.#persisting;
     } finally {
       this.#persisting = null;
+      // What became storable while this write was on its way: the timer that fired meanwhile found it busy.
+      if (!this.#faulted && this.#canPersist(this.#storable())) this.#schedulePersist();
     }
   }
 

@@ -12,6 +12,7 @@ import type { KeyMap } from '../keys.js';
 import type { Logger } from '../../daemon/log.js';
 import { flatten } from './reconcile.js';
 import type { OrderedWriter } from './writer.js';
+import type { SourceBudget } from './source-budget.js';
 
 export interface TtlKeeperDeps {
   src: EtcdClient;
@@ -26,6 +27,8 @@ export interface TtlKeeperDeps {
   /** Called after each tick with the number of tracked keys. */
   onTick?: (tracked: number) => void;
   intervalMs?: number;
+  /** An expensive source's request budget: each re-read waits for a slot. */
+  budget?: SourceBudget;
 }
 
 interface Tracked {
@@ -111,6 +114,8 @@ export class TtlKeeper {
     let readAt: number;
     let sourceNow: number;
     try {
+      await this.deps.budget?.take('ttl');
+      if (this.#stopped) return;
       const res = await src.get(srcKey);
       node = res.body.node;
       readAt = res.etcdIndex;
