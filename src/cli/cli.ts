@@ -1,4 +1,4 @@
-// Entry point: subcommands first (demo, viz, verify, index), otherwise the reference-compatible daemon command line.
+// Entry point: subcommands first (demo, viz, verify, index, status), otherwise the reference-compatible daemon command line.
 import { HELP, parseConfig } from './config.js';
 import { ConfigError } from '../etcd/errors.js';
 import { MISSING_INDEX_MESSAGE, startMirror } from '../daemon/main.js';
@@ -16,6 +16,10 @@ export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'verify' || argv[0] === 'index') {
     const { verifyCommand, indexCommand } = await import('./operator.js');
     return oneLineErrors(() => (argv[0] === 'verify' ? verifyCommand(argv.slice(1)) : indexCommand(argv.slice(1))));
+  }
+  if (argv[0] === 'status') {
+    const { statusCommand } = await import('./status.js');
+    return oneLineErrors(() => statusCommand(argv.slice(1)));
   }
   let parsed;
   try {

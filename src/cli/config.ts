@@ -153,6 +153,8 @@ other commands:
                                             read or safely set the stored replication index
   (verify and index take the same --src-/--dst- ca, cert, key and password-file flags as the daemon)
   etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
+  etcd-mirror status [URL] [--timeout S]    summary of a running daemon from its /state (default URL:
+                                            http://127.0.0.1:8000); exit 0 ready, 1 not ready, 2 unreachable
 
 Replication index: stored on DST at /__replication<dst-prefix> (/__replication/__ROOT__ for /), as the
 reference does, so an existing deployment can switch binaries without --reload.

@@ -37,3 +37,20 @@ describe('contrib/etcd-mirror.service', () => {
     expect(unit).not.toMatch(/^ExecStart=.*--reload/m);
   });
 });
+
+describe('contrib/etcd-mirror.service and contrib/etcd-mirror.env: passwords', () => {
+  it('come from files through systemd credentials, never from the URLs or the command line', () => {
+    const unit = read('etcd-mirror.service');
+    const env = read('etcd-mirror.env');
+    const lines = unit.split('\n');
+    expect(lines).toContain('LoadCredential=src-password:/etc/etcd-mirror/src.password');
+    expect(lines).toContain('LoadCredential=dst-password:/etc/etcd-mirror/dst.password');
+    const exec = lines.find((l) => l.startsWith('ExecStart='));
+    expect(exec).toContain('--src-password-file ${CREDENTIALS_DIRECTORY}/src-password');
+    expect(exec).toContain('--dst-password-file ${CREDENTIALS_DIRECTORY}/dst-password');
+    // No user:password@ in any URL, example or not.
+    for (const text of [unit, env]) expect(text).not.toMatch(/\/\/[^\s/@:]+:[^\s/@]+@/);
+    expect(env).toMatch(/^#?ETCD_MIRROR_SRC=https:\/\/mirror@etcd\.[^\s:]+:2379$/m);
+    expect(env).toMatch(/^#?ETCD_MIRROR_DST=https:\/\/mirror@etcd\.[^\s:]+:2379$/m);
+  });
+});
