@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { lifecycle } from '../../machines/index.js';
 import { machineGraph, renderViz, VIZ_FORMATS, type VizFormat } from '../daemon/viz.js';
 
-export function vizCommand(argv: string[]): number {
+export async function vizCommand(argv: string[]): Promise<number> {
   let format: string;
   try {
     const { values } = parseArgs({ args: argv, options: { format: { type: 'string', default: 'mermaid' } }, strict: true });
@@ -16,6 +16,6 @@ export function vizCommand(argv: string[]): number {
     process.stderr.write(`etcd-mirror: error: --format must be one of ${VIZ_FORMATS.join(', ')}, not ${JSON.stringify(format)}\n`);
     return 2;
   }
-  process.stdout.write(renderViz(machineGraph(lifecycle), format as VizFormat));
+  process.stdout.write(await renderViz(machineGraph(lifecycle), format as VizFormat));
   return 0;
 }

@@ -46,11 +46,11 @@ export async function startHttp(opts: {
   /** Calls the listener after every lifecycle transition; returns the unsubscribe function. */
   onTransition: (listener: () => void) => () => void;
 }): Promise<Server> {
-  // The chart only depends on the machine definition: drawn once.
+  // The chart only depends on the machine definition: laid out on the first request for it (ELK takes a few
+  // hundred ms of CPU, which a daemon nobody looks at need not spend), then served from memory.
   const graph = machineGraph(lifecycle);
   const graphJson = JSON.stringify(graph, null, 2) + '\n';
-  const svg = toSvg(graph);
-  const page = uiHtml(svg);
+  let chart: Promise<{ svg: string; page: string }> | undefined;
 
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -58,6 +58,10 @@ export async function startHttp(opts: {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...headers });
       res.end(body);
     };
+    const withChart = (serve: (c: { svg: string; page: string }) => void) =>
+      (chart ??= toSvg(graph).then((svg) => ({ svg, page: uiHtml(svg) }))).then(serve, (err: unknown) =>
+        send(500, 'text/plain', `statechart layout failed: ${String(err)}\n`),
+      );
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'read-only\n');
     switch (path) {
       case '/':
@@ -82,7 +86,8 @@ export async function startHttp(opts: {
         return;
       case '/ui':
       case '/ui/':
-        return send(200, 'text/html; charset=utf-8', page, UI_HEADERS);
+        withChart((c) => send(200, 'text/html; charset=utf-8', c.page, UI_HEADERS));
+        return;
       case '/ui/app.css':
         return send(200, 'text/css; charset=utf-8', UI_CSS, UI_HEADERS);
       case '/ui/app.js':
@@ -92,7 +97,8 @@ export async function startHttp(opts: {
       case '/ui/machine.json':
         return send(200, 'application/json', graphJson);
       case '/ui/machine.svg':
-        return send(200, 'image/svg+xml', svg, UI_HEADERS);
+        withChart((c) => send(200, 'image/svg+xml', c.svg, UI_HEADERS));
+        return;
       case '/events': {
         if (req.method === 'HEAD') return send(200, 'text/event-stream', '');
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });

@@ -2,6 +2,7 @@
 // from what runs, and its renderings: JSON, Mermaid (README) and SVG (the /ui page and `etcd-mirror viz`).
 // Pure (no I/O): the daemon, the CLI and the tests share it.
 import type { AnyStateMachine, AnyStateNode } from 'xstate';
+import type { ElkExtendedEdge, ElkNode, ElkPoint } from 'elkjs/lib/elk.bundled.js';
 
 export interface VizState {
   /** Dotted path below the machine, as in a snapshot value: `running.tailing`. The /ui page highlights by it. */
@@ -163,22 +164,32 @@ export function toMermaid(graph: VizGraph): string {
 
 // ---------------------------------------------------------------------------------------------------- SVG
 
-const FONT = 13;
-const SMALL = 11;
-const CHAR = 0.6; // average glyph width of a sans-serif font, in ems: the layout cannot measure text
-const PAD = 10;
-const GAP_X = 18;
-const GAP_Y = 8;
-const HEADER = 24;
-const LABEL_CHARS = 22;
-const ANY = '*any';
-const INIT = '*init';
+// Laid out by ELK's layered algorithm over the whole hierarchy at once, so that the edges into and out of `running`
+// and `standby` are routed with all the others and every edge label is placed by the engine. It runs where the SVG
+// is made (the daemon, the CLI): the /ui page gets the finished drawing and loads nothing new.
 
-const textWidth = (s: string, size: number) => Math.ceil(s.length * size * CHAR);
+const SANS = 'DejaVu Sans, Liberation Sans, Arial, sans-serif';
+const MONO = 'DejaVu Sans Mono, Liberation Mono, monospace';
+const NAME_PX = 13;
+const SMALL_PX = 11;
+const LINE_PX = 14;
+// The layout cannot measure text, so widths are estimated. Edge labels are monospace, whose advance is 0.602 em
+// (DejaVu Sans Mono; Liberation Mono: 0.600); the sans-serif figures are upper bounds for DejaVu Sans.
+const MONO_EM = 0.602;
+const SANS_EM = 0.62;
+const BOLD_EM = 0.7;
+const LABEL_PAD = 3;
+/** A compound state's title strip: name on the left, what it invokes on the right. */
+export const HEADER_PX = 26;
+/** Room for the "▶ " the /ui page puts before the current state's name. */
+const MARKER_PX = Math.ceil(2 * NAME_PX * BOLD_EM);
+const ROOT = '*root';
+
+const width = (s: string, px: number, em: number) => Math.ceil(s.length * px * em);
 const esc = (s: string) => s.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;').replaceAll('"', '&quot;');
 
-/** Breaks a label at spaces so that edge labels stay narrow. */
-function wrap(text: string, max = LABEL_CHARS): string[] {
+/** Breaks a line at spaces. */
+function wrap(text: string, max: number): string[] {
   const lines: string[] = [];
   for (const word of text.split(' ')) {
     const last = lines.length - 1;
@@ -188,436 +199,345 @@ function wrap(text: string, max = LABEL_CHARS): string[] {
   return lines;
 }
 
-interface Rect {
-  x: number;
-  y: number;
-  w: number;
-  h: number;
-}
-
-/** A box, an edge label or an edge's pass-through point, placed relative to its container's origin. */
-interface Item extends Rect {
-  id: string;
-  kind: 'state' | 'init' | 'any' | 'label' | 'via' | 'port';
-  layer: number;
-  order: number;
+export interface ChartNode {
+  /** `choice`: where one trigger's guarded alternatives part (UML's choice pseudo-state). */
+  kind: 'state' | 'compound' | 'initial' | 'any' | 'choice';
+  state: VizState | null;
+  /** Text under a state's name (what it invokes), or an "any state" box's text. */
   lines: string[];
 }
 
-/** Where an edge from outside enters a compound state: its border, above or below the children. */
-interface Port {
-  key: string;
-  side: 'top' | 'bottom';
-  /** The state inside that the edge starts or ends at. */
-  inner: string;
+export interface ChartEdge {
+  /** The declaring state (the machine's id for machine-level transitions), as in VizTransition; null for the
+   * arrow from an initial-state dot. */
+  source: string | null;
+  /** The target state; null for the arrow into a choice. */
+  target: string | null;
+  /** The label, one line per transition (or guard) it stands for. */
+  lines: string[];
+  /** The transitions this edge draws, all or part of. */
+  transitions: VizTransition[];
 }
 
-interface Edge {
-  key: string;
-  /** Ids of the real endpoints (possibly nested deeper than this level). */
-  source: string;
-  target: string;
-  label: string[];
-  /** Items of this level the edge runs through, source side first. */
-  chain: Item[];
-  /** Port keys, when an end is nested inside a compound child. */
-  sourcePort: string | null;
-  targetPort: string | null;
+export interface Chart {
+  /** ELK's output. Every coordinate in it is absolute (elk.json.shapeCoords and edgeCoords ROOT). */
+  layout: ElkNode;
+  nodes: Map<string, ChartNode>;
+  edges: Map<string, ChartEdge>;
 }
 
-interface Laid {
-  w: number;
-  h: number;
-  items: Item[];
-  edges: Edge[];
-  nested: Map<string, Laid>;
-  /** Layers holding a state taller than a plain one (a compound state), which edges must pass beside. */
-  tall: Set<number>;
-}
+/** For every graph of the hierarchy: ELK reads these per container, also when laying out the whole hierarchy. */
+const LAYERED: Record<string, string> = {
+  'elk.algorithm': 'layered',
+  'elk.direction': 'DOWN',
+  'elk.edgeRouting': 'ORTHOGONAL',
+  // Cycles are broken by the order of the nodes (see chartInput): an edge pointing back in it points up.
+  'elk.layered.cycleBreaking.strategy': 'MODEL_ORDER',
+  'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
+  'elk.layered.compaction.postCompaction.strategy': 'EDGE_LENGTH',
+  'elk.edgeLabels.placement': 'CENTER',
+  'elk.spacing.nodeNode': '16',
+  'elk.layered.spacing.nodeNodeBetweenLayers': '16',
+  'elk.spacing.edgeNode': '10',
+  'elk.layered.spacing.edgeNodeBetweenLayers': '8',
+  'elk.spacing.edgeEdge': '10',
+  'elk.layered.spacing.edgeEdgeBetweenLayers': '10',
+  'elk.spacing.edgeLabel': '3',
+  'elk.spacing.labelLabel': '4',
+  // Crossing minimisation starts from a random order; with this seed the loops between running, stalled and
+  // outOfWindow come out shortest (compared by route length and crossings over seeds 1 to 25).
+  'elk.randomSeed': '25',
+};
 
-const item = (id: string, kind: Item['kind'], w: number, h: number, lines: string[] = []): Item => ({ id, kind, w, h, lines, x: 0, y: 0, layer: 0, order: 0 });
+// On its edge, which passes behind it: no doubt which arrow a label belongs to.
+const INLINE: Record<string, string> = { 'elk.edgeLabels.inline': 'true' };
 
-function stateItem(s: VizState): Item {
-  const lines = s.invokes.map((src) => `invokes ${src}`);
-  // Room for the "▶ " the /ui page puts before the current state's name.
-  const w = Math.max(textWidth(s.key, FONT) + 2 * PAD + 20, ...lines.map((l) => textWidth(l, SMALL) + 2 * PAD), 96);
-  return item(s.id, 'state', w, 30 + lines.length * 15 + (s.type === 'final' ? 4 : 0), lines);
-}
+const ROOT_OPTIONS: Record<string, string> = {
+  ...LAYERED,
+  'elk.hierarchyHandling': 'INCLUDE_CHILDREN',
+  'elk.json.shapeCoords': 'ROOT',
+  'elk.json.edgeCoords': 'ROOT',
+  'elk.padding': '[top=12,left=12,bottom=12,right=12]',
+};
 
 /**
- * A simple layered (Sugiyama-style) layout of one level of the chart: ranks by longest path after reversing the
- * edges that close cycles, one slot per edge in every layer it crosses (its label in the least crowded one),
- * barycentric ordering, then x positions pulled towards neighbours. A compound child is laid out on its own,
- * with ports on its border for the edges that cross it, and placed as one box.
+ * The ELK input for the graph, with the transitions bundled where the machine has bundles:
+ * - a transition into the state that declares it (the machine's `operator.stop`, `running`'s `runner.reconciled`)
+ *   is drawn once, from an "any state" box inside the declaring state, one box per set of states it applies in;
+ * - one trigger's guarded alternatives towards different states leave through a choice (a small diamond): the
+ *   trigger labels the arrow into it, each guard the arrow out of it (numbered when the order matters);
+ * - otherwise, transitions between the same two boxes share one arrow, one label line each.
  */
-function layoutLevel(graph: VizGraph, container: VizState | null, ports: Port[]): Laid {
-  const states = container ? container.children : graph.states;
-  const initial = container ? container.initial : graph.initial;
-  const depth = states[0] ? states[0].id.split('.').length : 1;
-  const lift = (id: string): string | null => {
-    const lifted = id.split('.').slice(0, depth).join('.');
-    return id.split('.').length >= depth && states.some((s) => s.id === lifted) ? lifted : null;
-  };
-  const items = new Map<string, Item>();
-  const add = (it: Item) => items.set(it.id, it);
-  if (initial) add(item(INIT, 'init', 12, 12));
-  for (const s of states) add(stateItem(s));
-  for (const p of ports) add(item(p.key, 'port', 6, 0));
-
-  interface Drawn {
-    key: string;
-    from: string;
-    to: string;
-    source: string;
-    target: string;
-    label: string[];
-  }
-  const drawn: Drawn[] = [];
-  if (initial) drawn.push({ key: INIT, from: INIT, to: lift(initial)!, source: INIT, target: initial, label: [] });
-  for (const p of ports) drawn.push({ key: p.key, from: p.key, to: lift(p.inner)!, source: p.key, target: p.inner, label: [] });
-  // Transitions declared on this level's container into itself leave from an "any state" box: they apply in
-  // each of the states listed in `from`.
-  const declaredHere = (t: VizTransition) => t.source === (container?.id ?? null) && lift(t.target) !== null;
-  const fromAny = graph.transitions.filter(declaredHere);
-  if (fromAny.length > 0) {
-    const except = states.filter((s) => !fromAny.some((t) => t.from.includes(s.id))).map((s) => s.key);
-    const lines = [container ? `any ${container.key} state` : 'any state', ...(except.length ? wrap(`except ${except.join(', ')}`, 26) : [])];
-    add(item(ANY, 'any', Math.max(...lines.map((l) => textWidth(l, SMALL))) + 2 * PAD, 12 + lines.length * 14, lines));
-  }
-  const merged = new Map<string, Drawn>();
-  for (const t of graph.transitions) {
-    const source = t.source ?? graph.id;
-    const from = declaredHere(t) ? ANY : t.source === null ? null : lift(t.source);
-    const to = lift(t.target);
-    if (!from || !to || from === to) continue;
-    const key = `${source}→${t.target}`;
-    const existing = merged.get(key);
-    // Alternatives between the same two states share one arrow, one line per trigger.
-    if (existing) existing.label.push(...wrap(edgeLabel(t)));
-    else merged.set(key, { key, from, to, source, target: t.target, label: wrap(edgeLabel(t)) });
-  }
-  drawn.push(...merged.values());
-
-  // Ranks, from the states' own edges, and for a transition from the "any state" box one edge from each state it
-  // applies in, so that its target ranks below all of those.
-  const ranked = [...items.values()].filter((it) => it.kind === 'state' || it.kind === 'init').map((it) => it.id);
-  const rankEdges: [string, string][] = drawn.filter((e) => ranked.includes(e.from)).map((e) => [e.from, e.to]);
-  for (const t of fromAny) for (const f of t.from) rankEdges.push([lift(f)!, lift(t.target)!]);
-  const out = new Map<string, string[]>(ranked.map((id) => [id, []]));
-  for (const [a, b] of rankEdges) out.get(a)!.push(b);
-  const reversed = new Set<string>();
-  const onStack = new Set<string>();
-  const seen = new Set<string>();
-  const dfs = (v: string) => {
-    seen.add(v);
-    onStack.add(v);
-    for (const w of out.get(v)!) {
-      if (onStack.has(w)) reversed.add(`${v}→${w}`);
-      else if (!seen.has(w)) dfs(w);
-    }
-    onStack.delete(v);
-  };
-  for (const v of ranked) if (!seen.has(v)) dfs(v);
-  const dag = rankEdges.filter(([a, b]) => a !== b).map(([a, b]): [string, string] => (reversed.has(`${a}→${b}`) ? [b, a] : [a, b]));
-  const rank = new Map<string, number>(ranked.map((id) => [id, 0]));
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (const [a, b] of dag) {
-      if (rank.get(b)! < rank.get(a)! + 1) {
-        rank.set(b, rank.get(a)! + 1);
-        changed = true;
-      }
-    }
-  }
-  // The "any state" box sits right above its targets; ports above or below everything.
-  if (items.has(ANY)) rank.set(ANY, Math.min(...drawn.filter((e) => e.from === ANY).map((e) => rank.get(e.to)!)) - 1);
-  const shift = Math.max(0, -Math.min(...rank.values()), ports.some((p) => p.side === 'top') ? 1 : 0);
-  for (const [id, r] of rank) rank.set(id, r + shift);
-  const bottom = Math.max(...rank.values()) + 1;
-  for (const p of ports) rank.set(p.key, p.side === 'top' ? 0 : bottom);
-
-  // Compound children, now that it is known from which side each crossing edge comes.
-  const nested = new Map<string, Laid>();
-  const portOf = new Set<string>();
-  const childPorts = new Map<string, Port[]>();
-  for (const e of drawn) {
-    for (const [end, lifted, other] of [[e.source, e.from, e.to], [e.target, e.to, e.from]] as const) {
-      if (end === lifted || !states.some((s) => s.id === lifted)) continue;
-      const key = `${e.key}/${end === e.source ? 'out' : 'in'}`;
-      portOf.add(key);
-      const side = rank.get(other)! < rank.get(lifted)! ? 'top' : 'bottom';
-      childPorts.set(lifted, [...(childPorts.get(lifted) ?? []), { key, side, inner: end }]);
-    }
-  }
-  for (const s of states) {
-    if (s.children.length === 0) continue;
-    const inner = layoutLevel(graph, s, childPorts.get(s.id) ?? []);
-    nested.set(s.id, inner);
-    const it = items.get(s.id)!;
-    it.w = Math.max(inner.w + 2 * PAD, textWidth(s.key, FONT) + textWidth(s.invokes.map((x) => `invokes ${x}`).join(', '), SMALL) + 4 * PAD);
-    it.h = inner.h + HEADER + PAD;
-  }
-
-  const layers: Item[][] = [];
-  const put = (it: Item, layer: number) => {
-    it.layer = layer;
-    (layers[layer] ??= []).push(it);
-  };
-  // States on every third layer; the two layers between ranks hold edge slots, so that labels can be staggered.
-  for (const it of items.values()) put(it, 3 * rank.get(it.id)!);
-  const load = (l: number) => (layers[l] ?? []).reduce((sum, it) => sum + it.w + GAP_X, 0);
-  const edges: Edge[] = drawn.map((e, n) => {
-    const a = items.get(e.from)!;
-    const b = items.get(e.to)!;
-    const step = b.layer > a.layer ? 1 : -1;
-    // The label goes to the least crowded layer it crosses, preferably near the middle of the edge.
-    const middle = (a.layer + b.layer) / 2;
-    let labelLayer = a.layer + step;
-    for (let l = a.layer + step; l !== b.layer; l += step) {
-      const cost = (x: number) => load(x) + 60 * Math.abs(x - middle);
-      if (cost(l) < cost(labelLayer)) labelLayer = l;
-    }
-    const slots: Item[] = [];
-    for (let l = a.layer + step; l !== b.layer; l += step) {
-      const slot =
-        l === labelLayer && e.label.length > 0
-          ? item(`label${n}`, 'label', Math.max(...e.label.map((t) => textWidth(t, SMALL))) + 8, e.label.length * 14 + 4, e.label)
-          : item(`via${n}.${l}`, 'via', 6, 0);
-      put(slot, l);
-      slots.push(slot);
-    }
-    const port = (end: 'out' | 'in') => (portOf.has(`${e.key}/${end}`) ? `${e.key}/${end}` : null);
-    return { key: e.key, source: e.source, target: e.target, label: e.label, chain: [a, ...slots, b], sourcePort: port('out'), targetPort: port('in') };
-  });
-  for (let l = 0; l < layers.length; l++) layers[l] ??= [];
-
-  const nbrs = new Map<Item, Item[]>();
-  const link = (p: Item, q: Item) => {
-    nbrs.set(p, [...(nbrs.get(p) ?? []), q]);
-    nbrs.set(q, [...(nbrs.get(q) ?? []), p]);
-  };
-  for (const e of edges) for (let i = 0; i + 1 < e.chain.length; i++) link(e.chain[i]!, e.chain[i + 1]!);
-  layers.forEach((layer) => layer.forEach((it, i) => (it.order = i)));
-  const sweep = (from: number, to: number, step: number) => {
-    for (let l = from; l !== to; l += step) {
-      const layer = layers[l]!;
-      const bary = new Map<Item, number>();
-      for (const it of layer) {
-        const ns = (nbrs.get(it) ?? []).filter((n) => n.layer === l - step);
-        bary.set(it, ns.length ? ns.reduce((s, n) => s + n.order, 0) / ns.length : it.order);
-      }
-      layer.sort((p, q) => bary.get(p)! - bary.get(q)!);
-      layer.forEach((it, i) => (it.order = i));
-    }
-  };
-  for (let i = 0; i < 6; i++) {
-    sweep(1, layers.length, 1);
-    sweep(layers.length - 2, -1, -1);
-  }
-
-  // x: pack each layer, then pull every item towards its neighbours while keeping order and spacing.
-  const cx = new Map<Item, number>();
-  for (const layer of layers) {
-    let x = 0;
-    for (const it of layer) {
-      cx.set(it, x + it.w / 2);
-      x += it.w + GAP_X;
-    }
-  }
-  const sep = (p: Item, q: Item) => (p.w + q.w) / 2 + (p.kind === 'via' && q.kind === 'via' ? 8 : GAP_X);
-  for (let round = 0; round < 16; round++) {
-    const down = round % 2 === 0;
-    // A weak pull towards the middle keeps loosely connected parts (the "any state" branch) from drifting off.
-    const xs = [...cx.values()];
-    const mid = (Math.min(...xs) + Math.max(...xs)) / 2;
-    for (let k = 0; k < layers.length; k++) {
-      const layer = layers[down ? k : layers.length - 1 - k]!;
-      const want = layer.map((it) => {
-        const ns = nbrs.get(it) ?? [];
-        const pulled = ns.length ? ns.reduce((s, n) => s + cx.get(n)!, 0) / ns.length : cx.get(it)!;
-        return 0.9 * pulled + 0.1 * mid;
-      });
-      const right = [...want];
-      for (let i = 1; i < layer.length; i++) right[i] = Math.max(right[i]!, right[i - 1]! + sep(layer[i - 1]!, layer[i]!));
-      const left = [...want];
-      for (let i = layer.length - 2; i >= 0; i--) left[i] = Math.min(left[i]!, left[i + 1]! - sep(layer[i]!, layer[i + 1]!));
-      const both = want.map((_, i) => (left[i]! + right[i]!) / 2);
-      for (let i = 1; i < layer.length; i++) both[i] = Math.max(both[i]!, both[i - 1]! + sep(layer[i - 1]!, layer[i]!));
-      layer.forEach((it, i) => cx.set(it, both[i]!));
-    }
-  }
-
-  // Straighten each edge: its slots move to their common median x as far as their layer neighbours allow.
-  for (let round = 0; round < 4; round++) {
-    for (const e of edges) {
-      const slots = e.chain.slice(1, -1);
-      if (slots.length < 2) continue;
-      const xs = slots.map((it) => cx.get(it)!).sort((p, q) => p - q);
-      const target = xs[Math.floor(xs.length / 2)]!;
-      for (const it of slots) {
-        const layer = layers[it.layer]!;
-        const before = layer[it.order - 1];
-        const after = layer[it.order + 1];
-        const lo = before ? cx.get(before)! + sep(before, it) : -Infinity;
-        const hi = after ? cx.get(after)! - sep(it, after) : Infinity;
-        cx.set(it, Math.min(Math.max(target, lo), hi));
-      }
-    }
-  }
-
-  let y = 0;
-  for (const layer of layers) {
-    const h = Math.max(4, ...layer.map((it) => it.h));
-    for (const it of layer) it.y = y + (h - it.h) / 2;
-    y += h + GAP_Y;
-  }
-  const all = layers.flat();
-  const minX = Math.min(...all.map((it) => cx.get(it)! - it.w / 2));
-  for (const it of all) it.x = cx.get(it)! - it.w / 2 - minX;
-  const tall = new Set(all.filter((it) => it.kind === 'state' && nested.has(it.id)).map((it) => it.layer));
-  return { w: Math.max(...all.map((it) => it.x + it.w)), h: y - GAP_Y, items: all, edges, nested, tall };
-}
-
-interface Point {
-  x: number;
-  y: number;
-}
-
-/** Catmull-Rom spline through the points, leaving and entering boxes vertically (the chart flows top to bottom). */
-function curve(points: Point[]): string {
-  const f = (n: number) => n.toFixed(1);
-  const first = points[0]!;
-  const last = points[points.length - 1]!;
-  const pts = [
-    { x: first.x, y: 2 * first.y - points[1]!.y },
-    ...points,
-    { x: last.x, y: 2 * last.y - points[points.length - 2]!.y },
-  ];
-  let d = `M${f(first.x)},${f(first.y)}`;
-  for (let i = 1; i + 2 < pts.length; i++) {
-    const [p0, p1, p2, p3] = [pts[i - 1]!, pts[i]!, pts[i + 1]!, pts[i + 2]!];
-    d += ` C${f(p1.x + (p2.x - p0.x) / 6)},${f(p1.y + (p2.y - p0.y) / 6)} ${f(p2.x - (p3.x - p1.x) / 6)},${f(p2.y - (p3.y - p1.y) / 6)} ${f(p2.x)},${f(p2.y)}`;
-  }
-  return d;
-}
-
-/**
- * The statechart as a standalone SVG. Every state is a `<g class="sc-state" data-state="ID">` so that the /ui page
- * can highlight the current one; colours are presentation attributes, which the page's CSS overrides.
- */
-export function toSvg(graph: VizGraph): string {
-  const top = layoutLevel(graph, null, []);
-  const margin = 12;
+function chartInput(graph: VizGraph): { root: ElkNode; nodes: Map<string, ChartNode>; edges: Map<string, ChartEdge> } {
+  const nodes = new Map<string, ChartNode>();
+  const ends = new Map<string, [string, string]>();
+  const edges = new Map<string, ChartEdge>();
+  const parentOf = new Map<string, string>();
+  const containers = new Map<string, ElkNode>();
   const byId = new Map(allStates(graph).map((s) => [s.id, s]));
+  const root: ElkNode = { id: ROOT, layoutOptions: ROOT_OPTIONS, children: [], edges: [] };
+  containers.set(ROOT, root);
+
+  /** Adds a node to a container, at the end or (the "any state" boxes) at the start. */
+  const place = (parent: string, node: ElkNode, info: ChartNode, first = false) => {
+    const children = containers.get(parent)!.children!;
+    if (first) children.unshift(node);
+    else children.push(node);
+    parentOf.set(node.id, parent);
+    nodes.set(node.id, info);
+  };
+  /** Adds an edge, or a line to the edge already drawn between the same two boxes. */
+  const link = (from: string, to: string, edge: ChartEdge) => {
+    const key = `${from}→${to}`;
+    const known = edges.get(key);
+    if (known) {
+      known.lines.push(...edge.lines);
+      known.transitions.push(...edge.transitions);
+    } else {
+      edges.set(key, edge);
+      ends.set(key, [from, to]);
+    }
+  };
+  const fill = (container: string, states: VizState[], initial: string | null) => {
+    if (initial) {
+      const id = `${container}/initial`;
+      place(container, { id, width: 12, height: 12 }, { kind: 'initial', state: null, lines: [] });
+      link(id, initial, { source: null, target: initial, lines: [], transitions: [] });
+    }
+    for (const s of states) {
+      const lines = s.invokes.map((src) => `invokes ${src}`);
+      const info: ChartNode = { kind: s.children.length > 0 ? 'compound' : 'state', state: s, lines };
+      const name = width(s.key, NAME_PX, BOLD_EM) + MARKER_PX;
+      if (s.children.length === 0) {
+        const w = Math.max(name + 20, ...lines.map((l) => width(l, SMALL_PX, SANS_EM) + 20), 90);
+        place(container, { id: s.id, width: w, height: 30 + lines.length * 15 + (s.type === 'final' ? 4 : 0) }, info);
+        continue;
+      }
+      const title = name + width(lines.join(', '), SMALL_PX, SANS_EM) + 40;
+      const node: ElkNode = {
+        id: s.id,
+        layoutOptions: {
+          ...LAYERED,
+          // ELK's model-order cycle breaking fails inside a compound node in hierarchical mode; depth first
+          // from the initial state follows the node order too.
+          'elk.layered.cycleBreaking.strategy': 'DEPTH_FIRST',
+          'elk.padding': `[top=${HEADER_PX + 12},left=14,bottom=14,right=14]`,
+          'elk.nodeSize.constraints': 'MINIMUM_SIZE',
+          'elk.nodeSize.minimum': `(${title}, ${HEADER_PX + 40})`,
+        },
+        children: [],
+        edges: [],
+      };
+      containers.set(s.id, node);
+      place(container, node, info);
+      fill(s.id, s.children, s.initial);
+    }
+  };
+  fill(ROOT, graph.states, graph.initial);
+
+  const anyBoxes = new Map<string, string>();
+  const anyBox = (container: string, from: string[]): string => {
+    const key = `${container}|${[...from].sort().join(',')}`;
+    const known = anyBoxes.get(key);
+    if (known) return known;
+    const id = `${container}/any${anyBoxes.size}`;
+    anyBoxes.set(key, id);
+    const states = container === ROOT ? graph.states : byId.get(container)!.children;
+    const except = states.filter((s) => s.type !== 'final' && !from.includes(s.id)).map((s) => s.key);
+    const lines = [container === ROOT ? 'any state' : `any ${byId.get(container)!.key} state`, ...(except.length ? wrap(`except ${except.join(', ')}`, 24) : [])];
+    const w = Math.max(...lines.map((l) => width(l, NAME_PX, SANS_EM))) + 20;
+    place(container, { id, width: w, height: 12 + lines.length * 16 }, { kind: 'any', state: null, lines }, true);
+    return id;
+  };
+
+  // One trigger of one box, with its alternatives in the order xstate tries them.
+  const triggers = new Map<string, { origin: string; event: string; alternatives: VizTransition[] }>();
+  for (const t of graph.transitions) {
+    const intoItself = t.source === null || t.target.startsWith(`${t.source}.`);
+    const origin = intoItself ? anyBox(t.source ?? ROOT, t.from) : t.source!;
+    const key = `${origin}|${t.event}`;
+    const trigger = triggers.get(key) ?? { origin, event: t.event, alternatives: [] };
+    trigger.alternatives.push(t);
+    triggers.set(key, trigger);
+  }
+  let choices = 0;
+  const originOf = new Map<string, string>();
+  for (const { origin, event, alternatives } of triggers.values()) {
+    const source = alternatives[0]!.source ?? graph.id;
+    const guarded = alternatives.filter((t) => t.guard).length;
+    // Guards are tried in order: when more than one could hold, the number says which wins.
+    const guardText = (t: VizTransition) => (t.guard ? `${guarded > 1 ? `${alternatives.indexOf(t) + 1}: ` : ''}[${t.guard}]` : '[else]');
+    if (new Set(alternatives.map((t) => t.target)).size < 3) {
+      for (const t of alternatives) link(origin, t.target, { source, target: t.target, lines: [`${event}${guarded ? ` ${guardText(t)}` : ''}`], transitions: [t] });
+      continue;
+    }
+    const choice = `${origin}/choice${choices++}`;
+    originOf.set(choice, origin);
+    place(parentOf.get(origin)!, { id: choice, width: 24, height: 24 }, { kind: 'choice', state: null, lines: [] });
+    link(origin, choice, { source, target: null, lines: [event], transitions: [...alternatives] });
+    for (const t of alternatives) link(choice, t.target, { source, target: t.target, lines: [guardText(t)], transitions: [t] });
+  }
+
+  // ELK breaks cycles by the order of the nodes (edges pointing back in it point up): the definition's order,
+  // except that a state which a compound state's transitions lead to and which leads back into its children
+  // (stalled and outOfWindow for running) goes just before the compound state, so that the way back points down
+  // and the chart reads from idle to running. A choice follows the state it belongs to.
+  const ownerIn = (container: string, id: string): string | null => {
+    for (let n: string | undefined = id; n !== undefined; n = parentOf.get(n)) {
+      const owner = originOf.get(n) ?? n;
+      if (parentOf.get(owner) === container) return owner;
+    }
+    return null;
+  };
+  for (const [id, container] of containers) {
+    const kids = container.children!;
+    const states = kids.map((k) => k.id).filter((k) => !originOf.has(k));
+    const links = [...ends.values()].map(([a, b]) => ({ from: ownerIn(id, a), to: ownerIn(id, b), into: b }));
+    const leadsBack = (s: string, c: string) =>
+      links.some((l) => l.from === c && l.to === s) && links.some((l) => l.from === s && l.to === c && l.into !== c);
+    const order: string[] = [];
+    for (const c of states) {
+      if (order.includes(c)) continue;
+      if (nodes.get(c)!.kind === 'compound') order.push(...states.filter((s) => s !== c && !order.includes(s) && leadsBack(s, c)));
+      order.push(c);
+    }
+    const rank = (k: string) => 2 * order.indexOf(originOf.get(k) ?? k) + (originOf.has(k) ? 1 : 0);
+    kids.sort((a, b) => rank(a.id) - rank(b.id));
+  }
+
+  // Each edge goes into the innermost container holding both ends, where ELK expects it.
+  const chain = (id: string): string[] => (id === ROOT ? [ROOT] : [id, ...chain(parentOf.get(id)!)]);
+  for (const [key, e] of edges) {
+    const [from, to] = ends.get(key)!;
+    const outer = chain(parentOf.get(to)!);
+    const container = chain(parentOf.get(from)!).find((c) => outer.includes(c))!;
+    const label = {
+      id: `${key}/label`,
+      text: e.lines.join('\n'), // ELK skips a label without text
+      width: Math.max(...e.lines.map((l) => width(l, SMALL_PX, MONO_EM))) + 2 * LABEL_PAD,
+      height: e.lines.length * LINE_PX + 2 * LABEL_PAD,
+      layoutOptions: INLINE,
+    };
+    const labels = e.lines.length ? [label] : [];
+    containers.get(container)!.edges!.push({ id: key, sources: [from], targets: [to], labels });
+  }
+  return { root, nodes, edges };
+}
+
+/** Runs the layout. */
+export async function layoutChart(graph: VizGraph): Promise<Chart> {
+  const { root, nodes, edges } = chartInput(graph);
+  // Loaded on first use: 1.6 MB of JavaScript (about 0.3 s and 30 MB to load) that a daemon nobody looks at, and
+  // `viz --format mermaid`, need not load. A CommonJS bundle: its namespace's default is `module.exports`, which
+  // its typings describe as the module, so the constructor is one `.default` further (the bundle sets
+  // `ELK.default = ELK` for this).
+  const elk = await import('elkjs/lib/elk.bundled.js');
+  const layout = await new elk.default.default().layout(root);
+  return { layout, nodes, edges };
+}
+
+/** Every node of the layout below the root, parents before their children. */
+export function chartNodes(layout: ElkNode): ElkNode[] {
+  return (layout.children ?? []).flatMap((n) => [n, ...chartNodes(n)]);
+}
+
+/** Every edge of the layout, wherever ELK keeps it. */
+export function chartEdges(layout: ElkNode): ElkExtendedEdge[] {
+  return [layout, ...chartNodes(layout)].flatMap((n) => n.edges ?? []);
+}
+
+/** An edge's route: ELK's sections joined, from the source's border to the target's. */
+export function edgePoints(edge: ElkExtendedEdge): ElkPoint[] {
+  return (edge.sections ?? []).flatMap((s, i) => [...(i === 0 ? [s.startPoint] : []), ...(s.bendPoints ?? []), s.endPoint]);
+}
+
+const f = (n: number) => (Math.round(n * 10) / 10).toString();
+
+/** Orthogonal route with slightly rounded bends, which are easier to follow than sharp ones. */
+function route(points: ElkPoint[]): string {
+  let d = `M${f(points[0]!.x)},${f(points[0]!.y)}`;
+  for (let i = 1; i + 1 < points.length; i++) {
+    const [a, b, c] = [points[i - 1]!, points[i]!, points[i + 1]!];
+    const r = Math.min(5, Math.hypot(b.x - a.x, b.y - a.y) / 2, Math.hypot(c.x - b.x, c.y - b.y) / 2);
+    const toward = (p: ElkPoint, q: ElkPoint) => {
+      const len = Math.hypot(q.x - p.x, q.y - p.y) || 1;
+      return `${f(p.x + ((q.x - p.x) * r) / len)},${f(p.y + ((q.y - p.y) * r) / len)}`;
+    };
+    d += ` L${toward(b, a)} Q${f(b.x)},${f(b.y)} ${toward(b, c)}`;
+  }
+  const last = points[points.length - 1]!;
+  return `${d} L${f(last.x)},${f(last.y)}`;
+}
+
+/**
+ * The laid-out chart as a standalone SVG. Every state is a `<g class="sc-state" data-state="ID">` whose direct
+ * child `.sc-box` is its border and whose `.sc-name` is its name, so that the /ui page can mark the current one;
+ * colours are presentation attributes, which the page's CSS overrides.
+ */
+export function chartSvg(graph: VizGraph, chart: Chart): string {
+  const text = (x: number, y: number, s: string, px: number, extra = '') => `<text x="${f(x)}" y="${f(y)}" font-size="${px}"${extra}>${esc(s)}</text>`;
   const boxes: string[] = [];
+  for (const n of chartNodes(chart.layout)) {
+    const info = chart.nodes.get(n.id)!;
+    const [x, y, w, h] = [n.x ?? 0, n.y ?? 0, n.width ?? 0, n.height ?? 0];
+    const rect = (extra: string) => `<rect x="${f(x)}" y="${f(y)}" width="${f(w)}" height="${f(h)}"${extra}/>`;
+    if (info.kind === 'choice') {
+      const d = `M${f(x + w / 2)},${f(y)} L${f(x + w)},${f(y + h / 2)} L${f(x + w / 2)},${f(y + h)} L${f(x)},${f(y + h / 2)} Z`;
+      boxes.push(`<path class="sc-choice" d="${d}" fill="#fff" stroke="#222" stroke-width="1.5"><title>choice: the first alternative whose guard holds</title></path>`);
+    } else if (info.kind === 'initial') {
+      boxes.push(`<circle class="sc-init" cx="${f(x + w / 2)}" cy="${f(y + h / 2)}" r="6" fill="#222"><title>initial state</title></circle>`);
+    } else if (info.kind === 'any') {
+      const lines = info.lines.map((l, i) => text(x + w / 2, y + 19 + i * 16, l, i === 0 ? NAME_PX : SMALL_PX, ' text-anchor="middle"'));
+      boxes.push(`<g class="sc-any">${rect(' rx="6" fill="#fff" stroke="#444" stroke-dasharray="5 3"')}${lines.join('')}</g>`);
+    } else {
+      const s = info.state!;
+      const parts = [rect(` class="sc-box" rx="10" fill="${info.kind === 'compound' ? '#f4f4f4' : '#fff'}" stroke="#222" stroke-width="1.5"`)];
+      if (s.type === 'final') parts.push(`<rect x="${f(x + 3)}" y="${f(y + 3)}" width="${f(w - 6)}" height="${f(h - 6)}" rx="8" fill="none" stroke="#222"/>`);
+      if (info.kind === 'compound') {
+        parts.push(text(x + 10, y + 18, s.key, NAME_PX, ' class="sc-name" font-weight="bold"'));
+        if (info.lines.length) parts.push(text(x + w - 10, y + 18, info.lines.join(', '), SMALL_PX, ' text-anchor="end"'));
+        parts.push(`<line x1="${f(x)}" y1="${f(y + HEADER_PX)}" x2="${f(x + w)}" y2="${f(y + HEADER_PX)}" stroke="#bbb"/>`);
+      } else {
+        parts.push(text(x + w / 2, y + 20, s.key, NAME_PX, ' class="sc-name" text-anchor="middle" font-weight="bold"'));
+        parts.push(...info.lines.map((l, i) => text(x + w / 2, y + 36 + i * 15, l, SMALL_PX, ' text-anchor="middle"')));
+      }
+      boxes.push(`<g class="sc-state${s.type === 'final' ? ' sc-final' : ''}" data-state="${esc(s.id)}"><title>${esc(s.id)} (${s.type})</title>${parts.join('')}</g>`);
+    }
+  }
   const paths: string[] = [];
   const labels: string[] = [];
-  const text = (x: number, y: number, s: string, size: number, extra = '') =>
-    `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" font-size="${size}"${extra}>${esc(s)}</text>`;
-  const lineTexts = (r: Rect, lines: string[], first: number, step: number, size: (i: number) => number) =>
-    lines.map((l, i) => text(r.x + r.w / 2, r.y + first + i * step, l, size(i), ' text-anchor="middle"')).join('');
-
-  interface Placed {
-    laid: Laid;
-    ox: number;
-    oy: number;
+  for (const e of chartEdges(chart.layout)) {
+    const info = chart.edges.get(e.id)!;
+    const title = info.lines.length ? `<title>${esc(info.lines.join('; '))}</title>` : '';
+    const ends = `${info.source === null ? '' : ` data-source="${esc(info.source)}"`}${info.target === null ? '' : ` data-target="${esc(info.target)}"`}`;
+    const cls = info.source === null ? 'sc-edge sc-initial' : 'sc-edge';
+    paths.push(`<path class="${cls}"${ends} d="${route(edgePoints(e))}" fill="none" stroke="#555" stroke-width="1.4" marker-end="url(#sc-arrow)">${title}</path>`);
+    for (const l of e.labels ?? []) {
+      const [x, y, w, h] = [l.x ?? 0, l.y ?? 0, l.width ?? 0, l.height ?? 0];
+      const lines = info.lines.map((t, i) => text(x + LABEL_PAD, y + LABEL_PAD + i * LINE_PX + 10.5, t, SMALL_PX));
+      labels.push(`<g class="sc-label"${ends}><rect x="${f(x)}" y="${f(y)}" width="${f(w)}" height="${f(h)}" rx="3" fill="#fff"/>${lines.join('')}</g>`);
+    }
   }
-  const abs = (p: Placed, it: Item): Rect => ({ x: p.ox + it.x, y: p.oy + it.y, w: it.w, h: it.h });
-  const inside = (p: Placed, id: string): Placed => {
-    const r = abs(p, p.laid.items.find((it) => it.id === id)!);
-    const laid = p.laid.nested.get(id)!;
-    return { laid, ox: r.x + (r.w - laid.w) / 2, oy: r.y + HEADER };
-  };
-  const centre = (r: Rect): Point => ({ x: r.x + r.w / 2, y: r.y + r.h / 2 });
-  /** Where an edge meets a box: its top or bottom edge, at the x of the neighbouring point as far as the box allows. */
-  const meet = (r: Rect, toward: Point): Point => ({
-    x: Math.min(Math.max(toward.x, r.x + 8), r.x + r.w - 8),
-    y: toward.y > r.y + r.h / 2 ? r.y + r.h : r.y,
-  });
-
-  /** Points of an edge from `from` (a point on the compound's border, or null) through its slots to its real end. */
-  const route = (p: Placed, e: Edge): { start: Rect | Point; mids: Point[]; end: Rect | Point } => {
-    const ends = (it: Item, port: string | null, outgoing: boolean): { box: Rect | Point; via: Point[] } => {
-      if (!port) return { box: abs(p, it), via: [] };
-      // Continue inside the compound child: border point, then the port edge's own slots to the inner state.
-      const inner = inside(p, it.id);
-      const portEdge = inner.laid.edges.find((x) => x.key === port)!;
-      const portItem = abs(inner, portEdge.chain[0]!);
-      const r = abs(p, it);
-      const border = { x: portItem.x + portItem.w / 2, y: portItem.y < r.y + r.h / 2 ? r.y : r.y + r.h };
-      const rest = route(inner, portEdge);
-      const via = [border, ...rest.mids];
-      return { box: rest.end, via: outgoing ? via.reverse() : via };
-    };
-    const chain = e.chain;
-    const s = ends(chain[0]!, e.sourcePort, true);
-    const t = ends(chain[chain.length - 1]!, e.targetPort, false);
-    // Through labels, and through pass-through slots only where they steer around a state (on a state's layer
-    // and the layers next to it): bending through every slot makes the curves wiggle.
-    const steers = (it: Item) => [it.layer - 1, it.layer, it.layer + 1].some((l) => p.laid.tall.has(l));
-    const slots = chain
-      .slice(1, -1)
-      .filter((it) => it.kind === 'label' || steers(it))
-      .map((it) => centre(abs(p, it)));
-    if (chain[0]!.kind === 'port') return { start: centre(abs(p, chain[0]!)), mids: slots, end: t.box };
-    return { start: s.box, mids: [...s.via, ...slots, ...t.via], end: t.box };
-  };
-  const isRect = (x: Rect | Point): x is Rect => 'w' in x;
-
-  const drawLevel = (p: Placed, scope: string) => {
-    for (const it of p.laid.items) {
-      const r = abs(p, it);
-      if (it.kind === 'init') {
-        boxes.push(`<circle class="sc-init" cx="${r.x + r.w / 2}" cy="${r.y + r.h / 2}" r="6" fill="#222"><title>initial state of ${esc(scope || graph.id)}</title></circle>`);
-      } else if (it.kind === 'any') {
-        const t = lineTexts(r, it.lines, 18, 14, (i) => (i === 0 ? FONT : SMALL));
-        boxes.push(`<g class="sc-any"><rect x="${r.x}" y="${r.y}" width="${r.w}" height="${r.h}" rx="6" fill="#fff" stroke="#444" stroke-dasharray="5 3"/>${t}</g>`);
-      } else if (it.kind === 'label') {
-        const t = lineTexts(r, it.lines, 13, 14, () => SMALL);
-        labels.push(`<g class="sc-label"><rect x="${r.x}" y="${r.y}" width="${r.w}" height="${r.h}" rx="3" fill="#fff" fill-opacity="0.92"/>${t}</g>`);
-      } else if (it.kind === 'state') {
-        const s = byId.get(it.id)!;
-        const compound = p.laid.nested.has(it.id);
-        const parts = [`<rect class="sc-box" x="${r.x}" y="${r.y}" width="${r.w}" height="${r.h}" rx="10" fill="${compound ? '#f4f4f4' : '#fff'}" stroke="#222" stroke-width="1.5"/>`];
-        if (s.type === 'final') parts.push(`<rect x="${r.x + 3}" y="${r.y + 3}" width="${r.w - 6}" height="${r.h - 6}" rx="8" fill="none" stroke="#222"/>`);
-        if (compound) {
-          parts.push(text(r.x + PAD, r.y + 17, s.key, FONT, ' class="sc-name" font-weight="bold"'));
-          parts.push(text(r.x + r.w - PAD, r.y + 17, s.invokes.map((x) => `invokes ${x}`).join(', '), SMALL, ' text-anchor="end"'));
-        } else {
-          parts.push(text(r.x + r.w / 2, r.y + 20, s.key, FONT, ' class="sc-name" text-anchor="middle" font-weight="bold"'));
-          parts.push(lineTexts(r, it.lines, 36, 15, () => SMALL));
-        }
-        boxes.push(`<g class="sc-state${s.type === 'final' ? ' sc-final' : ''}" data-state="${esc(s.id)}"><title>${esc(s.id)} (${s.type})</title>${parts.join('')}</g>`);
-        if (compound) drawLevel(inside(p, it.id), s.id);
-      }
-    }
-    for (const e of p.laid.edges) {
-      if (e.chain[0]!.kind === 'port') continue; // drawn as part of the edge that crosses the border
-      const { start, mids, end } = route(p, e);
-      const first = mids[0] ?? (isRect(end) ? centre(end) : end);
-      const last = mids[mids.length - 1] ?? (isRect(start) ? centre(start) : start);
-      const pts = [isRect(start) ? meet(start, first) : start, ...mids, isRect(end) ? meet(end, last) : end];
-      const title = e.label.length ? `<title>${esc(e.label.join(' '))}</title>` : '';
-      const cls = e.source === INIT ? 'sc-edge sc-initial' : 'sc-edge';
-      paths.push(`<path class="${cls}" data-source="${esc(e.source)}" data-target="${esc(e.target)}" d="${curve(pts)}" fill="none" stroke="#555" stroke-width="1.4" marker-end="url(#sc-arrow)">${title}</path>`);
-    }
-  };
-  drawLevel({ laid: top, ox: margin, oy: margin }, '');
-
-  const width = Math.ceil(top.w + 2 * margin);
-  const height = Math.ceil(top.h + 2 * margin);
+  const w = Math.ceil(chart.layout.width ?? 0);
+  const h = Math.ceil(chart.layout.height ?? 0);
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" class="sc" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" font-family="DejaVu Sans, Liberation Sans, Arial, sans-serif" role="img" aria-label="${esc(graph.id)} lifecycle statechart">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" class="sc" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" font-family="${SANS}" role="img" aria-label="${esc(graph.id)} lifecycle statechart">`,
     '<defs><marker id="sc-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
     ...boxes,
     ...paths,
+    `<g font-family="${MONO}">`,
     ...labels,
+    '</g>',
     '</svg>',
     '',
   ].join('\n');
 }
 
-export function renderViz(graph: VizGraph, format: VizFormat): string {
+export async function toSvg(graph: VizGraph): Promise<string> {
+  return chartSvg(graph, await layoutChart(graph));
+}
+
+export async function renderViz(graph: VizGraph, format: VizFormat): Promise<string> {
   if (format === 'json') return `${JSON.stringify(graph, null, 2)}\n`;
   return format === 'mermaid' ? toMermaid(graph) : toSvg(graph);
 }

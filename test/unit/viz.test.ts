@@ -68,11 +68,16 @@ describe('renderings', () => {
     for (const from of ['idle', 'starting', 'running', 'outOfWindow', 'stalled']) expect(text).toContain(`${from} --> stopping : operator.stop`);
   });
 
-  it('svg: one group per state with its id, one arrow per state pair', () => {
-    const svg = toSvg(graph);
+  it('svg: one group per state with its id and name, an arrow into every target of every declaring state', async () => {
+    const svg = await toSvg(graph);
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     for (const id of stateIds) expect(svg).toContain(`data-state="${id}"`);
     expect(svg.match(/class="sc-state/g)).toHaveLength(stateIds.length);
+    // The /ui page marks the current state through these: its border is a direct child, its name a text of its own.
+    for (const g of svg.match(/<g class="sc-state[^>]*>.*?<\/g>/g) ?? []) {
+      expect(g).toMatch(/^<g class="sc-state[^"]*" data-state="[^"]+"><title>[^<]*<\/title><rect [^>]*class="sc-box"/);
+      expect(g.match(/class="sc-name"[^>]*>([^<]+)<\/text>/)?.[1]).toBe(g.match(/data-state="(?:[^".]*\.)*([^".]+)"/)?.[1]);
+    }
     for (const node of definitionStates()) {
       for (const target of targetsOf(node)) expect(svg).toContain(`data-source="${node.path.join('.')}" data-target="${target}"`);
     }
@@ -80,8 +85,8 @@ describe('renderings', () => {
     expect(svg).not.toMatch(/href="http|@import|url\(http/);
   });
 
-  it('json: parses back to the graph', () => {
-    expect(JSON.parse(renderViz(graph, 'json'))).toEqual(graph);
+  it('json: parses back to the graph', async () => {
+    expect(JSON.parse(await renderViz(graph, 'json'))).toEqual(graph);
   });
 });
 
