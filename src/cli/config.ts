@@ -137,7 +137,7 @@ etcd-mirror options:
                             no password, and none of the per-request bcrypt cost a v2 password has
   --src-password-file F     the password of the user named in SRC (scheme://user@host:port), read from F (one
                             trailing newline ignored), so that it is not in the process list (same with
-                            --dst-password-file)
+                            --dst-password-file); an empty file for a URL without a user means no password
   --pipeline on|off         off: the reference tool's synchronous loop — one long-poll per event, then the
                             write, then the index write — kept as the benchmark baseline (default: on)
 
@@ -206,11 +206,14 @@ export function clusterFrom(raw: string, what: string, v: FlagValues, side: 'src
   if (file === undefined) return cluster;
   const flag = `--${side}-password-file`;
   const user = cluster.members[0]!.username;
-  if (user === undefined) throw new ConfigError(`${flag}: ${what} names no user (scheme://user@host:port)`);
-  if (cluster.members[0]!.password !== undefined) throw new ConfigError(`${flag}: ${what} carries a password too; give it in one place`);
   // One trailing newline is how editors and `echo` end a file; anything else is part of the password.
   const password = file.toString('utf8').replace(/\r?\n$/, '');
-  if (password === '') throw new ConfigError(`${flag}: the file is empty`);
+  // An empty file for a URL without a user: that side needs no password (no auth, or a client certificate), so
+  // that one unit file with both flags serves every cluster.
+  if (user === undefined && password === '') return cluster;
+  if (user === undefined) throw new ConfigError(`${flag}: ${what} names no user (scheme://user@host:port)`);
+  if (cluster.members[0]!.password !== undefined) throw new ConfigError(`${flag}: ${what} carries a password too; give it in one place`);
+  if (password === '') throw new ConfigError(`${flag}: the file is empty, but ${what} names user "${user}"`);
   return { ...cluster, members: cluster.members.map((m) => ({ ...m, password })) };
 }
 

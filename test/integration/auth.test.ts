@@ -178,6 +178,9 @@ describe('password auth on the destination', () => {
     expect(both.code).toBe(2);
     expect(both.stderr).toMatch(/--dst-password-file: DST carries a password too/);
     expect(both.stderr).not.toContain('other');
+    const empty = await runMirror([...COMMON, '--dst-password-file', passwordFile('empty.pw', ''), pair.src.clientUrl, pair.dst.clientUrl.replace('http://', 'http://mirror@')]);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/--dst-password-file: the file is empty, but DST names user "mirror"/);
     const missing = await runMirror([...COMMON, '--src-password-file', path.join(tmp, 'nope'), pair.src.clientUrl, pair.dst.clientUrl]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/--src-password-file: cannot read .*nope: ENOENT/);

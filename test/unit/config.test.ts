@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../../src/cli/config.js';
 import { ConfigError } from '../../src/etcd/errors.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const SRC = 'http://127.0.0.1:2379';
 const DST = 'http://127.0.0.1:2380';
@@ -270,5 +273,35 @@ describe('parseConfig: messages never contain a password', () => {
     expect(c.src.members[0]!.password).toBe(PASSWORD);
     expect(c.src.origin).toBe('http://127.0.0.1:2379');
     expect(c.dst.origin).toBe('http://127.0.0.1:2380');
+  });
+});
+
+describe('parseConfig: password files and the source request budget', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'etcd-mirror-config-'));
+  const file = (name: string, content: string) => {
+    const f = path.join(dir, name);
+    writeFileSync(f, content);
+    return f;
+  };
+
+  it('gives the file content (one trailing newline dropped) to the user named in the URL, on every member', () => {
+    const c = run('--src-password-file', file('a', `${PASSWORD}\n`), `http://mirror@127.0.0.1:2379,http://127.0.0.1:2381`, DST);
+    expect(c.src.members.map((m) => [m.username, m.password])).toEqual([['mirror', PASSWORD], ['mirror', PASSWORD]]);
+    expect(c.src.origin).not.toContain(PASSWORD);
+    expect(run('--dst-password-file', file('b', 'two\n\n'), SRC, 'http://m@127.0.0.1:2380').dst.members[0]!.password).toBe('two\n');
+  });
+
+  it('an empty file for a URL without a user means no password; every other mismatch is refused in one line', () => {
+    expect(run('--src-password-file', file('empty', '\n'), SRC, DST).src.members[0]!.password).toBeUndefined();
+    expect(refused('--src-password-file', file('c', 'x'), SRC, DST).message).toBe('--src-password-file: SRC names no user (scheme://user@host:port)');
+    expect(refused('--dst-password-file', file('d', 'x'), SRC, `http://m:${PASSWORD}@127.0.0.1:2380`).message).toBe('--dst-password-file: DST carries a password too; give it in one place');
+    expect(refused('--dst-password-file', file('e', ''), SRC, 'http://m@127.0.0.1:2380').message).toBe('--dst-password-file: the file is empty, but DST names user "m"');
+    expect(refused('--src-password-file', path.join(dir, 'none'), SRC, DST).message).toMatch(/^--src-password-file: cannot read .*none: ENOENT$/);
+  });
+
+  it('--src-request-budget: default 5 a second, 0 for no limit', () => {
+    expect(run(SRC, DST).srcRequestBudget).toBe(5);
+    expect(run('--src-request-budget', '0', SRC, DST).srcRequestBudget).toBe(0);
+    expect(refused('--src-request-budget=2000', SRC, DST).message).toBe('--src-request-budget: expected an integer from 0 to 1000');
   });
 });
