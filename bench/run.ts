@@ -69,6 +69,8 @@ const HELP = `usage: npm run bench -- [options]
   --bin PATH            mirror entry to run (default dist-bench/bench/mirror-entry.js, built with the bench;
                         bin/etcd-mirror.js runs dist/, which needs npm run build)
   --out DIR             results directory (default bench/results)
+  --auth password|cert  the auth bench instead (bench/auth.ts): no auth, a v2 password and a client
+                        certificate side by side against auth-enabled etcds
   --quick               smoke run (~2 min): rates 10,100 for 3 s, drain 5 s, catch-up 200, reload 5000 keys,
                         baseline 3 s
   -h, --help            this help
@@ -904,6 +906,10 @@ async function reloadOnce(mode: Mode, n: number, proxy: DelayProxy, opts: Option
 
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
+  if (argv.some((a) => a === '--auth' || a.startsWith('--auth='))) {
+    const { runAuthBench } = await import('./auth.js');
+    return runAuthBench(argv);
+  }
   if (argv.some((a, i) => a === '--src-api=v3' || (a === '--src-api' && argv[i + 1] === 'v3'))) {
     const { runV3Bench } = await import('./v3.js');
     return runV3Bench(argv);

@@ -12,6 +12,8 @@ import { Agent, request } from 'undici';
 export interface EtcdProcess {
   /** http://127.0.0.1:PORT */
   readonly clientUrl: string;
+  /** With `plainListener`: an extra http:// client URL (no TLS, so no client certificate: guest access only). */
+  readonly plainUrl: string | undefined;
   /** PID of the current etcd process (changes on restart). */
   readonly pid: number;
   readonly dataDir: string;
@@ -37,6 +39,8 @@ export interface StartEtcdOptions {
    * and then the readiness probe presents `probeCertFile`/`probeKeyFile`.
    */
   tls?: { certFile: string; keyFile: string; caFile?: string; clientCertAuth?: boolean; probeCertFile?: string; probeKeyFile?: string };
+  /** With `tls`: also serve plain http on another port (the bench's load generators, as guests). */
+  plainListener?: boolean;
 }
 
 const READY_TIMEOUT_MS = 20_000;
@@ -163,6 +167,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
   const fixedPorts = opts.clientPort !== undefined || opts.peerPort !== undefined;
   let clientPort = opts.clientPort ?? 0;
   let peerPort = opts.peerPort ?? 0;
+  let plainPort = 0;
   let child: ChildProcess | undefined;
   let stopped = false;
 
@@ -183,7 +188,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
       '--name', name,
       '--data-dir', dataDir,
       '--enable-v2=true',
-      '--listen-client-urls', clientUrl(),
+      '--listen-client-urls', [clientUrl(), ...(plainPort ? [`http://127.0.0.1:${plainPort}`] : [])].join(','),
       '--advertise-client-urls', clientUrl(),
       '--listen-peer-urls', peerUrl,
       '--initial-advertise-peer-urls', peerUrl,
@@ -227,6 +232,10 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
       clientPort = await freePort();
       do peerPort = await freePort();
       while (peerPort === clientPort);
+      if (opts.plainListener) {
+        do plainPort = await freePort();
+        while (plainPort === clientPort || plainPort === peerPort);
+      }
     }
     if (await launch()) break;
     // Exited early: most likely a port was taken between freePort() and etcd's bind. Start from scratch.
@@ -239,6 +248,9 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdProces
   return {
     get clientUrl() {
       return clientUrl();
+    },
+    get plainUrl() {
+      return plainPort ? `http://127.0.0.1:${plainPort}` : undefined;
     },
     get pid() {
       return child!.pid!;

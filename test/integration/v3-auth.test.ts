@@ -39,6 +39,17 @@ describe('v3 auth', () => {
     await m.waitForState('tailing');
     await s.put(b('/conftool/live'), b('after the start'));
     await waitFor(async () => JSON.stringify(values(await v3Tree(d, '/conftool'))) === JSON.stringify(values(await v3Tree(s, '/conftool'))), 'trees equal');
+    // The password is exchanged for a token once (that exchange is the bcrypt check); requests carry the token.
+    const state = await m.waitForState((x) => {
+      const a = x.auth as Record<string, { costMs: number | null }>;
+      return a.source.costMs !== null && a.destination.costMs !== null;
+    });
+    const auth = state.auth as Record<string, Record<string, unknown>>;
+    for (const side of ['source', 'destination']) {
+      expect(auth[side]).toMatchObject({ auth: 'token', message: null, limiting: false });
+      expect(auth[side]!.tokenExchangeMs as number).toBeGreaterThan(0);
+    }
+    console.log(`v3 auth: token exchange ${String(auth.source!.tokenExchangeMs)} / ${String(auth.destination!.tokenExchangeMs)} ms, then ${String(auth.source!.costMs)} / ${String(auth.destination!.costMs)} ms per request (source / destination)`);
     const base = `http://127.0.0.1:${m.port}`;
     const pages = await Promise.all(['/state', '/metrics', '/ui', '/lag', '/readyz'].map(async (p) => (await request(base + p)).body.text()));
     const seen = [JSON.stringify(m.logs), m.stderr(), ...pages].join('\n');

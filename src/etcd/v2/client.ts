@@ -1,6 +1,7 @@
 // The only module that speaks HTTP to etcd: one undici keep-alive pool per cluster member. Requests go to the
 // current member and fail over to the next on a connection failure; every answer must carry the same cluster id,
 // and every answer's `Date` header feeds the estimate of the cluster's wall clock (serverNow()).
+import { createInterface } from 'node:readline';
 import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ServerClock } from './clock.js';
@@ -381,32 +382,18 @@ export class EtcdClient {
       wake = null;
       w?.();
     };
-    // Decoded as one UTF-8 stream (a character split between chunks is held back until its last byte arrives).
-    // Splitting the decoded text on '\n' is exact: that byte never occurs inside a multi-byte character, and
-    // etcd's JSON escapes newlines inside values. ignoreBOM: a U+FEFF is content, never dropped.
-    const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
-    let partial = '';
-    const feed = (text: string): void => {
-      let from = 0;
-      for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', from)) {
-        const line = (partial === '' ? text.slice(from, nl) : partial + text.slice(from, nl)).trim();
-        partial = '';
-        from = nl + 1;
-        if (!line) continue;
-        const ev = decodeEvent(line);
-        lastIndex = Math.max(lastIndex, ev.node.modifiedIndex);
-        queue.push(ev);
-      }
-      // Only the new text is searched for newlines, so a large event arriving in many chunks costs linear time.
-      if (from < text.length) partial += from === 0 ? text : text.slice(from);
-    };
     (async () => {
       try {
-        for await (const chunk of res.body) {
-          feed(decoder.decode(chunk as Buffer, { stream: true }));
+        // readline decodes the bytes as one UTF-8 stream (a character split between chunks waits for its last byte)
+        // and splits lines on '\n', which never occurs inside a multi-byte character; etcd ends every event with
+        // one and escapes newlines inside values.
+        for await (const line of createInterface({ input: res.body, crlfDelay: Infinity })) {
+          if (!line.trim()) continue;
+          const ev = decodeEvent(line);
+          lastIndex = Math.max(lastIndex, ev.node.modifiedIndex);
+          queue.push(ev);
           notify();
         }
-        feed(decoder.decode()); // flush; an unterminated last line is not an event (etcd ends each with '\n')
         failure = new TransportError(`${this.origin}: the stream watch ended`);
       } catch (err) {
         failure = err instanceof EtcdError || err instanceof UnexpectedResponseError ? err : this.#wrap(err, opts.signal);

@@ -1,5 +1,6 @@
 // Make the destination equal to a consistent source snapshot without ever emptying it first: write what
 // differs, delete what the source lacks, leave equal keys untouched. Serves --reload and out-of-window recovery.
+import PQueue from 'p-queue';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, MassDeleteRefusedError } from '../../etcd/errors.js';
@@ -165,17 +166,21 @@ export async function reconcile(
   const total = topRemovals.length + mkdirs.length + puts.length;
   let done = 0;
   const tick = () => opts.onProgress?.(++done, total);
-  // A fixed set of workers pulls the next item: a 100,000-key reload never holds 100,000 pending promises.
+  // Items are queued only as the pool has room: a 100,000-key reload never holds 100,000 pending promises.
   const run = async <T>(items: readonly T[], apply: (item: T) => Promise<void>) => {
-    let next = 0;
-    const worker = async () => {
-      while (next < items.length) {
-        signal?.throwIfAborted();
-        await apply(items[next++]!);
+    const pool = new PQueue({ concurrency: opts.concurrency });
+    let failure: { err: unknown } | undefined;
+    for (const item of items) {
+      if (failure) break;
+      signal?.throwIfAborted();
+      await pool.onSizeLessThan(opts.concurrency);
+      pool.add(async () => {
+        await apply(item);
         tick();
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(opts.concurrency, items.length) }, worker));
+      }).catch((err: unknown) => (failure ??= { err }));
+    }
+    await pool.onIdle();
+    if (failure) throw failure.err;
   };
   await run(topRemovals, (key) => deleteTree(dst, key));
   // Parents before children: one depth level at a time.
