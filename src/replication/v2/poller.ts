@@ -671,7 +671,11 @@ async function within<T>(request: Promise<T>, ms: number, src: EtcdClient, ctl: 
   }
 }
 
-/** An AbortController that also aborts when `parent` does; dispose() unhooks it. */
+/**
+ * An AbortController that also aborts when `parent` does; dispose() unhooks it. Not AbortSignal.any: a signal
+ * combined with a long-lived parent stays referenced by it in Node 20 (nodejs/node#55351, fixed upstream only in
+ * 2026, #64481), and the poller derives several per second from its own lifetime's signal.
+ */
 function linked(parent: AbortSignal): Linked {
   const c = new AbortController() as Linked;
   const onAbort = () => c.abort();
