@@ -1,21 +1,15 @@
 // The daemon's HTTP surface. Read-only: no endpoint changes anything. Nothing served here carries credentials
 // (endpoints are shown by origin only).
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { lifecycle } from '../../machines/index.js';
+import type { StateJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
-import { UI_CSS, UI_ICON, UI_JS, uiHtml } from './ui.js';
+import { UI_CSS, UI_ICON, uiHtml } from './ui.js';
 import { machineGraph, toSvg } from './viz.js';
 
-export interface StateView {
-  state: string;
-  reason: string;
-  sourceIndex: number | null;
-  appliedIndex: number | null;
-  lagEvents: number | null;
-  ready: boolean;
-  readyReason: string;
-  [k: string]: unknown;
-}
+/** The /state JSON (also each /events message). */
+export type StateView = StateJson;
 
 const HELP_TEXT = `etcd-mirror
 
@@ -38,6 +32,13 @@ const UI_HEADERS = {
   'x-content-type-options': 'nosniff',
 };
 
+/** The page's browser modules, compiled by `tsc -b` from src/ui/ into the directory beside this file's: served as they are, no bundler. */
+function uiModules(): Map<string, string> {
+  const dir = new URL('../ui/', import.meta.url);
+  const files = readdirSync(dir).filter((f) => f.endsWith('.js'));
+  return new Map(files.map((f) => [`/ui/${f}`, readFileSync(new URL(f, dir), 'utf8')]));
+}
+
 export async function startHttp(opts: {
   port: number;
   host: string;
@@ -51,6 +52,7 @@ export async function startHttp(opts: {
   const graphJson = JSON.stringify(graph, null, 2) + '\n';
   const svg = toSvg(graph);
   const page = uiHtml(svg);
+  const modules = uiModules();
 
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -85,8 +87,6 @@ export async function startHttp(opts: {
         return send(200, 'text/html; charset=utf-8', page, UI_HEADERS);
       case '/ui/app.css':
         return send(200, 'text/css; charset=utf-8', UI_CSS, UI_HEADERS);
-      case '/ui/app.js':
-        return send(200, 'text/javascript; charset=utf-8', UI_JS, UI_HEADERS);
       case '/ui/icon.svg':
         return send(200, 'image/svg+xml', UI_ICON, UI_HEADERS);
       case '/ui/machine.json':
@@ -108,8 +108,11 @@ export async function startHttp(opts: {
         });
         return;
       }
-      default:
+      default: {
+        const script = modules.get(path ?? '');
+        if (script !== undefined) return send(200, 'text/javascript; charset=utf-8', script, UI_HEADERS);
         return send(404, 'text/plain', 'not found; see /\n');
+      }
     }
   });
   await new Promise<void>((resolve, reject) => {

@@ -194,10 +194,10 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       metrics.lag.set(v.lagEvents);
       metrics.lagEvents.set(v.lagEvents);
     }
-    if (v.headroomEvents !== null) metrics.windowHeadroom.set(v.headroomEvents as number);
-    metrics.lagSeconds.set(v.lagSeconds as number);
-    metrics.queueEvents.set(v.queue as number);
-    metrics.writesInFlight.set(v.inFlight as number);
+    if (v.headroomEvents !== null) metrics.windowHeadroom.set(v.headroomEvents);
+    metrics.lagSeconds.set(v.lagSeconds);
+    metrics.queueEvents.set(v.queue);
+    metrics.writesInFlight.set(v.inFlight);
     const reorderingMs = ordering.reorderingMs();
     metrics.reorderingSeconds.inc((reorderingMs - reorderingMsCounted) / 1000);
     reorderingMsCounted = reorderingMs;

@@ -1,8 +1,8 @@
 // The /ui page: the statechart (server-rendered from the machine definition by src/viz.ts) with the current state
-// highlighted live from /events, and the numbers an operator needs next to it. Everything it loads is served
-// by the daemon itself (a Content-Security-Policy of 'self' enforces that): it works without Internet access.
-// Nothing here depends on colour alone: the current state has a thick border and a "▶" marker, and every
-// gauge is also written out as text.
+// highlighted live from /events, and the numbers an operator needs next to it. Its script is src/ui/app.ts,
+// compiled by tsc. Everything it loads is served by the daemon itself (a Content-Security-Policy of 'self'
+// enforces that): it works without Internet access. Nothing here depends on colour alone: the current state has
+// a thick border and a "▶" marker, and every gauge is also written out as text.
 
 export function uiHtml(svg: string): string {
   return `<!doctype html>
@@ -13,7 +13,7 @@ export function uiHtml(svg: string): string {
 <title>etcd-mirror</title>
 <link rel="icon" href="/ui/icon.svg">
 <link rel="stylesheet" href="/ui/app.css">
-<script src="/ui/app.js" defer></script>
+<script type="module" src="/ui/app.js"></script>
 </head>
 <body>
 <header>
@@ -91,93 +91,4 @@ meter, progress { width: 7rem; vertical-align: middle; }
 .sc-state.current > .sc-box { stroke: #000; stroke-width: 5px; fill: #fff2b3; }
 .sc-state.current .sc-name { text-decoration: underline; }
 .sc-state.active > .sc-box { stroke-width: 3px; stroke-dasharray: 10 4; }
-`;
-
-// Plain browser JavaScript, no build step: it is shipped as it is written here.
-export const UI_JS = `'use strict';
-const $ = (id) => document.getElementById(id);
-const num = (n) => (n === null || n === undefined ? '–' : String(n));
-const pad = (n) => String(n).padStart(2, '0');
-const clock = (iso) => { const d = new Date(iso); return pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds()); };
-const TROUBLE = ['stalled', 'outOfWindow', 'failed', 'stopped'];
-let lastUpdate = 0;
-
-function highlight(path) {
-  for (const g of document.querySelectorAll('.sc-state')) {
-    const id = g.dataset.state;
-    const current = id === path;
-    g.classList.toggle('current', current);
-    g.classList.toggle('active', !current && path.startsWith(id + '.'));
-    const name = g.querySelector('.sc-name');
-    if (name.dataset.key === undefined) name.dataset.key = name.textContent;
-    name.textContent = (current ? '\\u25B6 ' : '') + name.dataset.key;
-  }
-}
-
-function render(v) {
-  lastUpdate = Date.now();
-  highlight(v.statePath);
-  $('version').textContent = v.version;
-  $('route').textContent = v.source.url + ' (' + v.source.api + ') ' + v.source.prefix + '  \\u2192  ' + v.destination.url + ' (' + v.destination.api + ') ' + v.destination.prefix;
-  // v3 counts revisions where v2 counts indexes.
-  $('sourceIndexLabel').textContent = v.position === 'revision' ? 'Source revision' : 'Source store index';
-  $('appliedIndexLabel').textContent = v.position === 'revision' ? 'Stored replication revision' : 'Stored replication index';
-  $('state').textContent = '\\u25B6 ' + v.state;
-  $('state').className = TROUBLE.includes(v.state) ? 'trouble' : '';
-  // When the state is the reason, the line below already says why.
-  $('ready').textContent = v.ready ? 'READY: ' + v.readyReason : 'NOT READY: ' + (v.state === 'tailing' ? v.readyReason : 'not tailing');
-  $('reason').textContent = 'Why: ' + v.reason + (v.state === 'stalled' ? ' (attempt ' + v.attempt + ')' : '');
-  // --ha: this instance's role, and who holds the lock for how long.
-  $('role').textContent = !v.ha ? 'single instance (no --ha)' : v.role + ' (' + v.ha.instanceId + '); lock held by ' + (v.ha.holder || 'nobody') +
-    (v.ha.heldForSeconds !== null ? ' for ' + v.ha.heldForSeconds.toFixed(1) + ' s' : '');
-  $('sourceIndex').textContent = num(v.sourceIndex);
-  $('appliedIndex').textContent = num(v.appliedIndex);
-  $('lag').textContent = v.lagEvents === null ? 'unknown' : v.lagEvents + (v.position === 'revision' ? ' revisions, ' : ' events, ') + v.lagSeconds.toFixed(1) + ' s';
-  $('headroomMeter').value = v.headroomEvents ?? 0;
-  $('headroom').textContent = v.historyWindowEvents === null ? 'no event window (v3 keeps history until compaction)' : v.headroomEvents === null ? 'unknown' : v.headroomEvents + ' of ' + v.historyWindowEvents + ' events';
-  $('rate').textContent = v.eventsPerSecond.toFixed(1) + ' events/s';
-  $('writer').textContent = v.writer.state + ': queue ' + v.writer.queue + ', in flight ' + v.writer.inFlight;
-  $('poller').textContent = v.poller;
-  const o = v.ordering;
-  $('ordering').textContent = o.mode + ': ' + (o.current === 'strict' ? 'source order' : 'writes to unrelated keys overlap') +
-    (o.mode === 'adaptive' && o.reordering ? ' (window headroom low)' : '') + (o.reorderingSeconds > 0 ? ', ' + o.reorderingSeconds.toFixed(1) + ' s reordering so far' : '');
-  const rc = v.reconcile;
-  $('reconcileBar').hidden = !rc;
-  if (rc) {
-    $('reconcileBar').max = Math.max(1, rc.total);
-    $('reconcileBar').value = rc.done;
-    const pct = rc.total ? Math.floor((100 * rc.done) / rc.total) : 100;
-    $('reconcile').textContent = rc.done + ' / ' + rc.total + ' keys (' + pct + '%)' + (rc.active ? ', ' + rc.keysPerSecond.toFixed(0) + ' keys/s' : ', finished');
-  } else {
-    $('reconcile').textContent = 'none running';
-  }
-  $('fault').textContent = v.lastFault ? v.lastFault.code + ': ' + v.lastFault.message : 'none';
-  const list = $('timeline');
-  list.replaceChildren(...v.timeline.slice().reverse().map((t) => {
-    const li = document.createElement('li');
-    const time = document.createElement('time');
-    time.dateTime = t.at;
-    time.textContent = clock(t.at);
-    const move = document.createElement('b');
-    move.textContent = t.from + ' \\u2192 ' + t.to;
-    li.append(time, move, document.createTextNode(t.reason));
-    return li;
-  }));
-}
-
-function connection(text, down) {
-  $('conn').textContent = text;
-  $('conn').classList.toggle('down', down);
-}
-
-const events = new EventSource('/events');
-events.onmessage = (m) => {
-  connection('live', false);
-  render(JSON.parse(m.data));
-};
-events.onerror = () => connection('disconnected from the daemon, retrying; the page shows the last state it received', true);
-// Updates come every second; silence means the daemon or the network is stuck even if the socket is open.
-setInterval(() => {
-  if (lastUpdate && Date.now() - lastUpdate > 5000) connection('no update for ' + Math.round((Date.now() - lastUpdate) / 1000) + ' s', true);
-}, 1000);
 `;

@@ -1,0 +1,47 @@
+// The JSON the daemon serves and the /ui page reads: /state and each /events message. Types only, with no DOM or
+// Node types, so that the daemon (src/daemon/main.ts) and the page check against the same declarations.
+
+export interface TransitionJson {
+  /** ISO time of the transition. */
+  at: string;
+  from: string;
+  to: string;
+  reason: string;
+}
+
+export interface StateJson {
+  /** Leaf state name: 'tailing' for running.tailing. */
+  state: string;
+  /** Path in the statechart ('running.tailing'): the /ui page highlights the node with this id. */
+  statePath: string;
+  reason: string;
+  mode: string;
+  attempt: number;
+  ready: boolean;
+  readyReason: string;
+  sourceIndex: number | null;
+  appliedIndex: number | null;
+  lagEvents: number | null;
+  lagSeconds: number;
+  /** null for a v3 source (no event window) or while the lag is unknown. */
+  headroomEvents: number | null;
+  historyWindowEvents: number | null;
+  eventsPerSecond: number;
+  queue: number;
+  inFlight: number;
+  reconcile: { done: number; total: number; active: boolean; keysPerSecond: number } | null;
+  runner: string;
+  poller: 'watching' | 'stopped';
+  writer: { state: string; queue: number; inFlight: number };
+  ordering: { mode: string; current: 'strict' | 'key'; reordering: boolean; reorderingSeconds: number };
+  confirmedIndex: number | null;
+  lastFault: { code: string; message: string } | null;
+  timeline: TransitionJson[];
+  source: { url: string; api: 'v2' | 'v3'; prefix: string; clockOffsetMs: number | null };
+  destination: { url: string; api: 'v2' | 'v3'; prefix: string; indexKey: string };
+  position: 'index' | 'revision';
+  role: 'active' | 'standby' | null;
+  ha: { instanceId: string; role: 'active' | 'standby'; holder: string | null; heldForSeconds: number | null } | null;
+  version: string;
+  resources: Record<string, number>;
+}
