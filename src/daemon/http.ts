@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { lifecycle } from '../../machines/index.js';
-import type { StateJson } from '../ui/wire.js';
+import type { HistoryJson, StateJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
 import { UI_CSS, UI_ICON, uiHtml } from './ui.js';
 import { machineGraph, toSvg } from './viz.js';
@@ -18,6 +18,8 @@ const HELP_TEXT = `etcd-mirror
 /lag       source store index minus the stored replication index (plain integer, as the reference tool)
 /metrics   Prometheus metrics
 /state     lifecycle state, indexes, lag, window headroom, rates, queue, reconcile progress, recent transitions (JSON)
+/history   the last 15 minutes: lag, window headroom, events/s, destination write p99, and the states held (JSON;
+           ?after=T: only what came after the sample at T, ms since the epoch)
 /events    the /state JSON as Server-Sent Events, on every transition and every second
 /healthz   200 while the process runs
 /readyz    200 while tailing with enough window headroom, 503 otherwise (with the reason)
@@ -44,6 +46,8 @@ export async function startHttp(opts: {
   host: string;
   metrics: Metrics;
   state: () => StateView;
+  /** `after`: the newest sample time the asker holds (see History.toJSON). */
+  history: (after?: number) => HistoryJson;
   /** Calls the listener after every lifecycle transition; returns the unsubscribe function. */
   onTransition: (listener: () => void) => () => void;
 }): Promise<Server> {
@@ -55,7 +59,7 @@ export async function startHttp(opts: {
   const modules = uiModules();
 
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const [path, query = ''] = (req.url ?? '/').split('?');
     const send = (status: number, type: string, body: string, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...headers });
       res.end(body);
@@ -68,6 +72,11 @@ export async function startHttp(opts: {
         return send(200, 'text/plain', `${opts.state().lagEvents ?? 0}\n`);
       case '/state':
         return send(200, 'application/json', JSON.stringify(opts.state(), null, 2) + '\n');
+      case '/history': {
+        const after = new URLSearchParams(query).get('after');
+        if (after !== null && !/^\d+$/.test(after)) return send(400, 'text/plain', 'after: expected a time in ms since the epoch\n');
+        return send(200, 'application/json', JSON.stringify(opts.history(after === null ? undefined : Number(after))) + '\n');
+      }
       case '/healthz':
         return send(200, 'text/plain', 'ok\n');
       case '/readyz': {

@@ -1,5 +1,6 @@
-// The JSON the daemon serves and the /ui page reads: /state and each /events message. Types only, with no DOM or
-// Node types, so that the daemon (src/daemon/main.ts) and the page check against the same declarations.
+// The JSON the daemon serves and the /ui page reads: /state (and each /events message) and /history. Types (and
+// one list of names), with no DOM or Node types, so that the daemon (src/daemon/main.ts, history.ts) and the page
+// check against the same declarations.
 
 export interface TransitionJson {
   /** ISO time of the transition. */
@@ -44,4 +45,33 @@ export interface StateJson {
   ha: { instanceId: string; role: 'active' | 'standby'; holder: string | null; heldForSeconds: number | null } | null;
   version: string;
   resources: Record<string, number>;
+}
+
+/** The numbers /history keeps, one value per sample (null: unknown then, or nothing to measure). */
+export const SERIES = ['lagEvents', 'lagSeconds', 'headroomEvents', 'eventsPerSecond', 'writeP99Ms'] as const;
+export type SeriesName = (typeof SERIES)[number];
+
+/** A lifecycle state held from `from` until `to` (ms since the epoch; `to` null: still in it). */
+export interface BandJson {
+  state: string;
+  from: number;
+  to: number | null;
+}
+
+/**
+ * GET /history: the last `spanMs` of samples, oldest first, in columns; and the states over that time.
+ * GET /history?after=T: only what is new to one who holds the samples up to T (see History.toJSON).
+ */
+export interface HistoryJson {
+  /** Server time of the answer, ms since the epoch: the right end of the time axis. */
+  now: number;
+  /** When this daemon started, ms since the epoch: a new value means a new history. */
+  startedAt: number;
+  spanMs: number;
+  sampleEveryMs: number;
+  /** Sample times, ms since the epoch. */
+  t: number[];
+  series: Record<SeriesName, (number | null)[]>;
+  /** Every state held during the span, oldest first; the first may have begun before it. */
+  bands: BandJson[];
 }
