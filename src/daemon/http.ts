@@ -34,7 +34,8 @@ const UI_HEADERS = {
   'x-content-type-options': 'nosniff',
 };
 
-/** The page's browser modules, compiled by `tsc -b` from src/ui/ into the directory beside this file's: served as they are, no bundler. */
+/** The page's browser modules, compiled by `tsc -b` from src/ui/ into the directory beside this file's: served as
+ * they are, no bundler. */
 function uiModules(): Map<string, string> {
   const dir = new URL('../ui/', import.meta.url);
   const files = readdirSync(dir).filter((f) => f.endsWith('.js'));

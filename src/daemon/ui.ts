@@ -1,8 +1,9 @@
 // The /ui page: the statechart (server-rendered from the machine definition by src/viz.ts) with the current state
-// highlighted live from /events, and the numbers an operator needs next to it. Its script is src/ui/app.ts,
-// compiled by tsc. Everything it loads is served by the daemon itself (a Content-Security-Policy of 'self'
-// enforces that): it works without Internet access. Nothing here depends on colour alone: the current state has
-// a thick border and a "▶" marker, and every gauge is also written out as text.
+// highlighted live from /events, the last 15 minutes as charts, and the numbers an operator needs next to them.
+// Its script is src/ui/app.ts, compiled by tsc. Everything it loads is served by the daemon itself (a
+// Content-Security-Policy of 'self' enforces that): it works without Internet access. Nothing here depends on
+// colour alone: the current state has a thick border and a "▶" marker, chart bands are named and patterned,
+// and every gauge is also written out as text.
 
 export function uiHtml(svg: string): string {
   return `<!doctype html>
@@ -24,6 +25,17 @@ export function uiHtml(svg: string): string {
 <main>
   <section id="chart" aria-label="lifecycle statechart">
 ${svg}
+  </section>
+  <section id="history" aria-label="history">
+    <div class="history-head">
+      <h2>History <small id="historySpan"></small></h2>
+      <div id="ranges" role="group" aria-label="time range">
+        <button type="button" data-range-ms="900000" aria-pressed="true">15 min</button>
+        <button type="button" data-range-ms="300000" aria-pressed="false">5 min</button>
+        <button type="button" data-range-ms="60000" aria-pressed="false">1 min</button>
+      </div>
+    </div>
+    <div class="history-plot"><svg id="historyChart" role="img" aria-label="history: loading"></svg></div>
   </section>
   <aside>
     <section id="now" aria-live="polite">
@@ -67,9 +79,40 @@ header h1 { font-size: 1.2rem; margin: 0; }
 header p { margin: 0; }
 #route { flex: 1; font-family: "DejaVu Sans Mono", monospace; font-size: 0.9rem; }
 #conn.down { font-weight: bold; text-decoration: underline; }
-main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(0, 1fr) 430px; }
+main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(0, 1fr) 450px 400px; }
 #chart { min-height: 0; padding: 0.5rem; display: flex; justify-content: center; }
 #chart svg { width: 100%; height: 100%; }
+#history { min-height: 0; display: flex; flex-direction: column; border-left: 2px solid #222; background: #fff; padding: 0.3rem 0.5rem 0.4rem; }
+.history-head { display: flex; align-items: baseline; justify-content: space-between; }
+.history-head h2 { font-size: 1rem; margin: 0.2rem 0; }
+.history-head small { font-weight: normal; font-size: 0.85rem; }
+#ranges button { font: inherit; font-size: 0.85rem; padding: 0.05rem 0.45rem; border: 1px solid #555; background: #fff; color: #111; }
+#ranges button[aria-pressed="true"] { border: 2px solid #000; font-weight: bold; text-decoration: underline; }
+.history-plot { flex: 1; min-height: 0; }
+#historyChart { display: block; font-size: 11px; }
+#historyChart text { fill: #111; }
+#historyChart .frame { fill: none; stroke: #888; }
+#historyChart .grid { stroke: #e2e2e2; }
+#historyChart .tick, #historyChart .callout { stroke: #555; }
+#historyChart .axis { fill: #444; }
+#historyChart .title { font-weight: bold; }
+#historyChart .series { fill: none; stroke-width: 1.6; stroke-linejoin: round; stroke-linecap: round; }
+#historyChart .line-a { stroke: #1b4f9c; }
+#historyChart .line-b { stroke: #333; stroke-dasharray: 5 3; }
+#historyChart .dot-a { fill: #1b4f9c; }
+#historyChart .dot-b { fill: #333; }
+#historyChart .band-label { font-weight: bold; }
+#historyChart .band-tailing, #historyChart .fill-tailing { fill: #dff0df; }
+#historyChart .fill-stalled { fill: #fbd6a8; }
+#historyChart .fill-outOfWindow { fill: #f5b0b0; }
+#historyChart .fill-reconcile { fill: #c6dbf5; }
+#historyChart .band-stalled { fill: url(#h-stalled); }
+#historyChart .band-outOfWindow { fill: url(#h-outOfWindow); }
+#historyChart .band-reconcile { fill: url(#h-reconcile); }
+#historyChart .band-other { fill: #e4e4e4; }
+#historyChart .shade { opacity: 0.4; }
+#historyChart pattern .ink { stroke: #7a3d00; stroke-width: 1.2; }
+#historyChart pattern .dot { fill: #1b4f9c; }
 aside { min-height: 0; display: flex; flex-direction: column; border-left: 2px solid #222; background: #fff; padding: 0.5rem 0.8rem; gap: 0.4rem; }
 #now p { margin: 0.15rem 0; }
 .state-line { font-size: 1.3rem; }
@@ -80,7 +123,7 @@ aside { min-height: 0; display: flex; flex-direction: column; border-left: 2px s
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.15rem 0.8rem; margin: 0; }
 dt { font-weight: bold; }
 dd { margin: 0; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
-meter, progress { width: 7rem; vertical-align: middle; }
+meter, progress { width: 5rem; vertical-align: middle; }
 #recent { flex: 1; min-height: 0; display: flex; flex-direction: column; }
 #recent h2 { font-size: 1rem; margin: 0.3rem 0; }
 #recent small { font-weight: normal; }

@@ -1,7 +1,9 @@
-// The /ui page's script (served as /ui/app.js): live status from /events, and the statechart's current state
-// marked. Nothing here depends on colour alone: the current state has a thick border and a "▶" marker, and every
-// gauge is also written out as text.
-import type { StateJson } from './wire.js';
+// The /ui page's script (served as /ui/app.js): live status from /events, the statechart's current state marked,
+// and the history charts from /history. Nothing here depends on colour alone: the current state has a thick
+// border and a "▶" marker, and every gauge is also written out as text.
+import { clock, drawHistory } from './chart.js';
+import { mergeHistory, newestSample } from './history.js';
+import type { HistoryJson, StateJson } from './wire.js';
 
 function $<T extends HTMLElement = HTMLElement>(id: string): T {
   const node = document.getElementById(id);
@@ -9,13 +11,10 @@ function $<T extends HTMLElement = HTMLElement>(id: string): T {
   return node as T;
 }
 const num = (n: number | null): string => (n === null ? '–' : String(n));
-const pad = (n: number) => String(n).padStart(2, '0');
-const clock = (t: number): string => {
-  const d = new Date(t);
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-};
 const TROUBLE = ['stalled', 'outOfWindow', 'failed', 'stopped'];
 let lastUpdate = 0;
+let lastState = '';
+let position: StateJson['position'] = 'index';
 
 function highlight(path: string): void {
   for (const g of document.querySelectorAll<SVGGElement>('.sc-state')) {
@@ -32,6 +31,7 @@ function highlight(path: string): void {
 
 function render(v: StateJson): void {
   lastUpdate = Date.now();
+  position = v.position;
   highlight(v.statePath);
   $('version').textContent = v.version;
   $('route').textContent = `${v.source.url} (${v.source.api}) ${v.source.prefix}  →  ${v.destination.url} (${v.destination.api}) ${v.destination.prefix}`;
@@ -94,12 +94,60 @@ function render(v: StateJson): void {
         return li;
       }),
   );
+  // A new state: fetch its band now rather than at the next tick.
+  if (v.state !== lastState) {
+    lastState = v.state;
+    void refreshHistory();
+  }
 }
 
 function connection(text: string, down: boolean): void {
   $('conn').textContent = text;
   $('conn').classList.toggle('down', down);
 }
+
+// History: what is new is fetched once a second (the daemon samples at that pace); redrawn on each answer and on
+// resize.
+let history: HistoryJson | null = null;
+let rangeMs = 15 * 60_000;
+let fetching = false;
+
+function drawCharts(): void {
+  const svg = document.getElementById('historyChart') as SVGSVGElement | null;
+  const box = svg?.parentElement;
+  if (!svg || !box || !history) return;
+  const { start, end } = drawHistory(svg, history, { rangeMs, width: box.clientWidth, height: box.clientHeight, position });
+  $('historySpan').textContent = end - start < rangeMs ? `since ${clock(start)}` : `last ${rangeMs / 60_000} min`;
+}
+
+async function refreshHistory(): Promise<void> {
+  if (fetching) return;
+  fetching = true;
+  try {
+    const after = newestSample(history);
+    const res = await fetch(after === null ? '/history' : `/history?after=${after}`, { cache: 'no-store' });
+    if (res.ok) {
+      const got = (await res.json()) as HistoryJson;
+      // null: a restarted daemon's history, fetched whole at the next tick.
+      history = history && after !== null ? mergeHistory(history, got, after) : got;
+      drawCharts();
+    }
+  } catch {
+    // The connection line already says when the daemon does not answer; the charts keep the last answer.
+  } finally {
+    fetching = false;
+  }
+}
+
+for (const button of document.querySelectorAll<HTMLButtonElement>('#ranges button')) {
+  button.addEventListener('click', () => {
+    rangeMs = Number(button.dataset.rangeMs);
+    for (const b of document.querySelectorAll('#ranges button')) b.setAttribute('aria-pressed', String(b === button));
+    drawCharts();
+  });
+}
+window.addEventListener('resize', drawCharts);
+setInterval(() => void refreshHistory(), 1000);
 
 const events = new EventSource('/events');
 events.onmessage = (m: MessageEvent<string>) => {

@@ -152,7 +152,7 @@ describe('/ui in a browser', () => {
   });
 
   it('never shows credentials on any endpoint', async () => {
-    for (const endpoint of ['/', '/state', '/metrics', '/ui', '/ui/app.js', '/ui/machine.json', '/lag', '/readyz']) {
+    for (const endpoint of ['/', '/state', '/history', '/metrics', '/ui', '/ui/app.js', '/ui/chart.js', '/ui/machine.json', '/lag', '/readyz']) {
       expect((await get(`${base}${endpoint}`)).body).not.toContain(PASSWORD);
     }
     const res = await request(`${base}/events`);

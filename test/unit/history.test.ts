@@ -6,6 +6,8 @@ import { setFlagsFromString } from 'node:v8';
 import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { bucketsOf, History, HISTORY_SAMPLE_MS, HISTORY_SPAN_MS, IntervalQuantile, type Sample } from '../../src/daemon/history.js';
+import { mergeHistory, newestSample } from '../../src/ui/history.js';
+import type { HistoryJson } from '../../src/ui/wire.js';
 
 const T0 = Date.UTC(2026, 11, 1, 12, 0, 0);
 const sample = (i: number): Sample => ({
@@ -115,7 +117,7 @@ describe('GET /history JSON', () => {
   });
 });
 
-describe('GET /history?after=T', () => {
+describe('GET /history?after=T and the page\'s copy', () => {
   it('sends only later samples, and the bands that ended at or after T or are open', () => {
     const h = new History(10_000, 1_000, T0);
     h.enter('tailing', T0);
@@ -127,6 +129,37 @@ describe('GET /history?after=T', () => {
       { state: 'tailing', from: T0, to: T0 + 2_500 },
       { state: 'stalled', from: T0 + 2_500, to: null },
     ]);
+  });
+
+  it('kept up to date by what is new, the page holds what a whole answer would say', () => {
+    // A stall retried every few seconds, states changing between, at and right after samples; the page asks
+    // every second, sometimes twice, and misses some seconds; the ring wraps around.
+    const h = new History(20_000, 1_000, T0);
+    let page: HistoryJson | null = null;
+    const ask = (now: number) => {
+      const after = newestSample(page);
+      const got = h.toJSON(now, after ?? undefined);
+      page = page && after !== null ? mergeHistory(page, got, after) : got;
+      expect(page).toEqual(h.toJSON(now));
+    };
+    h.enter('idle', T0);
+    ask(T0 + 10);
+    for (let i = 1; i <= 60; i++) {
+      const t = T0 + i * 1_000;
+      if (i % 7 === 0) h.enter('stalled', t);
+      if (i % 7 === 2) h.enter('tailing', t - 300);
+      if (i % 11 === 0) h.enter('recovering', t + 1);
+      h.record(t, sample(i));
+      if (i % 5 !== 0) ask(t);
+      if (i % 3 === 0) ask(t + 400);
+    }
+  });
+
+  it('starts over with another daemon\'s history', () => {
+    const a = new History(10_000, 1_000, T0);
+    a.record(T0 + 1_000, sample(1));
+    const b = new History(10_000, 1_000, T0 + 5_000);
+    expect(mergeHistory(a.toJSON(T0 + 1_500), b.toJSON(T0 + 6_000, T0 + 1_000), T0 + 1_000)).toBeNull();
   });
 });
 
