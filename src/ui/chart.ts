@@ -284,7 +284,8 @@ export function drawHistory(svg: SVGSVGElement, h: HistoryJson, o: DrawOptions):
     for (const t of ticks) el(g, 'line', { class: 'grid', x1: x(t), y1: py, x2: x(t), y2: py + plotH });
     for (const v of [0, ymax / 2, ymax]) {
       el(g, 'line', { class: 'grid', x1: x0, y1: y(v), x2: x1, y2: y(v) });
-      el(g, 'text', { class: 'axis', x: x0 - 4, y: y(v) + 4, 'text-anchor': 'end' }, spec.format(v).replace(/\.0+$/, ''));
+      // Three digits show every tick exactly (12.5 of 25, 1250 of 2500).
+      el(g, 'text', { class: 'axis', x: x0 - 4, y: y(v) + 4, 'text-anchor': 'end' }, String(Number(v.toPrecision(3))));
     }
 
     for (const s of spec.series) {
