@@ -34,11 +34,13 @@ const UI_HEADERS = {
   'x-content-type-options': 'nosniff',
 };
 
-/** The page's browser modules, compiled by `tsc -b` from src/ui/ into the directory beside this file's: served as
- * they are, no bundler. */
+/** The page's browser modules, compiled from src/ui/ (its own tsconfig) into the directory beside this file's:
+ * served as they are, no bundler. */
 function uiModules(): Map<string, string> {
   const dir = new URL('../ui/', import.meta.url);
   const files = readdirSync(dir).filter((f) => f.endsWith('.js'));
+  // A build that compiled only the daemon (tsc -p tsconfig.json alone) would serve a page without its script.
+  if (!files.includes('app.js')) throw new Error(`the /ui page's script is missing from ${dir.pathname}: compile src/ui/tsconfig.json too (npm run build)`);
   return new Map(files.map((f) => [`/ui/${f}`, readFileSync(new URL(f, dir), 'utf8')]));
 }
 
@@ -126,7 +128,7 @@ export async function startHttp(opts: {
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => reject(new Error(`cannot listen on ${opts.host}:${opts.port}: ${err.message}`)));
     server.listen(opts.port, opts.host, () => resolve());
   });
   return server;

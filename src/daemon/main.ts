@@ -295,8 +295,9 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       },
     });
   } catch (err) {
+    // A port in use, or a build without the page's script: both said by startHttp.
     await backend.close();
-    throw new Error(`cannot listen on ${config.listenAddress}:${config.port}: ${(err as Error).message}`);
+    throw err;
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
