@@ -1,21 +1,15 @@
 // The daemon's HTTP surface. Read-only: no endpoint changes anything. Nothing served here carries credentials
 // (endpoints are shown by origin only).
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { lifecycle } from '../../machines/index.js';
+import type { HistoryJson, StateJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
-import { UI_CSS, UI_ICON, UI_JS, uiHtml } from './ui.js';
+import { UI_CSS, UI_ICON, uiHtml } from './ui.js';
 import { machineGraph, toSvg } from './viz.js';
 
-export interface StateView {
-  state: string;
-  reason: string;
-  sourceIndex: number | null;
-  appliedIndex: number | null;
-  lagEvents: number | null;
-  ready: boolean;
-  readyReason: string;
-  [k: string]: unknown;
-}
+/** The /state JSON (also each /events message). */
+export type StateView = StateJson;
 
 const HELP_TEXT = `etcd-mirror
 
@@ -24,6 +18,8 @@ const HELP_TEXT = `etcd-mirror
 /lag       source store index minus the stored replication index (plain integer, as the reference tool)
 /metrics   Prometheus metrics
 /state     lifecycle state, indexes, lag, window headroom, rates, queue, reconcile progress, recent transitions (JSON)
+/history   the last 15 minutes: lag, window headroom, events/s, destination write p99, and the states held (JSON;
+           ?after=T: only what came after the sample at T, ms since the epoch)
 /events    the /state JSON as Server-Sent Events, on every transition and every second
 /healthz   200 while the process runs
 /readyz    200 while tailing with enough window headroom, 503 otherwise (with the reason)
@@ -38,11 +34,23 @@ const UI_HEADERS = {
   'x-content-type-options': 'nosniff',
 };
 
+/** The page's browser modules, compiled from src/ui/ (its own tsconfig) into the directory beside this file's:
+ * served as they are, no bundler. */
+function uiModules(): Map<string, string> {
+  const dir = new URL('../ui/', import.meta.url);
+  const files = readdirSync(dir).filter((f) => f.endsWith('.js'));
+  // A build that compiled only the daemon (tsc -p tsconfig.json alone) would serve a page without its script.
+  if (!files.includes('app.js')) throw new Error(`the /ui page's script is missing from ${dir.pathname}: compile src/ui/tsconfig.json too (npm run build)`);
+  return new Map(files.map((f) => [`/ui/${f}`, readFileSync(new URL(f, dir), 'utf8')]));
+}
+
 export async function startHttp(opts: {
   port: number;
   host: string;
   metrics: Metrics;
   state: () => StateView;
+  /** `after`: the newest sample time the asker holds (see History.toJSON). */
+  history: (after?: number) => HistoryJson;
   /** Calls the listener after every lifecycle transition; returns the unsubscribe function. */
   onTransition: (listener: () => void) => () => void;
 }): Promise<Server> {
@@ -51,9 +59,10 @@ export async function startHttp(opts: {
   const graph = machineGraph(lifecycle);
   const graphJson = JSON.stringify(graph, null, 2) + '\n';
   let chart: Promise<{ svg: string; page: string }> | undefined;
+  const modules = uiModules();
 
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const [path, query = ''] = (req.url ?? '/').split('?');
     const send = (status: number, type: string, body: string, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...headers });
       res.end(body);
@@ -70,6 +79,11 @@ export async function startHttp(opts: {
         return send(200, 'text/plain', `${opts.state().lagEvents ?? 0}\n`);
       case '/state':
         return send(200, 'application/json', JSON.stringify(opts.state(), null, 2) + '\n');
+      case '/history': {
+        const after = new URLSearchParams(query).get('after');
+        if (after !== null && !/^\d+$/.test(after)) return send(400, 'text/plain', 'after: expected a time in ms since the epoch\n');
+        return send(200, 'application/json', JSON.stringify(opts.history(after === null ? undefined : Number(after))) + '\n');
+      }
       case '/healthz':
         return send(200, 'text/plain', 'ok\n');
       case '/readyz': {
@@ -90,8 +104,6 @@ export async function startHttp(opts: {
         return;
       case '/ui/app.css':
         return send(200, 'text/css; charset=utf-8', UI_CSS, UI_HEADERS);
-      case '/ui/app.js':
-        return send(200, 'text/javascript; charset=utf-8', UI_JS, UI_HEADERS);
       case '/ui/icon.svg':
         return send(200, 'image/svg+xml', UI_ICON, UI_HEADERS);
       case '/ui/machine.json':
@@ -114,12 +126,15 @@ export async function startHttp(opts: {
         });
         return;
       }
-      default:
+      default: {
+        const script = modules.get(path ?? '');
+        if (script !== undefined) return send(200, 'text/javascript; charset=utf-8', script, UI_HEADERS);
         return send(404, 'text/plain', 'not found; see /\n');
+      }
     }
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => reject(new Error(`cannot listen on ${opts.host}:${opts.port}: ${err.message}`)));
     server.listen(opts.port, opts.host, () => resolve());
   });
   return server;

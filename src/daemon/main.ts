@@ -8,6 +8,7 @@ import type { Config } from '../cli/config.js';
 import { EtcdClient, type WriteTracker } from '../etcd/v2/client.js';
 import { BadCheckpointError, FencedError, KeyNotFoundError } from '../etcd/errors.js';
 import { HISTORY_WINDOW_EVENTS, RateMeter, readiness, windowHeadroom } from './health.js';
+import { bucketsOf, History, HISTORY_SAMPLE_MS, IntervalQuantile } from './history.js';
 import { startHttp, type StateView } from './http.js';
 import { KeyMap } from '../replication/keys.js';
 import { createLogger, type Logger } from './log.js';
@@ -211,10 +212,10 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       metrics.lag.set(v.lagEvents);
       metrics.lagEvents.set(v.lagEvents);
     }
-    if (v.headroomEvents !== null) metrics.windowHeadroom.set(v.headroomEvents as number);
-    metrics.lagSeconds.set(v.lagSeconds as number);
-    metrics.queueEvents.set(v.queue as number);
-    metrics.writesInFlight.set(v.inFlight as number);
+    if (v.headroomEvents !== null) metrics.windowHeadroom.set(v.headroomEvents);
+    metrics.lagSeconds.set(v.lagSeconds);
+    metrics.queueEvents.set(v.queue);
+    metrics.writesInFlight.set(v.inFlight);
     const reorderingMs = ordering.reorderingMs();
     metrics.reorderingSeconds.inc((reorderingMs - reorderingMsCounted) / 1000);
     reorderingMsCounted = reorderingMs;
@@ -237,6 +238,26 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   }, 500);
   gauges.unref();
 
+  // GET /history and the /ui charts: one sample a second; the write latency is the p99 of the destination
+  // writes that finished in that second, from the histogram's buckets.
+  const history = new History();
+  history.enter('idle', Date.now());
+  const writeP99 = new IntervalQuantile(0.99);
+  const sampler = setInterval(() => {
+    void metrics.registry.getSingleMetric('etcdmirror_write_latency')?.get().then((latency) => {
+      const v = view();
+      const p99 = writeP99.next(bucketsOf(latency.values));
+      history.record(Date.now(), {
+        lagEvents: v.lagEvents,
+        lagSeconds: v.lagSeconds,
+        headroomEvents: v.headroomEvents,
+        eventsPerSecond: v.eventsPerSecond,
+        writeP99Ms: p99 === null ? null : p99 * 1000,
+      });
+    });
+  }, HISTORY_SAMPLE_MS);
+  sampler.unref();
+
   let previous = 'idle';
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
@@ -255,7 +276,9 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       if (name === previous) return;
       if (name === 'standby') ha?.standDown(snap.context.reason);
       const entry = { from: previous, to: name, reason: snap.context.reason, appliedIndex: host.lastPersisted ?? snap.context.appliedIndex };
-      timeline.push({ at: new Date().toISOString(), from: previous, to: name, reason: snap.context.reason });
+      const at = Date.now();
+      timeline.push({ at: new Date(at).toISOString(), from: previous, to: name, reason: snap.context.reason });
+      history.enter(name, at);
       if (timeline.length > TIMELINE_LENGTH) timeline.shift();
       const fault = snap.context.lastFault;
       const retrying = ['starting', 'tailing', 'reloading', 'recovering'].includes(name) && previous === 'stalled';
@@ -283,14 +306,16 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
       host: config.listenAddress,
       metrics,
       state: view,
+      history: (after) => history.toJSON(Date.now(), after),
       onTransition: (listener) => {
         transitionListeners.add(listener);
         return () => transitionListeners.delete(listener);
       },
     });
   } catch (err) {
+    // A port in use, or a build without the page's script: both said by startHttp.
     await Promise.all([backend.close(), costs.close()]);
-    throw new Error(`cannot listen on ${config.listenAddress}:${config.port}: ${(err as Error).message}`);
+    throw err;
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
@@ -318,6 +343,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
 
   const finished = done.then(async (code) => {
     clearInterval(gauges);
+    clearInterval(sampler);
     const final = actor.getSnapshot();
     if (stateName(final) === 'failed' && final.context.reason === MISSING_INDEX_MESSAGE) log.error(MISSING_INDEX_MESSAGE);
     await host.drain(1_000);

@@ -1,26 +1,23 @@
 // The operator's view: the /ui page in a real browser (Debian's Chromium driven by playwright-core, no browser
 // download) against the real binary mirroring between two real etcd processes, plus /readyz, /state against
 // /metrics, and `etcd-mirror viz`. One etcd pair and one browser for the whole file: the machine has 2 cores.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lifecycle } from '../../machines/lifecycle.js';
 import { allStates, machineGraph } from '../../src/daemon/viz.js';
+import { ARTIFACTS, launchBrowser } from '../helpers/browser.js';
 import { runMirror, spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { ok, sleep, storeIndex } from '../helpers/raw.js';
 
-const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
 const PASSWORD = 'pa55-never-shown';
 
 let pair: Pair;
 let m: MirrorProcess;
 let base: string;
-let profile: string;
 let browser: BrowserContext;
+let closeBrowser: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
   pair = await startPair();
@@ -30,19 +27,11 @@ beforeAll(async () => {
   m = await spawnMirror(['--reload', '--src-prefix', '/u', '--dst-prefix', '/u', '--strip', pair.src.clientUrl, dstWithCredentials]);
   base = `http://127.0.0.1:${m.port}`;
   await m.waitForState('tailing');
-  profile = mkdtempSync(path.join(tmpdir(), 'etcd-mirror-ui-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  mkdirSync(ARTIFACTS, { recursive: true });
+  ({ browser, close: closeBrowser } = await launchBrowser());
 });
 
 afterAll(async () => {
-  await browser?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await closeBrowser?.();
   await m?.kill('SIGTERM');
   await pair?.stop();
 });
@@ -163,7 +152,7 @@ describe('/ui in a browser', () => {
   });
 
   it('never shows credentials on any endpoint', async () => {
-    for (const endpoint of ['/', '/state', '/metrics', '/ui', '/ui/app.js', '/ui/machine.json', '/lag', '/readyz']) {
+    for (const endpoint of ['/', '/state', '/history', '/metrics', '/ui', '/ui/app.js', '/ui/chart.js', '/ui/machine.json', '/lag', '/readyz']) {
       expect((await get(`${base}${endpoint}`)).body).not.toContain(PASSWORD);
     }
     const res = await request(`${base}/events`);
