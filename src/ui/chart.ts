@@ -178,6 +178,9 @@ const GAP = 10;
 const AXIS_H = 18;
 const MIN_RANGE_MS = 10_000;
 
+const MIN_WIDTH = 360;
+const MIN_HEIGHT = 300;
+
 export interface DrawOptions {
   /** Width of the time axis, ms, ending at the answer's `now`. */
   rangeMs: number;
@@ -188,7 +191,9 @@ export interface DrawOptions {
 }
 
 /** Redraws `svg` from scratch (a few hundred elements once a second: cheap next to layout); returns the time axis. */
-export function drawHistory(svg: SVGSVGElement, h: HistoryJson, o: DrawOptions): { start: number; end: number } {
+export function drawHistory(svg: SVGSVGElement, h: HistoryJson, given: DrawOptions): { start: number; end: number } {
+  // A container not laid out yet (or squeezed while the browser resizes it) must not give negative sizes.
+  const o = { ...given, width: Math.max(given.width, MIN_WIDTH), height: Math.max(given.height, MIN_HEIGHT) };
   svg.replaceChildren();
   svg.setAttribute('viewBox', `0 0 ${o.width} ${o.height}`);
   svg.setAttribute('width', String(o.width));

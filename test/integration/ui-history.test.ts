@@ -71,7 +71,8 @@ const curve = (page: Page, series: string, field: 'max' | 'last') =>
 
 async function shot(page: Page, name: string): Promise<string> {
   const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file });
+  // The whole page: the history charts are below the statechart.
+  await page.screenshot({ path: file, fullPage: true });
   console.log(`screenshot: ${file}`);
   return file;
 }
