@@ -39,6 +39,8 @@ export interface StatusState {
   position?: string;
   role?: string | null;
   ha?: { instanceId?: string; holder?: string | null; heldForSeconds?: number | null } | null;
+  auth?: Record<'source' | 'destination', { auth?: string; costMs?: number | null; message?: string | null } | undefined>;
+  sourceBudget?: { message?: string | null } | null;
   version?: string;
 }
 
@@ -84,6 +86,12 @@ export function renderStatus(s: StatusState, base: string): string {
     const r = s.reconcile;
     add('reconcile', `${n(r.done)} of ${n(r.total)} keys${r.active ? `, running at ${r.keysPerSecond ?? 0} keys/s` : ', done'}`);
   }
+  if (s.auth) {
+    const side = (c: { auth?: string; costMs?: number | null } | undefined) => `${c?.auth ?? '?'}${typeof c?.costMs === 'number' ? ` (+${c.costMs} ms per request)` : ''}`;
+    add('auth', `source ${side(s.auth.source)}, destination ${side(s.auth.destination)}`);
+  }
+  // What the daemon wants an operator to read: password auth holding it back, a budget the store outruns.
+  for (const m of [s.auth?.source?.message, s.auth?.destination?.message, s.sourceBudget?.message]) if (m) add('notice', m);
   add('last fault', s.lastFault ? `${s.lastFault.code ?? '?'}${s.lastFault.retryable ? ' (retrying)' : ''}: ${s.lastFault.message ?? ''}` : 'none');
   const width = Math.max(...lines.map(([label]) => label.length));
   let out = lines.map(([label, text]) => `${label.padEnd(width)}  ${text}\n`).join('');

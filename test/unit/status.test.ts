@@ -49,4 +49,15 @@ describe('renderStatus', () => {
     const shown = out.split('transitions (newest first)\n')[1]!.trim().split('\n');
     expect(shown.map((l) => l.trim().split(/\s+/)[0])).toEqual(['t7', 't6', 't5', 't4', 't3']);
   });
+
+  it('the auth costs of both sides, and the notices the daemon wants read', () => {
+    const message = 'destination uses password auth: ~55 ms of server time per request (a bcrypt check), ceiling ~18 writes/s one at a time; a client certificate with CN=mirror lifts it';
+    const out = renderStatus(
+      { state: 'tailing', ready: true, auth: { source: { auth: 'certificate', costMs: 0.1, message: null }, destination: { auth: 'password', costMs: 55, message } }, sourceBudget: null, timeline: [] },
+      'http://m:8000',
+    );
+    expect(out).toMatch(/^auth +source certificate \(\+0\.1 ms per request\), destination password \(\+55 ms per request\)$/m);
+    expect(out).toContain(`notice`);
+    expect(out).toContain(message);
+  });
 });
