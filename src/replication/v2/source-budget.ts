@@ -10,7 +10,7 @@ export const DEFAULT_SOURCE_BUDGET_PER_SECOND = 5;
  * Store indexes that may pass between two quiet proofs, whatever the budget: with the confirmation wait (at most
  * 120 indexes) and the write path behind it, the stored index stays well inside etcd's 1000-event window.
  */
-export const WINDOW_SAFE_EVENTS = 300;
+export const WINDOW_SAFE_EVENTS = 200;
 /** Catch-up long-polls in flight on an expensive source: more only queue for the server's CPU. */
 export const EXPENSIVE_CATCH_UP_PARALLEL = 4;
 /** An over-budget episode ends after this long without an over-budget proof. */
