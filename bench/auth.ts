@@ -10,9 +10,10 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Agent, Pool, request, type Dispatcher } from 'undici';
+import { Pool, request, type Dispatcher } from 'undici';
 import { enableAuth, startEtcd, type EtcdProcess } from '../src/etcd/process.js';
 import { makePki, type Pki } from '../test/helpers/certs.js';
+import { put } from './lib/etcd-http.js';
 import { Mirror } from './lib/mirror.js';
 import { startDelayProxy, type DelayProxy } from './lib/workers.js';
 
@@ -100,10 +101,10 @@ async function setUp(identity: Identity, pki: Pki, tmp: string): Promise<Setup> 
   const cluster = (e: EtcdProcess, side: 'src' | 'dst'): Cluster => {
     if (identity === 'cert') {
       const c = certs![side];
-      return { etcd: e, url: e.clientUrl, guestUrl: e.plainUrl!, dispatcher: new Agent({ connect: { ca: readFileSync(pki.ca), cert: readFileSync(c.cert), key: readFileSync(c.key) } }) };
+      return { etcd: e, url: e.clientUrl, guestUrl: e.plainUrl!, dispatcher: new Pool(e.clientUrl, { connections: 16, connect: { ca: readFileSync(pki.ca), cert: readFileSync(c.cert), key: readFileSync(c.key) } }) };
     }
     const url = identity === 'password' ? e.clientUrl.replace('http://', 'http://mirror@') : e.clientUrl;
-    return { etcd: e, url, guestUrl: e.clientUrl, dispatcher: new Agent() };
+    return { etcd: e, url, guestUrl: e.clientUrl, dispatcher: new Pool(e.clientUrl, { connections: 16 }) };
   };
   let mirrorFlags: string[] = [];
   if (identity === 'password') {
@@ -126,24 +127,14 @@ async function setUp(identity: Identity, pki: Pki, tmp: string): Promise<Setup> 
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
 
-/** PUTs through `d` to `origin` (with the identity's Authorization header when `basic`). */
-async function putVia(d: Dispatcher, origin: string, key: string, value: string, basic?: string): Promise<number> {
-  const headers: Record<string, string> = { ...FORM, ...(basic ? { authorization: basic } : {}) };
-  const res = await request(`${origin}/v2/keys${key}`, { method: 'PUT', headers, body: `value=${value}`, dispatcher: d });
-  await res.body.text();
-  if (res.statusCode >= 300) throw new Error(`PUT ${key}: HTTP ${res.statusCode}`);
-  return Number(res.headers['x-etcd-index']);
-}
-
 /** The destination's write ceiling for the mirror's identity: writes/s one at a time and with 16 in flight, 3 s each. */
 async function writeCeiling(setup: Setup, identity: Identity): Promise<IdentityResult['writeCeiling']> {
-  const origin = new URL(setup.dst.url).origin;
-  const basic = identity === 'password' ? 'Basic ' + Buffer.from(`mirror:${PASSWORD}`).toString('base64') : undefined;
+  const auth: Record<string, string> = identity === 'password' ? { authorization: 'Basic ' + Buffer.from(`mirror:${PASSWORD}`).toString('base64') } : {};
   const run = async (inFlight: number) => {
     const until = performance.now() + 3_000;
     let n = 0;
     await Promise.all(Array.from({ length: inFlight }, async (_, w) => {
-      while (performance.now() < until) await putVia(setup.dst.dispatcher, origin, `${CEILING}/w${w}`, String(n++), basic);
+      while (performance.now() < until) await put(setup.dst.dispatcher, `${CEILING}/w${w}`, String(n++), 10_000, auth);
     }));
     return Math.round(n / 3);
   };
@@ -220,9 +211,8 @@ async function measure(identity: Identity, rates: number[], opts: { rttMs: numbe
   const logFile = path.join(opts.logDir, `mirror-auth-${identity}.log`);
   try {
     const ceiling = await writeCeiling(setup, identity);
-    const seeder = new Agent();
-    await putVia(seeder, setup.src.guestUrl, `${PREFIX}/seed`, 'seed');
-    await seeder.close();
+    const guest = new Pool(setup.src.guestUrl);
+    await put(guest, `${PREFIX}/seed`, 'seed');
     let m = await startMirror(setup, proxy, logFile, true);
     const measured = await m.waitState((s) => (s.auth as { destination: { costMs: number | null } } | undefined)?.destination.costMs !== null, 30_000);
     const costMs = (measured?.auth as { destination: { costMs: number | null } } | undefined)?.destination.costMs ?? null;
@@ -252,8 +242,7 @@ async function measure(identity: Identity, rates: number[], opts: { rttMs: numbe
       }
     }
     await m.stop();
-    const guest = new Agent();
-    for (let i = 0; i < opts.backlog; i++) await putVia(guest, setup.src.guestUrl, `${PREFIX}/backlog/k${i % 100}`, `b${i}`);
+    for (let i = 0; i < opts.backlog; i++) await put(guest, `${PREFIX}/backlog/k${i % 100}`, `b${i}`);
     await guest.close();
     const target = await sourceIndex(setup.src);
     const started = performance.now();

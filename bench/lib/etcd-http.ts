@@ -9,11 +9,11 @@ export interface PutResult {
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
 
 /** PUT key=value through a pool or client; throws on a non-2xx answer. */
-export async function put(d: Dispatcher, key: string, value: string, timeoutMs = 10_000): Promise<PutResult> {
+export async function put(d: Dispatcher, key: string, value: string, timeoutMs = 10_000, headers: Record<string, string> = {}): Promise<PutResult> {
   const res = await d.request({
     method: 'PUT',
     path: `/v2/keys${key}`,
-    headers: FORM,
+    headers: { ...FORM, ...headers },
     body: `value=${encodeURIComponent(value)}`,
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,

@@ -220,7 +220,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     metrics.reorderingSeconds.inc((reorderingMs - reorderingMsCounted) / 1000);
     reorderingMsCounted = reorderingMs;
     const now = Date.now();
-    for (const side of [costs.source, costs.destination]) side.observeLag(performance.now(), v.lagEvents as number | null, v.eventsPerSecond as number, v.state === 'tailing');
+    for (const side of [costs.source, costs.destination]) side.observeLag(performance.now(), v.lagEvents, v.eventsPerSecond, v.state === 'tailing');
     void metrics.eventsApplied.get().then((m) => appliedRate.add(now, m.values.reduce((sum, x) => sum + x.value, 0)));
     // Long reconciles report progress in the log too, for operators following the terminal.
     const runner = host.status();

@@ -7,6 +7,7 @@ import type { AuthKind, Cluster, CostSample } from '../etcd/endpoint.js';
 import { EtcdClient } from '../etcd/v2/client.js';
 import { V3Client } from '../etcd/v3/client.js';
 import type { Logger } from './log.js';
+import type { RequestCostJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
 
 export type Side = 'source' | 'destination';
@@ -29,20 +30,6 @@ export interface CostProbe {
   tokenExchangeMs?(): number | null;
 }
 
-export interface RequestCostView {
-  auth: AuthKind;
-  /** Median extra time an authenticated request takes, ms (null until measured). */
-  costMs: number | null;
-  /** What one connection gets at that cost, requests/s (null when the cost is negligible or unknown). */
-  ceilingPerSecond: number | null;
-  tokenExchangeMs: number | null;
-  expensive: boolean;
-  /** True while the lag grows and password auth is the likely reason. */
-  limiting: boolean;
-  measuredAt: string | null;
-  /** The operator's sentence (null when there is nothing to say). */
-  message: string | null;
-}
 
 export class RequestCost {
   #costMs: number | null = null;
@@ -152,7 +139,7 @@ export class RequestCost {
     );
   }
 
-  view(): RequestCostView {
+  view(): RequestCostJson {
     return {
       auth: this.probe.auth,
       costMs: this.#costMs,

@@ -51,22 +51,28 @@ export interface StateJson {
   resources: Record<string, number>;
 }
 
+/** What authentication costs one side (src/daemon/request-cost.ts). */
 export interface RequestCostJson {
   auth: 'none' | 'password' | 'certificate' | 'token';
   /** Median extra time an authenticated request takes, ms (null until measured). */
   costMs: number | null;
+  /** What one connection gets at that cost, requests/s (null when the cost is negligible or unknown). */
   ceilingPerSecond: number | null;
   tokenExchangeMs: number | null;
   expensive: boolean;
+  /** True while the lag grows and password auth is the likely reason. */
   limiting: boolean;
   measuredAt: string | null;
   /** The operator's sentence (null when there is nothing to say). */
   message: string | null;
 }
 
+/** A v2 source's request budget (src/replication/v2/source-budget.ts). */
 export interface SourceBudgetJson {
   perSecond: number;
+  /** The source is expensive and a budget is set: optional requests wait for slots now. */
   active: boolean;
+  /** Quiet proofs are going ahead above the budget because the store moves too fast for it. */
   exceeded: boolean;
   storeIndexesPerSecond: number | null;
   message: string | null;

@@ -4,6 +4,7 @@
 // a quiet proof goes ahead above the budget when waiting longer would let more than WINDOW_SAFE_EVENTS store
 // indexes pass since the last one, and the mirror says so.
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { SourceBudgetJson } from '../../ui/wire.js';
 
 export const DEFAULT_SOURCE_BUDGET_PER_SECOND = 5;
 /**
@@ -24,15 +25,6 @@ export interface SourceBudgetHooks {
   exceeded(storeIndexesPerSecond: number, starts: boolean): void;
 }
 
-export interface SourceBudgetView {
-  perSecond: number;
-  /** The source is expensive and a budget is set: optional requests wait for slots now. */
-  active: boolean;
-  /** Quiet proofs are going ahead above the budget because the store moves too fast for it. */
-  exceeded: boolean;
-  storeIndexesPerSecond: number | null;
-  message: string | null;
-}
 
 export class SourceBudget {
   #nextSlotAt = 0;
@@ -79,7 +71,7 @@ export class SourceBudget {
     if (slot > now) await this.wait(slot - now, signal);
   }
 
-  view(): SourceBudgetView {
+  view(): SourceBudgetJson {
     const exceeded = this.#exceededAt !== null && performance.now() - this.#exceededAt <= EPISODE_QUIET_MS;
     return {
       perSecond: this.perSecond,
