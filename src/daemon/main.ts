@@ -403,6 +403,11 @@ function v2Backend(config: Config, map: KeyMap, log: Logger, metrics: Metrics, o
       return own.begin();
     },
     end: (seq, index) => own.end(seq, index),
+    // Checked again as the write goes onto its connection: one queued behind others (or in a process paused since
+    // begin()) must not land after another instance took over.
+    dispatching: () => {
+      if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+    },
   };
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes });

@@ -7,6 +7,9 @@ import { spawnMirror, startPair, type MirrorProcess, type Pair } from '../helper
 import { ok, storeIndex } from '../helpers/raw.js';
 import { expectTreesEqual } from '../helpers/tree.js';
 import { b, record, startV3Pair, v3Tree, values, waitFor, type V3Pair } from '../helpers/v3-pair.js';
+import { EtcdClient } from '../../src/etcd/v2/client.js';
+import { parseEndpoint } from '../../src/etcd/endpoint.js';
+import { FencedError, KeyNotFoundError } from '../../src/etcd/errors.js';
 
 const TTL = 3;
 const CHECKPOINT = '/__replication/conftool';
@@ -251,5 +254,41 @@ for (const api of ['v3', 'v2'] as const) describe(`--ha (${api} destination)`, (
     await env.treesEqual();
     console.log(`${api}: graceful handover: ${handoverMs} ms`);
     await bInst.kill('SIGTERM');
+  });
+});
+
+describe('v2 fence at dispatch', () => {
+  it('a write queued while the lock was renewed is stopped as it goes onto the socket once the lock is not', async () => {
+    const pair = await startPair();
+    try {
+      let mayWrite = true;
+      const fenced = () => {
+        if (!mayWrite) throw new FencedError('not writing: the HA lock is not renewed');
+      };
+      let dispatched = 0;
+      const client = new EtcdClient(parseEndpoint(pair.dst.clientUrl, 'dst'), {
+        writes: {
+          begin: () => (fenced(), 0),
+          end: () => {},
+          // The first write leaves with the lock still renewed; the deadline passes while the second waits behind it.
+          dispatching: () => {
+            fenced();
+            if (++dispatched === 1) mayWrite = false;
+          },
+        },
+      });
+      const lane = client.orderedLane(1);
+      // Both pass begin() now; one connection, one write at a time: the second leaves only after the first answered.
+      const [first, second] = await Promise.allSettled([lane.put('/f/first', { value: '1' }), lane.put('/f/second', { value: '2' })]);
+      expect(first.status).toBe('fulfilled');
+      expect(second.status).toBe('rejected');
+      expect((second as PromiseRejectedResult).reason).toBeInstanceOf(FencedError);
+      expect((await pair.dstClient.get('/f/first')).body.node.value).toBe('1');
+      await expect(pair.dstClient.get('/f/second')).rejects.toBeInstanceOf(KeyNotFoundError);
+      await lane.close();
+      await client.close();
+    } finally {
+      await pair.stop();
+    }
   });
 });

@@ -6,7 +6,7 @@ import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { ClusterIdMismatchError, EtcdError, KeyNotFoundError, NotADirectoryError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
+import { ClusterIdMismatchError, EtcdError, FencedError, KeyNotFoundError, NotADirectoryError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
 import type { AuthKind, Cluster, CostSample, Endpoint } from '../endpoint.js';
 import { keysPath } from './paths.js';
 
@@ -25,6 +25,53 @@ export interface WriteTracker {
   begin(): number;
   /** It answered: with its store index when it succeeded. */
   end(seq: number, modifiedIndex?: number): void;
+  /**
+   * The write is about to go onto its connection (it may have waited in a queue since begin()): throwing stops it
+   * there, and the write fails with that error.
+   */
+  dispatching?(): void;
+}
+
+/**
+ * Runs the tracker's check at the moment undici puts a write on the socket (onRequestStart), not when it was
+ * queued: a write that waited behind others, or in a process paused meanwhile, is checked again as it leaves.
+ */
+class DispatchCheck implements Dispatcher.DispatchHandler {
+  // compose() hands interceptors handlers of undici's controller API; everything but the start is passed on.
+  constructor(
+    private readonly inner: Dispatcher.DispatchHandler,
+    private readonly check: () => void,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController, context: unknown): void {
+    try {
+      this.check();
+    } catch (err) {
+      controller.abort(err as Error);
+      return;
+    }
+    this.inner.onRequestStart?.(controller, context);
+  }
+
+  onRequestUpgrade(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>): void {
+    this.inner.onRequestUpgrade?.(...a);
+  }
+
+  onResponseStart(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>): void {
+    this.inner.onResponseStart?.(...a);
+  }
+
+  onResponseData(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseData']>>): void {
+    this.inner.onResponseData?.(...a);
+  }
+
+  onResponseEnd(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseEnd']>>): void {
+    this.inner.onResponseEnd?.(...a);
+  }
+
+  onResponseError(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseError']>>): void {
+    this.inner.onResponseError?.(...a);
+  }
 }
 
 /**
@@ -171,7 +218,7 @@ export class EtcdClient {
       const member = this.#members[index]!;
       const sentAt = Date.now();
       try {
-        const res = await (opts.via ?? member.pool).request({
+        const res = await this.#checked(opts.via ?? member.pool, method).request({
           method,
           path,
           headers,
@@ -198,6 +245,13 @@ export class EtcdClient {
     }
   }
 
+  /** Writes pass the tracker's dispatch check as they go onto the socket. */
+  #checked(dispatcher: Dispatcher, method: Dispatcher.HttpMethod): Dispatcher {
+    const check = this.#writes?.dispatching?.bind(this.#writes);
+    if (!check || (method !== 'PUT' && method !== 'DELETE')) return dispatcher;
+    return dispatcher.compose((dispatch) => (opts, handler) => dispatch(opts, new DispatchCheck(handler, check)));
+  }
+
   /** The cluster's wall clock now, ms since the epoch (estimated from its answers; ours before the first one). */
   serverNow(): number {
     return this.#clock.now();
@@ -222,6 +276,7 @@ export class EtcdClient {
 
   #wrap(err: unknown, signal: AbortSignal | undefined, member = this.origin): Error {
     if (signal?.aborted) return new AbortedError('request aborted');
+    if (err instanceof FencedError) return err; // stopped by the write tracker's dispatch check
     const code = err instanceof Error && 'code' in err ? String((err as { code: unknown }).code) : undefined;
     const cause = err instanceof Error && err.cause instanceof Error && 'code' in err.cause ? String((err.cause as { code: unknown }).code) : undefined;
     const tls = [code, cause].find((c) => c !== undefined && isTlsCode(c));
