@@ -1,7 +1,8 @@
 // Entry point: subcommands first (demo, viz, verify, index, status), otherwise the reference-compatible daemon command line.
+// Each path imports only what it runs: --version and --help load no daemon, client or metrics module (start-up time,
+// bench/RESULTS.md).
 import { HELP, parseConfig } from './config.js';
 import { ConfigError } from '../etcd/errors.js';
-import { MISSING_INDEX_MESSAGE, startMirror } from '../daemon/main.js';
 import { VERSION } from '../daemon/version.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -39,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
+  const { MISSING_INDEX_MESSAGE, startMirror } = await import('../daemon/main.js');
   let mirror;
   try {
     mirror = await startMirror(parsed.config, { signals: true });

@@ -7,47 +7,20 @@ import { hostname } from 'node:os';
 import { parseCluster, type Cluster, type TlsFiles } from '../etcd/endpoint.js';
 import { compileIgnoreRegex, parsePrefix } from '../replication/keys.js';
 import { DEFAULT_SOURCE_BUDGET_PER_SECOND } from '../replication/v2/source-budget.js';
+import type { Api, Ordering, ReplicationOptions } from '../replication/ports.js';
 
-export interface Config {
-  readonly src: Cluster;
-  readonly dst: Cluster;
-  readonly srcPrefix: string;
-  readonly dstPrefix: string;
-  readonly strip: boolean;
-  readonly ignoreRegex: RegExp | undefined;
+/** Replication's options (src/replication/ports.ts) and the process's own. */
+export interface Config extends ReplicationOptions {
   readonly reload: boolean;
   readonly port: number;
   readonly listenAddress: string;
   readonly debug: boolean;
-  readonly allowMassDelete: boolean;
-  /** How much smaller than the replica a source snapshot may be (share of its keys) without --allow-mass-delete. */
-  readonly massDeleteRatio: number;
-  readonly writeConcurrency: number;
-  /** How often the replication index is written while events flow, ms. */
-  readonly checkpointMs: number;
-  /** Longest a quiet watch waits before re-arming from its X-Etcd-Index, ms. */
-  readonly quietRearmMs: number;
-  /** false: the reference tool's synchronous loop (one long-poll, one write, one index write per event). */
-  readonly pipeline: boolean;
-  /** Destination write order: 'strict' (source order), 'adaptive' (strict unless the window is at risk), 'key'. */
-  readonly ordering: Ordering;
-  /** Which etcd API each side speaks. */
-  readonly srcApi: Api;
-  readonly dstApi: Api;
-  /** Operations one destination Txn may carry (v3 destination: etcd's --max-txn-ops). */
-  readonly dstMaxTxnOps: number;
-  /** --ha: compete for a lock on the destination; replicate only while holding it. */
-  readonly ha: boolean;
-  /** Who this instance is, in the lock and on /state (default host name and port). */
-  readonly instanceId: string;
-  /** Lock TTL, seconds. */
-  readonly haTtl: number;
   /** Optional requests per second (quiet proofs, TTL re-reads) to a source whose requests are expensive; 0 = no limit. */
   readonly srcRequestBudget: number;
 }
 
-export const APIS = ['v2', 'v3'] as const;
-export type Api = (typeof APIS)[number];
+export const APIS = ['v2', 'v3'] as const satisfies readonly Api[];
+export type { Api, Ordering };
 
 export function apiFlag(raw: string | undefined, flag: string): Api {
   if (raw === undefined) return 'v2';
@@ -60,8 +33,7 @@ export function checkApis(src: Api, dst: Api): void {
   if (src === 'v3' && dst === 'v2') throw new ConfigError('--src-api v3 with --dst-api v2 is not supported (mirror v3 into v3, or v2 into v2 or v3)');
 }
 
-export const ORDERINGS = ['strict', 'adaptive', 'key'] as const;
-export type Ordering = (typeof ORDERINGS)[number];
+export const ORDERINGS = ['strict', 'adaptive', 'key'] as const satisfies readonly Ordering[];
 
 export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]

@@ -5,7 +5,8 @@ import { parseArgs } from 'node:util';
 import { apiFlag, checkApis, clusterFrom, CLUSTER_FLAGS, type Api } from './config.js';
 import { EtcdClient } from '../etcd/v2/client.js';
 import { V2Source } from '../replication/v2-source.js';
-import { CompactedError, V3Client } from '../etcd/v3/client.js';
+import { V3Client } from '../etcd/v3/client.js';
+import { CompactedError } from '../etcd/v3/errors.js';
 import { V3Destination } from '../replication/v3-destination.js';
 import { V3Source } from '../replication/v3-source.js';
 import { BodyGaps } from '../replication/v2/poller.js';
@@ -15,7 +16,7 @@ import type { Cluster } from '../etcd/endpoint.js';
 import { ConfigError, KeyNotFoundError } from '../etcd/errors.js';
 import type { DstOp } from '../replication/v2/apply.js';
 import { compileIgnoreRegex, KeyMap, parsePrefix } from '../replication/keys.js';
-import { HISTORY_WINDOW_EVENTS } from '../daemon/health.js';
+import { HISTORY_WINDOW_EVENTS } from '../replication/window.js';
 import { planReconcile, readDestination, takeSnapshot } from '../replication/v2/reconcile.js';
 
 

@@ -1,15 +1,7 @@
 // Readiness and rates derived from the mirror's state: shared by /readyz, /state, /events and the /ui page.
 
-/** etcd v2 keeps the last 1000 events of the whole store; a watch from an older index gets error 401. */
-export const HISTORY_WINDOW_EVENTS = 1000;
-
 /** Below this much headroom, a restart or a short outage could already fall out of the window: not ready. */
 export const READY_MIN_HEADROOM_EVENTS = 200;
-
-/** Events the source may still take before the stored replication index falls out of etcd's history window. */
-export function windowHeadroom(lagEvents: number | null): number | null {
-  return lagEvents === null ? null : Math.max(0, HISTORY_WINDOW_EVENTS - lagEvents);
-}
 
 /** `windowed`: the source is v2 (its 1000-event window); a v3 source only needs its position known. */
 export function readiness(state: string, reason: string, headroomEvents: number | null, windowed = true): { ready: boolean; why: string } {

@@ -4,8 +4,8 @@
 // tool's rate whatever its pipeline does. A client certificate whose CN is the user costs nothing of the kind,
 // nor does a v3 token once it is held.
 import type { AuthKind, Cluster, CostSample } from '../etcd/endpoint.js';
-import { EtcdClient } from '../etcd/v2/client.js';
-import { V3Client } from '../etcd/v3/client.js';
+import { joinKey } from '../etcd/v2/paths.js';
+import type { Config } from '../cli/config.js';
 import type { Logger } from './log.js';
 import type { RequestCostJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
@@ -156,12 +156,17 @@ export class RequestCost {
 const round = (ms: number | null): number | null => (ms === null ? null : Math.round(ms * 10) / 10);
 
 /** A probe on its own small client, so that measuring never queues behind (or ahead of) replication. */
-export function v2Probe(cluster: Cluster, probeKey: string): CostProbe & { close(): Promise<void> } {
+type ClosableProbe = CostProbe & { close(): Promise<void> };
+
+// Each side's client is loaded only for its API (gRPC only when a side is v3).
+async function v2Probe(cluster: Cluster, probeKey: string): Promise<ClosableProbe> {
+  const { EtcdClient } = await import('../etcd/v2/client.js');
   const client = new EtcdClient(cluster, { connections: 1, requestTimeoutMs: 5_000 });
   return { auth: client.auth, user: client.user, sample: () => client.costSample(probeKey), close: () => client.close() };
 }
 
-export function v3Probe(cluster: Cluster, probeKey: Buffer): CostProbe & { close(): Promise<void> } {
+async function v3Probe(cluster: Cluster, probeKey: Buffer): Promise<ClosableProbe> {
+  const { V3Client } = await import('../etcd/v3/client.js');
   const client = new V3Client(cluster, { requestTimeoutMs: 5_000 });
   return {
     auth: client.auth,
@@ -169,5 +174,31 @@ export function v3Probe(cluster: Cluster, probeKey: Buffer): CostProbe & { close
     sample: () => client.costSample(probeKey),
     tokenExchangeMs: () => client.tokenExchangeMs,
     close: () => client.close(),
+  };
+}
+
+export type RequestCosts = Awaited<ReturnType<typeof requestCosts>>;
+
+/** One cost probe per side, on the side's API: the source's probe reads a missing key under its prefix. */
+export async function requestCosts(config: Config, indexKey: string, log: Logger, metrics: Metrics) {
+  const probeKey = joinKey(config.srcPrefix, '/__etcd_mirror_cost_probe');
+  const [srcProbe, dstProbe] = await Promise.all([
+    config.srcApi === 'v3' ? v3Probe(config.src, Buffer.from(config.srcPrefix)) : v2Probe(config.src, probeKey),
+    config.dstApi === 'v3' ? v3Probe(config.dst, Buffer.from(indexKey)) : v2Probe(config.dst, indexKey),
+  ]);
+  const source = new RequestCost('source', srcProbe, log, metrics, config.srcApi === 'v2' ? config.srcRequestBudget : undefined);
+  const destination = new RequestCost('destination', dstProbe, log, metrics);
+  return {
+    source,
+    destination,
+    start() {
+      source.start();
+      destination.start();
+    },
+    async close() {
+      source.stop();
+      destination.stop();
+      await Promise.all([srcProbe.close(), dstProbe.close()]);
+    },
   };
 }

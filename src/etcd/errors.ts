@@ -1,5 +1,6 @@
 // Every failure the etcd client can produce. Callers match on `code` or `instanceof`, never on message text;
 // whether a retry can help is a property of the error, not of the caller.
+import type { FaultInfo } from '../../machines/types.js';
 
 export const Retryable = Symbol('etcdmirror.retryable');
 
@@ -173,4 +174,29 @@ export class BadCheckpointError extends MirrorError {
 export class FencedError extends MirrorError {
   override readonly code = 'EM_ERR_FENCED';
   readonly fenced = true;
+}
+
+/** A request given up because its caller aborted it (a stopping run). */
+export class AbortedError extends Error {
+  readonly code = 'EM_ERR_ABORTED';
+}
+
+/** A key etcd would answer with a redirect (relative, '//', '.', '..'): never sent. */
+export class InvalidKeyError extends Error {
+  readonly code = 'EM_ERR_INVALID_KEY';
+}
+
+/** What the lifecycle machine is told of a failure: its code, whether a retry may help, and the etcd details. */
+export function faultFrom(err: unknown): FaultInfo {
+  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown; historyLost?: unknown; fenced?: unknown };
+  const fault: FaultInfo = {
+    code: typeof e?.code === 'string' ? e.code : 'EM_ERR',
+    message: err instanceof Error ? err.message : String(err),
+    retryable: isRetryable(err),
+  };
+  if (typeof e?.errorCode === 'number') fault.errorCode = e.errorCode;
+  if (typeof e?.etcdIndex === 'number') fault.etcdIndex = e.etcdIndex;
+  if (e?.historyLost === true) fault.historyLost = true;
+  if (e?.fenced === true) fault.fenced = true;
+  return fault;
 }

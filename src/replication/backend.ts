@@ -1,84 +1,35 @@
-// Wiring for a v3 destination: the source (v2 through the bridge, or v3), the destination, the lease mirror
-// and the pipeline host, behind the same shape main.ts gives the machine for a v2 destination.
-import type { Config } from '../cli/config.js';
-import { EtcdClient } from '../etcd/v2/client.js';
-import { V2Source } from './v2-source.js';
-import { V3Client } from '../etcd/v3/client.js';
-import { V3Destination } from './v3-destination.js';
-import { V3Source } from './v3-source.js';
-import { KeyMap } from './keys.js';
-import type { Logger } from '../daemon/log.js';
-import type { Metrics } from '../daemon/metrics.js';
-import { HaController } from '../daemon/ha.js';
-import { V3Lock } from './ha-lock.js';
-import { OwnWrites } from './own-writes.js';
-import { BodyGaps } from './v2/poller.js';
-import { ByteKeyMap } from './keyspace.js';
-import { LeaseMirror } from './leases.js';
-import { PipelineHost } from './pipeline.js';
-import type { LeaseRef, Source } from './types.js';
+// What the daemon gives the lifecycle machine, for either destination kind. Each kind's wiring is loaded only when
+// chosen: a v2 → v2 mirror never loads gRPC and the protos, a v3 → v3 mirror never loads the v2 engine.
+import type { Log, HaGate, ReplicationMetrics, ReplicationOptions } from './ports.js';
+import type { HaLock } from './ha-lock.js';
+import type { Run, RunHost } from './run-host.js';
+import type { OrderingPolicy } from './v2/ordering.js';
 import type { SourceBudget } from './v2/source-budget.js';
 
-/** Prefetched source changes before the source's reader waits for the pipeline. */
-const SOURCE_HIGH_WATER = 10_000;
-
-export interface V3Backend {
-  host: PipelineHost;
-  ha: HaController | undefined;
-  source: Source;
-  dst: V3Destination;
-  keys: ByteKeyMap;
+export interface Backend<H extends HaGate> {
+  host: Pick<RunHost<Run>, 'actor' | 'drain' | 'status' | 'lastPersisted'>;
+  /** --ha: the controller of the lock on the destination. */
+  ha: H | undefined;
+  /** The stored replication index/revision, null when there is none. */
+  loadIndex(): Promise<number | null>;
   /** The source's wall clock minus ours (v2 source only: its TTLs are absolute times on its clock). */
   clockOffsetMs(): number | null;
-  loadIndex(): Promise<number | null>;
   close(): Promise<void>;
 }
 
-export function createV3Backend(config: Config, log: Logger, metrics: Metrics, budget?: SourceBudget): V3Backend {
-  const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
-  const keys = new ByteKeyMap(map);
-  let sourceRevision: number | null = null;
-  const seen = (revision: number) => {
-    if (sourceRevision === null || revision > sourceRevision) {
-      sourceRevision = revision;
-      metrics.sourceIndex.set(revision);
-    }
-  };
-  let v2Client: EtcdClient | null = null;
-  let source: Source;
-  if (config.srcApi === 'v2') {
-    v2Client = new EtcdClient(config.src, { connections: 96 });
-    source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
-  } else {
-    source = new V3Source({ client: new V3Client(config.src), map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
-  }
-  const client = new V3Client(config.dst);
-  const own = new OwnWrites();
-  const dst = new V3Destination(client, keys, config.dstMaxTxnOps, own);
-  const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n), own);
-  // A destination key found on a lease stands for: a v3 source lease of the same id, or the v2 key's TTL.
-  const leaseFor = (dstKey: Buffer, dstLease: string): LeaseRef =>
-    config.srcApi === 'v3'
-      ? { id: dstLease, ttl: 1, grantedTtl: 1 }
-      : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, ttl: 1, grantedTtl: 1 };
-  let ha: HaController | undefined;
-  if (config.ha) {
-    const lock = new V3Lock(client, Buffer.from(map.lockKey), config.instanceId, config.haTtl);
-    dst.fence = () => lock.fence();
-    ha = new HaController(lock, config.haTtl, log, metrics);
-  }
-  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor });
-  return {
-    host,
-    ha,
-    source,
-    dst,
-    keys,
-    clockOffsetMs: () => (v2Client ? v2Client.clockOffsetMs() : null),
-    loadIndex: () => dst.readCheckpoint(),
-    async close() {
-      leases.stop();
-      await Promise.all([source.close(), client.close()]);
-    },
-  };
+export interface BackendDeps<H extends HaGate> {
+  config: ReplicationOptions;
+  log: Log;
+  metrics: ReplicationMetrics;
+  /** --ordering, with the adaptive mode's state (v2 destination). */
+  ordering: OrderingPolicy;
+  /** An expensive v2 source's request budget. */
+  budget?: SourceBudget | undefined;
+  /** --ha: wraps the backend's lock in the daemon's controller (renewals, standing down, the machine's events). */
+  haController(lock: HaLock): H;
+}
+
+export async function createBackend<H extends HaGate>(deps: BackendDeps<H>): Promise<Backend<H>> {
+  if (deps.config.dstApi === 'v3') return (await import('./v3-backend.js')).createV3Backend(deps);
+  return (await import('./v2-backend.js')).createV2Backend(deps);
 }

@@ -5,7 +5,7 @@
 // to the source's state at the revision the destination is at, between two Txns.
 import type { V3Client } from '../etcd/v3/client.js';
 import type { OwnWrites } from './own-writes.js';
-import type { Logger } from '../daemon/log.js';
+import type { Log } from './ports.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 
 const CLASSIFY_EVERY_MS = 20;
@@ -19,7 +19,7 @@ export class DestinationWatch {
     private readonly client: V3Client,
     private readonly keys: ByteKeyMap,
     private readonly own: OwnWrites,
-    private readonly log: Logger,
+    private readonly log: Log,
     private readonly onForeign: (dstKeys: Buffer[]) => void,
   ) {}
 

@@ -1,7 +1,7 @@
 // Source → destination key mapping, exactly as the reference tool does it, plus the filters a correct mirror
 // needs (history lookups match by string prefix; hidden keys; the ignore regex).
-import { ConfigError } from '../etcd/errors.js';
-import { InvalidKeyError, isHiddenBelow, isWithin, joinKey, normalizeKey } from '../etcd/v2/paths.js';
+import { ConfigError, type InvalidKeyError } from '../etcd/errors.js';
+import { isHiddenBelow, isWithin, joinKey, normalizeKey } from '../etcd/v2/paths.js';
 
 export function parsePrefix(raw: string, flag: string): string {
   if (raw === '') throw new ConfigError(`${flag}: empty prefix (use / for the whole keyspace)`);

@@ -5,7 +5,7 @@
 // source's own delete events normally remove the keys first).
 import type { V3Client } from '../etcd/v3/client.js';
 import type { OwnWrites } from './own-writes.js';
-import type { Logger } from '../daemon/log.js';
+import type { Log } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
 
 /** Shortest destination lease: a copy granted with 1 s left would need keepalives faster than we check. */
@@ -32,7 +32,7 @@ export class LeaseMirror {
   constructor(
     private readonly source: Source,
     private readonly dst: V3Client,
-    private readonly log: Logger,
+    private readonly log: Log,
     private readonly onCount: (n: number) => void = () => {},
     /** Our writes on the destination: a revoke deletes keys, and those deletes are ours. */
     private readonly own?: OwnWrites,

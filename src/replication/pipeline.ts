@@ -3,13 +3,11 @@
 // revisions — as many as fit the destination's operation limit — and the checkpoint after them. One Txn in
 // flight at a time: two could be applied by the destination in either order.
 import type { MirrorEvent, RunnerInput } from '../../machines/types.js';
-import type { Config } from '../cli/config.js';
-import { TooManyOpsError } from '../etcd/v3/client.js';
+import { faultFrom } from '../etcd/errors.js';
+import { TooManyOpsError } from '../etcd/v3/errors.js';
 import { subtreeRanges, type DstWrite, type V3Destination } from './v3-destination.js';
-import type { Logger } from '../daemon/log.js';
-import type { Metrics } from '../daemon/metrics.js';
+import type { Log, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import { RunHost, type RunnerStatus } from './run-host.js';
-import { faultFrom } from './v2/runner.js';
 import type { OwnWrites } from './own-writes.js';
 import { TxnBatch } from './batch.js';
 import { DestinationWatch } from './dst-watch.js';
@@ -19,13 +17,13 @@ import { resync } from './resync.js';
 import type { Change, LeaseRef, Source, SourceMessage } from './types.js';
 
 export interface PipelineDeps {
-  config: Config;
+  config: ReplicationOptions;
   source: Source;
   dst: V3Destination;
   keys: ByteKeyMap;
   leases: LeaseMirror;
-  log: Logger;
-  metrics: Metrics;
+  log: Log;
+  metrics: ReplicationMetrics;
   /** Latest source revision/index seen by any request. */
   sourceRevision(): number | null;
   /** The source lease a destination key's lease stands for (adopting leases after a restart). */

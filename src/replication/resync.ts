@@ -2,7 +2,7 @@
 // what the source lacks, never touch an unchanged key. The last Txn carries the checkpoint (the snapshot's
 // revision), so a crash half-way leaves the old checkpoint and the next start reconciles again.
 import { MassDeleteRefusedError } from '../etcd/errors.js';
-import { TooManyOpsError } from '../etcd/v3/client.js';
+import { TooManyOpsError } from '../etcd/v3/errors.js';
 import type { DstWrite, V3Destination } from './v3-destination.js';
 import { judgeSnapshot, type GuardOptions } from './guard.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';

@@ -3,8 +3,7 @@
 // checkpoint is handed from run to run.
 import { fromCallback } from 'xstate';
 import type { MirrorEvent, RunnerCommand, RunnerInput } from '../../machines/types.js';
-import type { Logger } from '../daemon/log.js';
-import type { Metrics } from '../daemon/metrics.js';
+import type { Log, ReplicationMetrics } from './ports.js';
 
 export interface RunnerStatus {
   mode: RunnerInput['mode'];
@@ -37,7 +36,7 @@ export abstract class RunHost<R extends Run> {
   #previous: Promise<void> = Promise.resolve();
   #lastPersisted: number | null = null;
 
-  constructor(private readonly host: { log: Logger; metrics: Metrics }) {}
+  constructor(private readonly host: { log: Log; metrics: Pick<ReplicationMetrics, 'faults'> }) {}
 
   /** A new run; `resumeFrom` is what the previous runs stored, `onPersisted` is told of each checkpoint. */
   protected abstract create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (checkpoint: number) => void): R;

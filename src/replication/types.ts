@@ -4,7 +4,8 @@
 
 /** How long a copy may live without the source saying its original still does. */
 export interface LeaseRef {
-  /** Source identity of the lease: a v3 lease id (decimal), or `v2:<key>@<modifiedIndex>` for a v2 TTL key. */
+  /** Source identity of the lease: a v3 lease id (decimal), or `v2:<modifiedIndex>:<key>` for a v2 TTL key
+   * (`v2:0:<key>` for a copy adopted after a restart, whose source index is not known). */
   id: string;
   /** Seconds the source lease has left when the change was read (at least 1). */
   ttl: number;
@@ -73,13 +74,6 @@ export interface Source {
    * mirror learns that a lease it copied is still alive. */
   leaseRemaining(lease: LeaseRef, signal?: AbortSignal): Promise<number>;
   close(): Promise<void>;
-}
-
-/** One destination write that carries a run of whole changes and the checkpoint after them. */
-export interface Batch {
-  changes: Change[];
-  /** Stored with the data (atomically where the API can): the source revision everything up to is applied. */
-  checkpoint: number;
 }
 
 export interface DestinationEntry {

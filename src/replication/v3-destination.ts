@@ -5,7 +5,8 @@ import type { OwnWrites } from './own-writes.js';
 import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from './keyspace.js';
 import type { DestinationEntry } from './types.js';
 import { BadCheckpointError, FencedError } from '../etcd/errors.js';
-import { prefixEnd, TooManyOpsError, type Compare, type TxnOp, type V3Client } from '../etcd/v3/client.js';
+import { TooManyOpsError } from '../etcd/v3/errors.js';
+import { prefixEnd, type Compare, type TxnOp, type V3Client } from '../etcd/v3/client.js';
 
 export type DstWrite =
   | { kind: 'put'; key: Buffer; value: Buffer; lease?: string }

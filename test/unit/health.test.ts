@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { RateMeter, readiness, windowHeadroom } from '../../src/daemon/health.js';
+import { RateMeter, readiness } from '../../src/daemon/health.js';
+import { windowHeadroom } from '../../src/replication/window.js';
 
 describe('windowHeadroom', () => {
   it('is what is left of the 1000-event window, never negative', () => {

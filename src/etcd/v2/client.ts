@@ -6,7 +6,7 @@ import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
-import { ClusterIdMismatchError, EtcdError, FencedError, KeyNotFoundError, NotADirectoryError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
+import { AbortedError, ClusterIdMismatchError, EtcdError, FencedError, KeyNotFoundError, NotADirectoryError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';
 import type { AuthKind, Cluster, CostSample, Endpoint } from '../endpoint.js';
 import { keysPath } from './paths.js';
 
@@ -117,10 +117,6 @@ export interface StreamHandle {
   next(): Promise<EtcdEvent>;
   /** Highest modifiedIndex received so far (buffered or consumed), or etcdIndex before the first event. */
   lastIndex(): number;
-}
-
-export class AbortedError extends Error {
-  readonly code = 'EM_ERR_ABORTED';
 }
 
 export const isAborted = (err: unknown): boolean => err instanceof AbortedError;

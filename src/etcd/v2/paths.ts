@@ -1,10 +1,7 @@
 // The one place where etcd key paths and request URLs are built. Keys are arbitrary strings except '/';
 // every segment is percent-encoded, and paths that etcd would answer with a 301 ('//', '.', '..') are refused,
 // because a redirected PUT or DELETE is silently not performed.
-
-export class InvalidKeyError extends Error {
-  readonly code = 'EM_ERR_INVALID_KEY';
-}
+import { InvalidKeyError } from '../errors.js';
 
 /** Splits a key into its segments; '/' is the root (no segments). A single trailing '/' is tolerated. */
 export function keySegments(key: string): string[] {

@@ -10,7 +10,6 @@ import { ClusterIdMismatchError, MirrorError, isRetryable } from '../errors.js';
 import type { AuthKind, Cluster, CostSample } from '../endpoint.js';
 import { CompactedError, TooManyOpsError, V3AuthError, V3RequestError } from './errors.js';
 
-export { CompactedError, TooManyOpsError, V3AuthError, V3RequestError } from './errors.js';
 
 export interface KeyValue {
   key: Buffer;

@@ -7,17 +7,25 @@ import { isWithin } from '../../etcd/v2/paths.js';
 import { KeyMap } from '../keys.js';
 import type { GuardOptions } from '../guard.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
-import type { RunnerDeps } from './runner.js';
+import type { EtcdClient } from '../../etcd/v2/client.js';
+import type { OwnWrites } from '../own-writes.js';
+import type { Log, ReplicationMetrics } from '../ports.js';
 import type { OrderedWriter } from './writer.js';
 
-export type HealerDeps = Pick<RunnerDeps, 'src' | 'dst' | 'map' | 'log' | 'metrics' | 'own'> & {
+export interface HealerDeps {
+  src: EtcdClient;
+  dst: EtcdClient;
+  map: KeyMap;
+  log: Log;
+  metrics: ReplicationMetrics;
+  own: OwnWrites;
   writer: () => OrderedWriter | null;
   concurrency: number;
   /** The same mass-delete guard as every reconcile. */
   guard: Pick<GuardOptions, 'allowMassDelete' | 'massDeleteRatio'>;
   /** A subtree (source key) was reconciled to the source snapshot at `index`. */
   covered: (srcKey: string, index: number) => void;
-};
+}
 
 /** A heal holds the writer: it must not wait long for an unreachable source. */
 const HEAL_READ_TIMEOUT_MS = 5_000;

@@ -1,7 +1,7 @@
 // Which order destination writes follow, decided per --ordering. 'adaptive' keeps source order unless the stored
 // index is about to fall out of etcd's history window: losing the window forces a snapshot reconcile, which
 // reorders far more than letting writes to unrelated keys overlap for a while.
-import type { Ordering } from '../../cli/config.js';
+import type { Ordering } from '../ports.js';
 import type { WriteOrdering } from './writer.js';
 
 /** Adaptive: below this much headroom writes to unrelated keys may overlap ... */

@@ -1,18 +1,16 @@
 // The runner for a v2 destination: what the machine's `running` state invokes (through RunHost, ../run-host.ts).
 // It wires the poller (source) to the writer (destination), persists the checkpoint, and reports progress and
 // faults back to the machine.
-import type { FaultInfo, MirrorEvent, RunnerInput } from '../../../machines/types.js';
+import type { MirrorEvent, RunnerInput } from '../../../machines/types.js';
 import { RunHost, type RunnerStatus } from '../run-host.js';
 import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
-import type { Config } from '../../cli/config.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
-import { CompareFailedError, EventIndexClearedError, FencedError, isRetryable, KeyNotFoundError, MassDeleteRefusedError, NodeExistError, SourceHistoryMismatchError } from '../../etcd/errors.js';
+import { CompareFailedError, EventIndexClearedError, faultFrom, FencedError, KeyNotFoundError, MassDeleteRefusedError, NodeExistError, SourceHistoryMismatchError } from '../../etcd/errors.js';
 import type { V2Fence } from '../ha-lock.js';
-import { windowHeadroom } from '../../daemon/health.js';
+import { windowHeadroom } from '../window.js';
 import type { KeyMap } from '../keys.js';
-import type { Logger } from '../../daemon/log.js';
-import type { Metrics } from '../../daemon/metrics.js';
+import type { Log, ReplicationMetrics, ReplicationOptions } from '../ports.js';
 import type { OrderingPolicy } from './ordering.js';
 import { BodyGaps, ResyncNeededError, runPoller } from './poller.js';
 import type { SourceBudget } from './source-budget.js';
@@ -27,12 +25,12 @@ import { StrictLane } from './strict-lane.js';
 import { OrderedWriter } from './writer.js';
 
 export interface RunnerDeps {
-  config: Config;
+  config: ReplicationOptions;
   src: EtcdClient;
   dst: EtcdClient;
   map: KeyMap;
-  log: Logger;
-  metrics: Metrics;
+  log: Log;
+  metrics: ReplicationMetrics;
   /** The destination client's own writes, to tell them from foreign changes. */
   own: OwnWrites;
   /** --ordering, with the adaptive mode's state: kept across runners. */
@@ -87,21 +85,6 @@ function leafOf(ev: EtcdEvent, op: DstOp): { op: LeafOp; before: string | null }
   if (ev.node.dir === true || ev.prevNode?.dir === true || (op.kind !== 'put' && op.kind !== 'delete')) return null;
   return { op, before: ev.prevNode?.value ?? null };
 }
-
-export function faultFrom(err: unknown): FaultInfo {
-  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown; historyLost?: unknown; fenced?: unknown };
-  const fault: FaultInfo = {
-    code: typeof e?.code === 'string' ? e.code : 'EM_ERR',
-    message: err instanceof Error ? err.message : String(err),
-    retryable: isRetryable(err),
-  };
-  if (typeof e?.errorCode === 'number') fault.errorCode = e.errorCode;
-  if (typeof e?.etcdIndex === 'number') fault.etcdIndex = e.etcdIndex;
-  if (e?.historyLost === true) fault.historyLost = true;
-  if (e?.fenced === true) fault.fenced = true;
-  return fault;
-}
-
 
 class Runner {
   readonly #abort = new AbortController();

@@ -4,7 +4,6 @@
 // a quiet proof goes ahead above the budget when waiting longer would let more than WINDOW_SAFE_EVENTS store
 // indexes pass since the last one, and the mirror says so.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { SourceBudgetJson } from '../../ui/wire.js';
 
 export const DEFAULT_SOURCE_BUDGET_PER_SECOND = 5;
 /**
@@ -71,7 +70,8 @@ export class SourceBudget {
     if (slot > now) await this.wait(slot - now, signal);
   }
 
-  view(): SourceBudgetJson {
+  /** For /state (its shape is the wire's SourceBudgetJson, src/ui/wire.ts, checked where /state is built). */
+  view() {
     const exceeded = this.#exceededAt !== null && performance.now() - this.#exceededAt <= EPISODE_QUIET_MS;
     return {
       perSecond: this.perSecond,

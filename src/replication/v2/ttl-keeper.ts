@@ -9,7 +9,7 @@ import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
-import type { Logger } from '../../daemon/log.js';
+import type { Log } from '../ports.js';
 import { flatten } from './reconcile.js';
 import type { OrderedWriter } from './writer.js';
 import type { SourceBudget } from './source-budget.js';
@@ -18,7 +18,7 @@ export interface TtlKeeperDeps {
   src: EtcdClient;
   dst: EtcdClient;
   map: KeyMap;
-  log: Logger;
+  log: Log;
   /** Highest source index applied on the destination. */
   checkpoint: () => number;
   /** Orders the keeper's destination writes with the events for the same key. */

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { InvalidKeyError } from '../../../src/etcd/errors.js';
 import {
-  InvalidKeyError,
   isHiddenBelow,
   isWithin,
   joinKey,

@@ -10,7 +10,8 @@
 // src/etcd/v2/client.ts: arrived events are buffered, next() hands them out in order and rejects once the stream has
 // failed (after the buffered ones), lastIndex() is the highest index received. Faults: fail to open, hang before
 // the headers, stall (stop delivering without closing, as etcd drops a slow reader), cut (the connection breaks).
-import { AbortedError, type EtcdClient, type StreamHandle, type WatchHandle } from '../../../src/etcd/v2/client.js';
+import { AbortedError } from '../../../src/etcd/errors.js';
+import { type EtcdClient, type StreamHandle, type WatchHandle } from '../../../src/etcd/v2/client.js';
 import type { EtcdEvent, KeysResult } from '../../../src/etcd/v2/decode.js';
 import { etcdErrorFrom } from '../../../src/etcd/errors.js';
 
