@@ -6,7 +6,7 @@ import { lifecycle, backoffMs } from '../../machines/index.js';
 import type { CampaignOutput, LoadIndexInput, LoadIndexOutput } from '../../machines/types.js';
 import type { Config } from '../cli/config.js';
 import { faultFrom } from '../etcd/errors.js';
-import { createBackend } from '../replication/backend.js';
+import type { Backend, BackendDeps } from '../replication/backend.js';
 import { KeyMap } from '../replication/keys.js';
 import { HaController } from './ha.js';
 import { RateMeter } from './health.js';
@@ -21,6 +21,12 @@ import { VERSION } from './version.js';
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
 /** Rates (events/s, reconcile keys/s) are averaged over this long. */
 const RATE_WINDOW_MS = 5_000;
+
+/** Each destination kind's modules are loaded only when it is the one configured. */
+async function createBackend(deps: BackendDeps<HaController>): Promise<Backend<HaController>> {
+  if (deps.config.dstApi === 'v3') return (await import('../replication/v3-backend.js')).createV3Backend(deps);
+  return (await import('../replication/v2-backend.js')).createV2Backend(deps);
+}
 
 export interface MirrorHandle {
   /** Resolves with the exit code once the machine reached stopped (0) or failed (1). */
@@ -37,7 +43,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const ordering = orderingPolicy(config, log, metrics);
   const costs = await requestCosts(config, indexKey, log, metrics);
   const budget = sourceBudget(config, costs, log, metrics);
-  const backend = await createBackend<HaController>({
+  const backend = await createBackend({
     config,
     log,
     metrics,

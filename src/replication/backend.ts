@@ -1,5 +1,6 @@
-// What the daemon gives the lifecycle machine, for either destination kind. Each kind's wiring is loaded only when
-// chosen: a v2 → v2 mirror never loads gRPC and the protos, a v3 → v3 mirror never loads the v2 engine.
+// What the daemon gives the lifecycle machine, for either destination kind: v2-backend.ts and v3-backend.ts build
+// it. The daemon imports the one it needs when it starts: a v2 → v2 mirror never loads gRPC and the protos, a
+// v3 → v3 mirror never loads the v2 engine.
 import type { Log, HaGate, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import type { HaLock } from './ha-lock.js';
 import type { Run, RunHost } from './run-host.js';
@@ -27,9 +28,4 @@ export interface BackendDeps<H extends HaGate> {
   budget?: SourceBudget | undefined;
   /** --ha: wraps the backend's lock in the daemon's controller (renewals, standing down, the machine's events). */
   haController(lock: HaLock): H;
-}
-
-export async function createBackend<H extends HaGate>(deps: BackendDeps<H>): Promise<Backend<H>> {
-  if (deps.config.dstApi === 'v3') return (await import('./v3-backend.js')).createV3Backend(deps);
-  return (await import('./v2-backend.js')).createV2Backend(deps);
 }
