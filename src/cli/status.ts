@@ -12,7 +12,7 @@ const TRANSITIONS_SHOWN = 5;
 type Out = { stdout: (s: string) => void; stderr: (s: string) => void };
 const defaultOut: Out = { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) };
 
-/** The part of /state (src/daemon/main.ts) the summary reads; every field is optional so an older daemon still shows. */
+/** The part of /state (src/daemon/state-view.ts) the summary reads; every field is optional so an older daemon still shows. */
 export interface StatusState {
   state?: string;
   statePath?: string;

@@ -1,7 +1,8 @@
 // `etcd-mirror viz [--format mermaid|svg|json]`: prints the lifecycle statechart, drawn from the machine definition.
 import { parseArgs } from 'node:util';
 import { lifecycle } from '../../machines/index.js';
-import { machineGraph, renderViz, VIZ_FORMATS, type VizFormat } from '../daemon/viz.js';
+import { machineGraph } from '../daemon/viz/graph.js';
+import { renderViz, VIZ_FORMATS, type VizFormat } from '../daemon/viz.js';
 
 export async function vizCommand(argv: string[]): Promise<number> {
   let format: string;

@@ -6,7 +6,8 @@ import { lifecycle } from '../../machines/index.js';
 import type { HistoryJson, StateJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
 import { UI_CSS, UI_ICON, uiHtml } from './ui.js';
-import { machineGraph, toSvg } from './viz.js';
+import { machineGraph } from './viz/graph.js';
+import { toSvg } from './viz/svg.js';
 
 /** The /state JSON (also each /events message). */
 export type StateView = StateJson;

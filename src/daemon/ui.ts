@@ -1,4 +1,4 @@
-// The /ui page: the statechart (server-rendered from the machine definition by src/viz.ts) with the current state
+// The /ui page: the statechart (server-rendered from the machine definition by src/daemon/viz/) with the current state
 // highlighted live from /events, the last 15 minutes as charts, and the numbers an operator needs next to them.
 // Its script is src/ui/app.ts, compiled by tsc. Everything it loads is served by the daemon itself (a
 // Content-Security-Policy of 'self' enforces that): it works without Internet access. Nothing here depends on

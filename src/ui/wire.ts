@@ -1,5 +1,5 @@
 // The JSON the daemon serves and the /ui page reads: /state (and each /events message) and /history. Types (and
-// one list of names), with no DOM or Node types, so that the daemon (src/daemon/main.ts, history.ts) and the page
+// one list of names), with no DOM or Node types, so that the daemon (src/daemon/state-view.ts, history.ts) and the page
 // check against the same declarations.
 
 export interface TransitionJson {

@@ -6,7 +6,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lifecycle } from '../../machines/lifecycle.js';
-import { allStates, machineGraph } from '../../src/daemon/viz.js';
+import { allStates, machineGraph } from '../../src/daemon/viz/graph.js';
 import { ARTIFACTS, launchBrowser } from '../helpers/browser.js';
 import { runMirror, spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { ok, sleep, storeIndex } from '../helpers/raw.js';

@@ -1,11 +1,13 @@
-// The statechart as ELK lays it out, checked on ELK's own output (src/daemon/viz.ts has ELK give every coordinate
+// The statechart as ELK lays it out, checked on ELK's own output (src/daemon/viz/layout.ts has ELK give every coordinate
 // relative to the root, so nested states need no offsets added): no edge label on another label or on a state, no
 // edge through a state, every state and every transition of the machine in the SVG. Label sizes are checked
 // against the text they hold, so a layout that reserved no room for labels fails here too.
 import type { ElkExtendedEdge, ElkLabel, ElkNode, ElkPoint } from 'elkjs/lib/elk.bundled.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { lifecycle } from '../../machines/lifecycle.js';
-import { allStates, chartEdges, chartNodes, chartSvg, edgePoints, HEADER_PX, layoutChart, machineGraph, type Chart } from '../../src/daemon/viz.js';
+import { allStates, machineGraph } from '../../src/daemon/viz/graph.js';
+import { chartEdges, chartNodes, edgePoints, HEADER_PX, layoutChart, type Chart } from '../../src/daemon/viz/layout.js';
+import { chartSvg } from '../../src/daemon/viz/svg.js';
 
 interface Rect {
   x: number;

@@ -5,7 +5,10 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { AnyStateNode } from 'xstate';
 import { lifecycle } from '../../machines/lifecycle.js';
-import { allStates, machineGraph, renderViz, toMermaid, toSvg } from '../../src/daemon/viz.js';
+import { renderViz } from '../../src/daemon/viz.js';
+import { allStates, machineGraph } from '../../src/daemon/viz/graph.js';
+import { toMermaid } from '../../src/daemon/viz/mermaid.js';
+import { toSvg } from '../../src/daemon/viz/svg.js';
 
 function definitionStates(node: AnyStateNode = lifecycle.root): AnyStateNode[] {
   return (Object.values(node.states) as AnyStateNode[]).flatMap((child) => [child, ...definitionStates(child)]);

@@ -38,7 +38,7 @@ export interface RunnerDeps {
   /** Header-to-body gaps of source watches: kept across runners, so a lesson is not forgotten on a restart. */
   gaps: BodyGaps;
   /** --ha: checkpoint writes are compare-and-swaps (every write also passes the fence check in the destination
-   * client's write hook, see v2Backend in src/daemon/main.ts). */
+   * client's write hook, see src/replication/v2-backend.ts). */
   fence?: V2Fence;
   /** An expensive source's request budget (quiet proofs, TTL re-reads). */
   budget?: SourceBudget;
