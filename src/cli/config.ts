@@ -19,7 +19,7 @@ export interface Config extends ReplicationOptions {
   readonly srcRequestBudget: number;
 }
 
-export const APIS = ['v2', 'v3'] as const satisfies readonly Api[];
+const APIS = ['v2', 'v3'] as const satisfies readonly Api[];
 export type { Api, Ordering };
 
 export function apiFlag(raw: string | undefined, flag: string): Api {
@@ -33,7 +33,7 @@ export function checkApis(src: Api, dst: Api): void {
   if (src === 'v3' && dst === 'v2') throw new ConfigError('--src-api v3 with --dst-api v2 is not supported (mirror v3 into v3, or v2 into v2 or v3)');
 }
 
-export const ORDERINGS = ['strict', 'adaptive', 'key'] as const satisfies readonly Ordering[];
+const ORDERINGS = ['strict', 'adaptive', 'key'] as const satisfies readonly Ordering[];
 
 export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-prefix P] [--dst-prefix P] [--strip]
                    [--src-ignore-keys-regex R] [--port N] [--listen-address A] [--allow-mass-delete]

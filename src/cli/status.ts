@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../etcd/errors.js';
 
-export const DEFAULT_STATUS_URL = 'http://127.0.0.1:8000';
+const DEFAULT_STATUS_URL = 'http://127.0.0.1:8000';
 const DEFAULT_TIMEOUT_S = 5;
 /** Transitions shown, newest first (/state keeps the last 50). */
 const TRANSITIONS_SHOWN = 5;

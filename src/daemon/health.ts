@@ -1,7 +1,7 @@
 // Readiness and rates derived from the mirror's state: shared by /readyz, /state, /events and the /ui page.
 
 /** Below this much headroom, a restart or a short outage could already fall out of the window: not ready. */
-export const READY_MIN_HEADROOM_EVENTS = 200;
+const READY_MIN_HEADROOM_EVENTS = 200;
 
 /** `windowed`: the source is v2 (its 1000-event window); a v3 source only needs its position known. */
 export function readiness(state: string, reason: string, headroomEvents: number | null, windowed = true): { ready: boolean; why: string } {

@@ -29,7 +29,7 @@ export function replicationIndexKey(dstPrefix: string): string {
 }
 
 /** --ha: the lock beside the replication index (under /__replication: hidden from v2 recursive reads). */
-export function replicationLockKey(dstPrefix: string): string {
+function replicationLockKey(dstPrefix: string): string {
   return `${replicationIndexKey(dstPrefix)}.lock`;
 }
 

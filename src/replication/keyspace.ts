@@ -84,4 +84,3 @@ export class ByteKeyMap {
 
 /** A map key for bytes (latin1 is one char per byte: lossless). */
 export const keyId = (key: Buffer): string => key.toString('latin1');
-export const keyFromId = (id: string): Buffer => Buffer.from(id, 'latin1');

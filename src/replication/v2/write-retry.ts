@@ -12,7 +12,7 @@ export interface RetryPolicy {
   capMs: number;
 }
 
-export const WRITE_RETRY: RetryPolicy = { attempts: 5, baseMs: 50, capMs: 2_000 };
+const WRITE_RETRY: RetryPolicy = { attempts: 5, baseMs: 50, capMs: 2_000 };
 
 export async function withWriteRetries(
   what: { key: string; index: number | null },
