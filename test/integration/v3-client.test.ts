@@ -6,17 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
 import { ClusterIdMismatchError, isRetryable } from '../../src/etcd/errors.js';
-import {
-  CompactedError,
-  TooManyOpsError,
-  V3AuthError,
-  V3Client,
-  V3RequestError,
-  prefixEnd,
-  type V3Event,
-  type V3Watch,
-  type WatchMessage,
-} from '../../src/etcd/v3/client.js';
+import { V3Client, prefixEnd, type V3Event, type V3Watch, type WatchMessage } from '../../src/etcd/v3/client.js';
+import { CompactedError, TooManyOpsError, V3AuthError, V3RequestError } from '../../src/etcd/v3/errors.js';
 import { makePki, type Pki } from '../helpers/certs.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { enableV3Auth } from '../helpers/v3.js';
