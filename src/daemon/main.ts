@@ -17,7 +17,7 @@ import { createV3Backend } from '../replication/backend.js';
 import { faultFrom, RunnerHost } from '../replication/v2/runner.js';
 import { OwnWrites } from '../replication/own-writes.js';
 import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
-import { BodyGaps } from '../replication/v2/poller.js';
+import { BodyGaps } from '../replication/v2/body-gaps.js';
 import { VERSION } from './version.js';
 import { RequestCost, v2Probe, v3Probe } from './request-cost.js';
 import { SourceBudget } from '../replication/v2/source-budget.js';

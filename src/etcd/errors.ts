@@ -174,3 +174,16 @@ export class FencedError extends MirrorError {
   override readonly code = 'EM_ERR_FENCED';
   readonly fenced = true;
 }
+
+/** A source watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
+export class ResyncNeededError extends MirrorError {
+  override readonly code = 'EM_ERR_RESYNC_NEEDED';
+  readonly historyLost = true;
+  constructor(
+    message: string,
+    /** First index of the contradicted claim: the stored index must stay below it. */
+    readonly claimFrom: number,
+  ) {
+    super(message);
+  }
+}

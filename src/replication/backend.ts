@@ -12,7 +12,7 @@ import type { Metrics } from '../daemon/metrics.js';
 import { HaController } from '../daemon/ha.js';
 import { V3Lock } from './ha-lock.js';
 import { OwnWrites } from './own-writes.js';
-import { BodyGaps } from './v2/poller.js';
+import { BodyGaps } from './v2/body-gaps.js';
 import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';

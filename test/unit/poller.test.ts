@@ -16,9 +16,11 @@ import {
   UnauthorizedError,
   UnreachableError,
   WatcherClearedError,
+  ResyncNeededError,
   etcdErrorFrom,
 } from '../../src/etcd/errors.js';
-import { BodyGaps, ResyncNeededError, runPoller, type PollerOptions, type PollerSink } from '../../src/replication/v2/poller.js';
+import { BodyGaps } from '../../src/replication/v2/body-gaps.js';
+import { runPoller, type PollerOptions, type PollerSink } from '../../src/replication/v2/poller.js';
 import { FakeSource, etcdV2Match, liveMatch } from './helpers/fake-source.js';
 
 const PREFIX = '/demo';

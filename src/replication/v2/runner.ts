@@ -7,14 +7,15 @@ import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type Le
 import type { Config } from '../../cli/config.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
-import { CompareFailedError, EventIndexClearedError, FencedError, isRetryable, KeyNotFoundError, MassDeleteRefusedError, NodeExistError, SourceHistoryMismatchError } from '../../etcd/errors.js';
+import { CompareFailedError, EventIndexClearedError, FencedError, isRetryable, KeyNotFoundError, MassDeleteRefusedError, NodeExistError, ResyncNeededError, SourceHistoryMismatchError } from '../../etcd/errors.js';
 import type { V2Fence } from '../ha-lock.js';
 import { windowHeadroom } from '../../daemon/health.js';
 import type { KeyMap } from '../keys.js';
 import type { Logger } from '../../daemon/log.js';
 import type { Metrics } from '../../daemon/metrics.js';
 import type { OrderingPolicy } from './ordering.js';
-import { BodyGaps, ResyncNeededError, runPoller } from './poller.js';
+import type { BodyGaps } from './body-gaps.js';
+import { runPoller } from './poller.js';
 import type { SourceBudget } from './source-budget.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
 import { Coverage } from './coverage.js';
