@@ -4,7 +4,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { expectTreesEqual, waitForTtlsGone } from '../helpers/tree.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
+import { retriesSince, spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { storeIndex } from '../helpers/raw.js';
 import { waitFor } from '../helpers/wait.js';
 import { startWorkload, type Workload } from '../helpers/workload.js';
@@ -56,9 +56,7 @@ async function underWay(): Promise<void> {
 
 /** The mirror stalled on a fault that began at `since` and went back to retry it `retries` times (its backoff grows each time). */
 async function retriedWhileDown(since: number, retries: number, timeoutMs: number): Promise<void> {
-  const retriesSince = (s: Record<string, unknown>) =>
-    (s.timeline as { at: string; from: string }[]).filter((t) => t.from === 'stalled' && Date.parse(t.at) >= since).length;
-  await m.waitForState((s) => retriesSince(s) >= retries, timeoutMs);
+  await m.waitForState((s) => retriesSince(s, since) >= retries, timeoutMs);
 }
 
 /** The source's history moved past the window since the stall: the mirror can only come back through a snapshot. */
