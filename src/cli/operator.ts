@@ -9,7 +9,7 @@ import { V3Client } from '../etcd/v3/client.js';
 import { CompactedError } from '../etcd/v3/errors.js';
 import { V3Destination } from '../replication/v3-destination.js';
 import { V3Source } from '../replication/v3-source.js';
-import { BodyGaps } from '../replication/v2/poller.js';
+import { BodyGaps } from '../replication/v2/body-gaps.js';
 import { ByteKeyMap, keyId } from '../replication/keyspace.js';
 import type { EtcdNode } from '../etcd/v2/decode.js';
 import type { Cluster } from '../etcd/endpoint.js';

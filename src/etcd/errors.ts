@@ -200,3 +200,16 @@ export function faultFrom(err: unknown): FaultInfo {
   if (e?.fenced === true) fault.fenced = true;
   return fault;
 }
+
+/** A source watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
+export class ResyncNeededError extends MirrorError {
+  override readonly code = 'EM_ERR_RESYNC_NEEDED';
+  readonly historyLost = true;
+  constructor(
+    message: string,
+    /** First index of the contradicted claim: the stored index must stay below it. */
+    readonly claimFrom: number,
+  ) {
+    super(message);
+  }
+}

@@ -7,7 +7,7 @@ import { V2Fence, V2Lock } from './ha-lock.js';
 import { KeyMap } from './keys.js';
 import { OwnWrites } from './own-writes.js';
 import type { HaGate } from './ports.js';
-import { BodyGaps } from './v2/poller.js';
+import { BodyGaps } from './v2/body-gaps.js';
 import { RunnerHost } from './v2/runner.js';
 
 export function createV2Backend<H extends HaGate>({ config, log, metrics, ordering, budget, haController }: BackendDeps<H>): Backend<H> {

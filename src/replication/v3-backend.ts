@@ -29,7 +29,7 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
   let clockOffsetMs = (): number | null => null;
   let source: Source;
   if (config.srcApi === 'v2') {
-    const [{ EtcdClient }, { V2Source }, { BodyGaps }] = await Promise.all([import('../etcd/v2/client.js'), import('./v2-source.js'), import('./v2/poller.js')]);
+    const [{ EtcdClient }, { V2Source }, { BodyGaps }] = await Promise.all([import('../etcd/v2/client.js'), import('./v2-source.js'), import('./v2/body-gaps.js')]);
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
     source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });

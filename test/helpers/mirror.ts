@@ -147,6 +147,10 @@ export async function runMirror(args: string[], timeoutMs = 15_000): Promise<{ c
   return { code, stdout, stderr };
 }
 
+/** How often the mirror went from stalled back to a retry since `since` (a Date.now()), from /state's timeline. */
+export const retriesSince = (state: Record<string, unknown>, since: number): number =>
+  (state.timeline as { at: string; from: string }[]).filter((t) => t.from === 'stalled' && Date.parse(t.at) >= since).length;
+
 /** Polls until the destination's stored replication index reaches `index`. */
 export async function waitForIndex(dst: EtcdClient, indexKey: string, index: number, timeoutMs = 20_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;

@@ -3,6 +3,7 @@ import type { EtcdClient } from '../../src/etcd/v2/client.js';
 import type { EtcdNode } from '../../src/etcd/v2/decode.js';
 import { KeyNotFoundError } from '../../src/etcd/errors.js';
 import { normalizeKey } from '../../src/etcd/v2/paths.js';
+import { waitFor } from './wait.js';
 
 export interface NodeSummary {
   dir: boolean;
@@ -47,6 +48,11 @@ export async function dumpTree(client: EtcdClient, prefix: string): Promise<Tree
   };
   visit(root);
   return tree;
+}
+
+/** Waits until no node under `prefix` has a TTL: a workload's short-lived keys have expired (etcd expires on a 500 ms tick). */
+export async function waitForTtlsGone(client: EtcdClient, prefix: string, timeoutMs = 15_000): Promise<void> {
+  await waitFor(async () => ![...(await dumpTree(client, prefix)).values()].some((n) => n.ttl), `no TTL left under ${prefix}`, timeoutMs);
 }
 
 const show = (v: string | undefined): string => {

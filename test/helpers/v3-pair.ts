@@ -44,20 +44,7 @@ export async function v3Tree(c: V3Client, prefix: string): Promise<Map<string, {
 
 export const values = (t: Map<string, { value: string }>): Record<string, string> => Object.fromEntries([...t].map(([k, v]) => [k, v.value]).sort());
 
-export async function waitFor<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what} ${last ? String(last) : ''}`);
-}
+export { waitFor } from './wait.js';
 
 export interface Recorded {
   revision: number;

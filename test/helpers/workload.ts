@@ -4,6 +4,8 @@ import { raw } from './raw.js';
 export interface Workload {
   /** Stops the loop and resolves with the number of successful writes. */
   stop(): Promise<number>;
+  /** Successful writes so far. */
+  written(): number;
 }
 
 /** Deterministic PRNG so a failing run can be replayed from its seed. */
@@ -60,6 +62,7 @@ export function startWorkload(
     }
   });
   return {
+    written: () => done,
     async stop() {
       stopped = true;
       await Promise.all(loops);

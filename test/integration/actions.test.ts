@@ -2,7 +2,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectTreesEqual } from '../helpers/tree.js';
 import { spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
-import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
+import { ok, raw, storeIndex } from '../helpers/raw.js';
+import { waitFor } from '../helpers/wait.js';
 
 let pair: Pair;
 let mirror: MirrorProcess;
@@ -68,9 +69,8 @@ describe('every v2 operation', () => {
     // deletes of things that exist only on the source side of history
     await ok(S, 'DELETE', '/demo/seed');
 
-    await sleep(2_500); // both 1 s TTLs have expired on the source (expiry runs on a 500 ms tick)
-    const expired = await raw(S, 'GET', '/demo/expires');
-    expect(expired.status).toBe(404);
+    // Both 1 s TTLs expire on the source (expiry runs on a 500 ms tick).
+    await waitFor(async () => (await raw(S, 'GET', '/demo/expires')).status === 404 && (await raw(S, 'GET', '/demo/dexp')).status === 404, 'the 1 s TTLs to expire', 10_000);
     await waitForIndex(pair.dstClient, '/__replication/replica', await storeIndex(S));
     await expectTreesEqual(pair.srcClient, '/demo', pair.dstClient, '/replica');
 

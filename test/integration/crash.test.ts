@@ -1,6 +1,6 @@
 // kill -9 of the mirror at random moments under continuous mixed writes, restarted without --reload each time.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectTreesEqual } from '../helpers/tree.js';
+import { expectTreesEqual, waitForTtlsGone } from '../helpers/tree.js';
 import { spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
 import { sleep, storeIndex } from '../helpers/raw.js';
 import { rng, startWorkload } from '../helpers/workload.js';
@@ -30,7 +30,7 @@ describe('crash safety', () => {
     }
     const writes = await workload.stop();
     expect(writes).toBeGreaterThan(200);
-    await sleep(4_000); // TTL keys written at the end expire on the source
+    await waitForTtlsGone(pair.srcClient, '/crash'); // their expiries are source events the mirror must carry too
     await waitForIndex(pair.dstClient, '/__replication/crash', await storeIndex(pair.src.clientUrl), 30_000);
     await expectTreesEqual(pair.srcClient, '/crash', pair.dstClient, '/crash', { timeoutMs: 15_000 });
     await current.kill('SIGTERM');

@@ -1,8 +1,8 @@
 // An unreachable or restarting etcd is not bad configuration: stalled, retry with backoff, continue.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectTreesEqual } from '../helpers/tree.js';
-import { spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
-import { ok, sleep, storeIndex } from '../helpers/raw.js';
+import { retriesSince, spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
+import { ok, storeIndex } from '../helpers/raw.js';
 
 let pair: Pair;
 let m: MirrorProcess;
@@ -19,11 +19,12 @@ afterAll(async () => {
 
 describe('etcd outages', () => {
   it('destination down: stalled, then tailing again once it is back, nothing lost', async () => {
+    const since = Date.now();
     await pair.dst.kill('SIGKILL');
     for (let i = 0; i < 20; i++) await ok(pair.src.clientUrl, 'PUT', `/f/during-dst-outage/${i}`, { value: String(i) });
     const stalled = await m.waitForState('stalled', 10_000);
     expect(stalled.lastFault).toMatchObject({ retryable: true });
-    await sleep(1_500);
+    await m.waitForState((s) => retriesSince(s, since) >= 1, 15_000); // down until the mirror retried against it
     await pair.dst.restart();
     await m.waitForState('tailing', 40_000);
     await waitForIndex(pair.dstClient, '/__replication/f', await storeIndex(pair.src.clientUrl), 20_000);

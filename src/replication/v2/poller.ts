@@ -29,11 +29,16 @@
 // When a connection is lost, its pending claims are re-verified by a watch from the oldest one's start before
 // any is confirmed. A contradiction stops all confirmation and names the claim, so the runner can put the stored
 // index back below it.
+//
+// This file holds the I/O; the claim bookkeeping is sequencer.ts and the gap measure body-gaps.ts, both pure and
+// driven by an injected clock.
 import { setMaxListeners } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
-import { isRetryable, MirrorError, UnreachableError, WatcherClearedError } from '../../etcd/errors.js';
+import { isRetryable, ResyncNeededError, UnreachableError, WatcherClearedError } from '../../etcd/errors.js';
+import { BodyGaps, SILENCE_MS } from './body-gaps.js';
+import { realClock, type Clock } from './clock.js';
+import { Sequencer } from './sequencer.js';
 import type { SourceBudget } from './source-budget.js';
 
 export interface PollerSink {
@@ -80,67 +85,8 @@ export interface PollerOptions {
   gaps?: BodyGaps;
   /** An expensive source's request budget: quiet proofs wait for slots, catch-up holds fewer long-polls. */
   budget?: SourceBudget;
-}
-
-/** A watch delivered an event that a quiet proof had ruled out: only a snapshot can tell what is true. */
-export class ResyncNeededError extends MirrorError {
-  override readonly code = 'EM_ERR_RESYNC_NEEDED';
-  readonly historyLost = true;
-  constructor(
-    message: string,
-    /** First index of the contradicted claim: the stored index must stay below it. */
-    readonly claimFrom: number,
-  ) {
-    super(message);
-  }
-}
-
-/** Silence after the headers before a watch counts as blocked, at least. A wrong guess is caught (resync), not fatal. */
-export const SILENCE_MS = 15;
-const SILENCE_MAX_MS = 250;
-const CONFIRM_MIN_MS = 100;
-const CONFIRM_MAX_MS = 2_000;
-/** Store indexes a confirmation wait may let pass at most. */
-const CONFIRM_BUDGET_EVENTS = 120;
-const GAPS_KEPT_MS = 60_000;
-
-/**
- * The largest recent gap between a watch's headers and its history match's body. Silence thresholds and
- * confirmation waits follow it, so a slow path (busy CPU, lossy link) makes the poller more careful by itself.
- */
-export class BodyGaps {
-  #samples: { at: number; ms: number }[] = [];
-  #max = 0;
-
-  record(ms: number, now = Date.now()): void {
-    if (ms <= 1) return; // the common case: bytes together
-    this.#samples.push({ at: now, ms });
-    if (this.#samples.length > 256) this.#samples.shift();
-    this.#max = Math.max(this.#max, ms);
-  }
-
-  maxMs(now = Date.now()): number {
-    if (this.#samples.length && this.#samples[0]!.at < now - GAPS_KEPT_MS) {
-      this.#samples = this.#samples.filter((s) => s.at >= now - GAPS_KEPT_MS);
-      this.#max = this.#samples.reduce((m, s) => Math.max(m, s.ms), 0);
-    }
-    return this.#max;
-  }
-
-  silenceMs(): number {
-    return Math.min(SILENCE_MAX_MS, Math.max(SILENCE_MS, Math.ceil(2 * this.maxMs())));
-  }
-
-  /**
-   * How long a claim must stay uncontradicted. `storePerMs`: how fast the source's store index moves. The wait
-   * never lets more than CONFIRM_BUDGET_EVENTS store indexes pass (the stored index must stay well inside etcd's
-   * 1000-event window), and never drops below twice the silence threshold.
-   */
-  confirmMs(storePerMs = 0): number {
-    const wanted = Math.min(CONFIRM_MAX_MS, Math.max(CONFIRM_MIN_MS, Math.ceil(8 * this.maxMs())));
-    const budget = storePerMs > 0 ? CONFIRM_BUDGET_EVENTS / storePerMs : Infinity;
-    return Math.max(2 * this.silenceMs(), Math.min(wanted, budget));
-  }
+  /** Time for every wait and timer. @default realClock */
+  clock?: Clock;
 }
 
 /** How many store indexes may pass between two probes: far below the 1000-event window. */
@@ -150,8 +96,6 @@ const STALL_CHECK_MS = 1_000;
 /** Quick reconnects after a transport failure before it is reported: a cut must not cost seconds of backoff
  * while the rest of the store races through the history window. */
 const QUICK_RETRIES = [0, 100, 400];
-/** Claimed ranges remembered for contradiction checks. */
-const CLAIMS_KEPT = 4_096;
 /** How long a silent catch-up watch stays open after its range was claimed, in case a history match was only
  * delayed (TCP retransmits take a few hundred ms). Later ranges are covered by the stream itself. */
 const GUARD_MS = 5_000;
@@ -159,185 +103,43 @@ const GUARD_MS = 5_000;
 type Linked = AbortController & { dispose(): void };
 type Outcome = { kind: 'event'; ev: EtcdEvent } | { kind: 'empty' } | { kind: 'silent'; etcdIndex: number; handle: WatchHandle; ctl: Linked };
 
-interface Claim {
-  from: number;
-  to: number;
-  /** When the claim was made (or last re-verified), ms. */
-  at: number;
-  /** False after the connection that would carry a contradiction was lost, until a new watch re-verified it. */
-  verified: boolean;
-}
-
-/** Releases events and quiet proofs in index order, checks every later delivery against the claims, and confirms them. */
-class Sequencer {
-  last: number;
-  readonly #claims: Omit<Claim, 'verified'>[] = [];
-  /** Claims not confirmed yet, in index order (contiguous with nothing but events in between). */
-  readonly #pending: Claim[] = [];
-  #confirmed: number;
-  failure: ResyncNeededError | null = null;
-  #onFailure: (() => void) | null = null;
-
-  constructor(
-    start: number,
-    private readonly sink: PollerSink,
-    private readonly gaps: BodyGaps,
-  ) {
-    this.last = start;
-    this.#confirmed = start;
-  }
-
-  /** A watch without waitIndex covers exactly what comes after its X-Etcd-Index. */
-  startAt(index: number): void {
-    this.last = index;
-    this.#confirmed = index;
-    this.sink.confirmed?.(index);
-  }
-
-  /**
-   * `coveredFrom`: the delivering channel carries every prefix event above this index, in order (the stream's
-   * X-Etcd-Index): claims above it and below the event are then confirmed.
-   */
-  release(ev: EtcdEvent, coveredFrom?: number): void {
-    const index = ev.node.modifiedIndex;
-    if (index <= this.last) {
-      this.check(index);
-      return; // a duplicate (stream and history overlap, etcd's double delete on the watched path)
-    }
-    this.last = index;
-    this.sink.event(ev);
-    if (coveredFrom !== undefined) this.confirmBelow(index, coveredFrom);
-    this.#advance();
-  }
-
-  claim(from: number, to: number): void {
-    this.sink.poll('quiet');
-    if (to <= this.last) return;
-    const start = Math.max(from, this.last + 1);
-    const at = Date.now();
-    this.#claims.push({ from: start, to, at });
-    if (this.#claims.length > CLAIMS_KEPT) this.#claims.shift();
-    this.#pending.push({ from: start, to, at, verified: true });
-    this.last = to;
-    this.sink.quiet(to);
-  }
-
-  /** Positive proof: nothing lies in (coveredFrom, index) but what was delivered. */
-  confirmBelow(index: number, coveredFrom: number): void {
-    if (this.failure) return;
-    let n = 0;
-    while (n < this.#pending.length && this.#pending[n]!.to < index && this.#pending[n]!.from > coveredFrom) n++;
-    if (n === 0) return;
-    this.#pending.splice(0, n);
-    this.#advance();
-  }
-
-  /** Store indexes per ms, from the claims of the last second or so (claims end at the store index). */
-  #storePerMs(): number {
-    const first = this.#claims[Math.max(0, this.#claims.length - 32)];
-    const last = this.#claims[this.#claims.length - 1];
-    if (!first || !last || last.at <= first.at) return 0;
-    return (last.to - first.to) / (last.at - first.at);
-  }
-
-  /** Confirms claims that stayed uncontradicted for confirmMs on a live connection. */
-  tick(now = Date.now()): void {
-    if (this.failure) return;
-    const wait = this.gaps.confirmMs(this.#storePerMs());
-    let n = 0;
-    while (n < this.#pending.length && this.#pending[n]!.verified && this.#pending[n]!.at + wait <= now) n++;
-    if (n === 0) return;
-    this.#pending.splice(0, n);
-    this.#advance();
-  }
-
-  /** The connection that carried the claims' contradictions is gone: they need a new watch's word. */
-  connectionLost(): void {
-    for (const c of this.#pending) c.verified = false;
-  }
-
-  /** Start and end of the claims waiting for re-verification, or null. */
-  unverified(): { from: number; to: number } | null {
-    const open = this.#pending.filter((c) => !c.verified);
-    return open.length ? { from: open[0]!.from, to: open[open.length - 1]!.to } : null;
-  }
-
-  /** A new watch from `from` stayed silent up to `to`: the claims it covers count from now. */
-  reverified(to: number): void {
-    const now = Date.now();
-    for (const c of this.#pending) {
-      if (!c.verified && c.to <= to) {
-        c.verified = true;
-        c.at = now;
-      }
-    }
-  }
-
-  #advance(): void {
-    const next = this.#pending.length ? this.#pending[0]!.from - 1 : this.last;
-    if (next > this.#confirmed) {
-      this.#confirmed = next;
-      this.sink.confirmed?.(next);
-    }
-  }
-
-  /** An event at `index` was delivered: if a claim ruled it out, the claim was wrong. */
-  check(index: number): void {
-    if (this.failure) return;
-    const wrong = this.#claims.find((c) => index >= c.from && index <= c.to);
-    if (wrong) {
-      // The body was at least this late: the next poller sharing `gaps` waits longer before it calls silence.
-      this.gaps.record(Date.now() - wrong.at + this.gaps.silenceMs());
-      this.failure = new ResyncNeededError(`the source delivered event ${index} inside a range proven quiet; resynchronising from a snapshot`, wrong.from);
-      this.#onFailure?.();
-    }
-  }
-
-  /** Keeps a silent watch open for a while after its range was claimed: whatever it delivers must not contradict. */
-  guard(outcome: Extract<Outcome, { kind: 'silent' }>, from: number): void {
-    const timer = setTimeout(() => outcome.ctl.abort(), GUARD_MS);
-    timer.unref();
-    outcome.handle.event.then(
-      (ev) => {
-        if (!ev) return;
-        this.check(ev.node.modifiedIndex);
-        // The watch returns the first prefix event at or after its waitIndex: none lies below this one.
-        this.confirmBelow(ev.node.modifiedIndex, from - 1);
-      },
-      () => {},
-    ).finally(() => {
-      clearTimeout(timer);
-      outcome.ctl.abort();
-      outcome.ctl.dispose();
-    });
-  }
-
-  failed(): Promise<never> {
-    return new Promise((_, reject) => {
-      if (this.failure) reject(this.failure);
-      else this.#onFailure = () => reject(this.failure);
-    });
-  }
+/** Keeps a silent watch open for a while after its range was claimed: whatever it delivers must not contradict. */
+function guard(seq: Sequencer, outcome: Extract<Outcome, { kind: 'silent' }>, from: number, clock: Clock): void {
+  const cancel = clock.after(GUARD_MS, () => outcome.ctl.abort());
+  outcome.handle.event.then(
+    (ev) => {
+      if (!ev) return;
+      seq.check(ev.node.modifiedIndex);
+      // The watch returns the first prefix event at or after its waitIndex: none lies below this one.
+      seq.confirmBelow(ev.node.modifiedIndex, from - 1);
+    },
+    () => {},
+  ).finally(() => {
+    cancel();
+    outcome.ctl.abort();
+    outcome.ctl.dispose();
+  });
 }
 
 export async function runPoller(opts: PollerOptions): Promise<void> {
   setMaxListeners(0, opts.signal); // one listener per watch in flight (up to `parallel` plus guards)
   let registered = opts.fromIndex !== 'now';
-  const gaps = opts.gaps ?? new BodyGaps();
-  const seq = new Sequencer(opts.fromIndex === 'now' ? 0 : opts.fromIndex, opts.sink, gaps);
+  const clock = opts.clock ?? realClock;
+  const gaps = opts.gaps ?? new BodyGaps(clock);
+  const seq = new Sequencer(opts.fromIndex === 'now' ? 0 : opts.fromIndex, opts.sink, gaps, clock);
   const failedByClaim = seq.failed();
   failedByClaim.catch(() => {});
-  const confirming = setInterval(() => seq.tick(), 20);
+  const stopConfirming = clock.every(20, () => seq.tick());
   // Claims left unverified by a lost connection are re-verified beside the new connection, never in its way: a
   // reconnect must not wait a round trip while the rest of the store races through the window.
   let verifying = false;
-  const verifier = setInterval(() => {
+  const stopVerifier = clock.every(50, () => {
     if (verifying || !seq.unverified() || opts.signal.aborted) return;
     verifying = true;
     reverify(opts, seq, gaps, opts.signal)
       .catch(() => {}) // asked again at the next interval
       .finally(() => (verifying = false));
-  }, 50);
+  });
   try {
     await pollLoop(opts, seq, gaps, failedByClaim, () => registered, (etcdIndex) => {
       registered = true;
@@ -345,8 +147,8 @@ export async function runPoller(opts: PollerOptions): Promise<void> {
       opts.registered?.(etcdIndex);
     });
   } finally {
-    clearInterval(confirming);
-    clearInterval(verifier);
+    stopConfirming();
+    stopVerifier();
   }
 }
 
@@ -359,6 +161,7 @@ async function pollLoop(
   register: (etcdIndex: number) => void,
 ): Promise<void> {
   const { src, prefix, sink, signal } = opts;
+  const clock = opts.clock ?? realClock;
   const pipeline = opts.pipeline ?? true;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   // Quick retries are counted until the poller makes progress again: a source that accepts every watch and then
@@ -379,7 +182,7 @@ async function pollLoop(
         continue;
       }
       const streamCtl = linked(conn.signal);
-      const stream = await within(src.stream(prefix, { recursive: true, signal: streamCtl.signal }), unreachableAfter, src, streamCtl);
+      const stream = await within(src.stream(prefix, { recursive: true, signal: streamCtl.signal }), unreachableAfter, src, streamCtl, clock);
       onRegistered(stream.etcdIndex);
       opts.streamStarted?.(stream.etcdIndex);
       sink.sourceIndex(stream.etcdIndex);
@@ -402,7 +205,7 @@ async function pollLoop(
       const quick = isRetryable(err) && !(err instanceof UnreachableError);
       const pause = err instanceof WatcherClearedError ? QUICK_RETRIES[0] : quick ? QUICK_RETRIES[failures++] : undefined;
       if (pause === undefined) throw err;
-      await sleep(pause, undefined, { signal }).catch(() => {});
+      await clock.sleep(pause, signal).catch(() => {});
     } finally {
       conn.abort();
       conn.dispose();
@@ -423,6 +226,7 @@ async function catchUp(
   signal: AbortSignal,
 ): Promise<void> {
   const { src, prefix, sink } = opts;
+  const clock = opts.clock ?? realClock;
   const configured = opts.parallel ?? 64;
   const parallel = claims ? Math.max(1, opts.budget?.catchUpParallel(configured) ?? configured) : 1;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
@@ -436,9 +240,9 @@ async function catchUp(
     const stop = () => ctl.abort();
     signal.addEventListener('abort', stop, { once: true });
     const outcome = (async (): Promise<Outcome> => {
-      const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
+      const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl, clock);
       sink.sourceIndex(handle.etcdIndex);
-      const first = claims && (await silent(handle, gaps, ctl.signal)) ? 'silent' : await bodyOf(handle, claims, unreachableAfter, src, ctl);
+      const first = claims && (await silent(handle, gaps, clock, ctl.signal)) ? 'silent' : await bodyOf(handle, claims, unreachableAfter, src, ctl, clock);
       signal.removeEventListener('abort', stop);
       if (first === 'silent') return { kind: 'silent', etcdIndex: handle.etcdIndex, handle, ctl };
       ctl.dispose();
@@ -483,18 +287,18 @@ async function catchUp(
       if (delivered.some((i) => i >= head && i <= outcome.etcdIndex)) {
         // Another watch already saw an event in this range: the head's silence was only a late body. Give the
         // body a little longer, then ask again.
-        const ev = await within(outcome.handle.event, unreachableAfter, src, outcome.ctl).catch(() => undefined);
+        const ev = await within(outcome.handle.event, unreachableAfter, src, outcome.ctl, clock).catch(() => undefined);
         outcome.ctl.abort();
         outcome.ctl.dispose();
         if (ev) seq.release(ev);
         continue;
       }
       seq.claim(head, outcome.etcdIndex);
-      seq.guard(outcome, head);
+      guard(seq, outcome, head, clock);
       // A blocked head at or beyond the target means history holds nothing more up to it.
       if (outcome.etcdIndex < head) {
         // Registered below the waitIndex (store index not there yet): nothing proven, wait for it to move on.
-        await sleep(SILENCE_MS, undefined, { signal });
+        await clock.sleep(SILENCE_MS, signal);
       }
     }
   } finally {
@@ -554,6 +358,7 @@ async function follow(
 
 async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
   const { src, prefix, sink } = opts;
+  const clock = opts.clock ?? realClock;
   const rearmMin = opts.rearmMinMs ?? 15;
   const rearmMax = opts.rearmMaxMs ?? 100;
   const grace = opts.streamGraceMs ?? 2_000;
@@ -562,20 +367,20 @@ async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream
   let rearmMs = rearmMin;
   // The store's index rate and the last proof: the budget may hold a proof back only as far as the window allows.
   let storePerMs = 0;
-  let lastProofAt = performance.now();
+  let lastProofAt = clock.now();
   for (;;) {
-    await sleep(rearmMs, undefined, { signal });
-    await opts.budget?.take('proof', signal, { storePerMs, sinceLastMs: performance.now() - lastProofAt });
+    await clock.sleep(rearmMs, signal);
+    await opts.budget?.take('proof', signal, { storePerMs, sinceLastMs: clock.now() - lastProofAt });
     const waitIndex = seq.last + 1;
     const ctl = linked(signal);
-    const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
+    const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl, clock);
     sink.sourceIndex(handle.etcdIndex);
-    const first = (await silent(handle, gaps, signal)) ? 'silent' : await bodyOf(handle, true, unreachableAfter, src, ctl);
+    const first = (await silent(handle, gaps, clock, signal)) ? 'silent' : await bodyOf(handle, true, unreachableAfter, src, ctl, clock);
     ctl.abort(); // past the stream's start, the stream itself delivers anything a delayed body would have
     ctl.dispose();
     if (first === 'silent') {
       seq.claim(waitIndex, handle.etcdIndex);
-      const now = performance.now();
+      const now = clock.now();
       if (prev && now > prev.at && handle.etcdIndex >= prev.index) storePerMs = (handle.etcdIndex - prev.index) / (now - prev.at);
       rearmMs = nextRearm(prev, handle.etcdIndex, now, rearmMin, rearmMax);
       prev = { index: handle.etcdIndex, at: now };
@@ -585,8 +390,8 @@ async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream
     if (first !== null) {
       // The stream must bring this event (or has already): if it does not within the grace time, it stalled.
       const index = first.node.modifiedIndex;
-      const deadline = Date.now() + grace;
-      while (stream.lastIndex() < index && seq.last < index && Date.now() < deadline) await sleep(20, undefined, { signal });
+      const deadline = clock.now() + grace;
+      while (stream.lastIndex() < index && seq.last < index && clock.now() < deadline) await clock.sleep(20, signal);
       if (stream.lastIndex() < index && seq.last < index) return 'stalled';
     }
     rearmMs = STALL_CHECK_MS;
@@ -600,13 +405,13 @@ async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream
  * silence. Every history match (an event at or below the watch's X-Etcd-Index, written right behind the headers)
  * teaches `gaps` how long its body took, even one that arrives long after the verdict.
  */
-async function silent(handle: WatchHandle, gaps: BodyGaps, signal: AbortSignal): Promise<boolean> {
-  const headersAt = performance.now();
+async function silent(handle: WatchHandle, gaps: BodyGaps, clock: Clock, signal: AbortSignal): Promise<boolean> {
+  const headersAt = clock.now();
   let arrived = false;
   let firstByteAt = 0;
   void handle.firstByte.then(() => {
     arrived = true;
-    firstByteAt = performance.now();
+    firstByteAt = clock.now();
   });
   handle.event.then(
     (ev) => {
@@ -614,7 +419,7 @@ async function silent(handle: WatchHandle, gaps: BodyGaps, signal: AbortSignal):
     },
     () => {},
   );
-  const first = await Promise.race([handle.firstByte.then(() => 'bytes' as const), sleep(gaps.silenceMs(), 'timer' as const, { signal })]);
+  const first = await Promise.race([handle.firstByte.then(() => 'bytes' as const), clock.sleep(gaps.silenceMs(), signal).then(() => 'timer' as const)]);
   if (first === 'bytes') return false;
   await new Promise((resolve) => setImmediate(resolve));
   return !arrived;
@@ -628,16 +433,17 @@ async function reverify(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, sig
   const open = seq.unverified();
   if (!open) return;
   const { src, prefix, sink } = opts;
+  const clock = opts.clock ?? realClock;
   const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
   const ctl = linked(signal);
   try {
-    const handle = await within(src.watch(prefix, { waitIndex: open.from, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl);
+    const handle = await within(src.watch(prefix, { waitIndex: open.from, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl, clock);
     sink.sourceIndex(handle.etcdIndex);
-    if (await silent(handle, gaps, ctl.signal)) {
+    if (await silent(handle, gaps, clock, ctl.signal)) {
       if (handle.etcdIndex >= open.to) seq.reverified(open.to);
       return;
     }
-    const ev = await bodyOf(handle, true, unreachableAfter, src, ctl);
+    const ev = await bodyOf(handle, true, unreachableAfter, src, ctl, clock);
     if (!ev) return; // asked again on the next connection
     seq.check(ev.node.modifiedIndex);
     seq.confirmBelow(ev.node.modifiedIndex, open.from - 1);
@@ -651,23 +457,23 @@ async function reverify(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, sig
  * The watch's event once its body has started (or, for a long-poll that waits for the future, whenever it comes).
  * A body that starts must finish: one that stops half-way is a dead link.
  */
-async function bodyOf(handle: WatchHandle, started: boolean, ms: number, src: EtcdClient, ctl: AbortController): Promise<EtcdEvent | null> {
+async function bodyOf(handle: WatchHandle, started: boolean, ms: number, src: EtcdClient, ctl: AbortController, clock: Clock): Promise<EtcdEvent | null> {
   if (!started) return handle.event;
-  return within(handle.event, ms, src, ctl);
+  return within(handle.event, ms, src, ctl, clock);
 }
 
-async function within<T>(request: Promise<T>, ms: number, src: EtcdClient, ctl: AbortController): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+async function within<T>(request: Promise<T>, ms: number, src: EtcdClient, ctl: AbortController, clock: Clock): Promise<T> {
+  let cancel: (() => void) | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
+    cancel = clock.after(ms, () => {
       ctl.abort();
       reject(new UnreachableError(`${src.origin}: a watch got no answer within ${ms} ms`));
-    }, ms);
+    });
   });
   try {
     return await Promise.race([request, timeout]);
   } finally {
-    clearTimeout(timer);
+    cancel?.();
   }
 }
 
