@@ -1,10 +1,13 @@
-// Keeps destination copies of TTL keys alive exactly as long as the source keeps them. etcd sends no watch event
-// for `refresh=true` TTL updates (lock keys are refreshed that way), so without this a copy would expire at the
-// TTL it was written with while the source key lives on. Every tick re-reads the tracked source keys and moves
-// the destination's expiration along with a refresh (no value change, no destination event). Copies are only
-// ever refreshed, never made permanent: if the mirror dies, they expire on their own — no immortal lock keys.
+// Keeps destination copies of TTL keys alive as long as the source keeps them. etcd sends no watch event for
+// `refresh=true` TTL updates (lock keys are refreshed that way), so without this a copy would expire at the TTL
+// it was written with while the source key lives on. Every tick re-reads the tracked source keys and, when a
+// source expiration moved, moves the copy's along with a refresh (no value change, no destination event) to the
+// source's remaining time plus the margin (copy-ttl.ts); the source's `expire` event removes the copy. Copies
+// are only ever refreshed, never made permanent: if the mirror dies, they expire on their own — no immortal lock
+// keys.
 import PQueue from 'p-queue';
 import { remainingTtl } from './apply.js';
+import { copyTtl } from '../copy-ttl.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
@@ -32,7 +35,7 @@ export interface TtlKeeperDeps {
 }
 
 interface Tracked {
-  /** Source expiration the destination copy was last brought to ('' = unknown: refresh at the next tick). */
+  /** Source expiration the destination copy was last brought in line with ('' = unknown: refresh at the next tick). */
   expiration: string;
   /** Index of the last event seen for this key. */
   lastEvent: number;
@@ -135,8 +138,7 @@ export class TtlKeeper {
     if (this.deps.checkpoint() < node.modifiedIndex || tracked.lastEvent > readAt) return;
     if (tracked.expiration && Math.abs(Date.parse(tracked.expiration) - Date.parse(node.expiration)) < SAME_EXPIRATION_MS) return;
     // A GET's `ttl` is the remaining seconds on the source, rounded up, computed by the source itself.
-    const ttl = node.ttl ?? remainingTtl(node.expiration, sourceNow);
-    if (ttl <= 0) return;
+    const ttl = copyTtl(node.ttl ?? remainingTtl(node.expiration, sourceNow));
     const writer = this.deps.writer();
     if (!writer || writer.failed) return;
     const dstKey = map.toDst(srcKey);
