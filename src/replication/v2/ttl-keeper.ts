@@ -134,8 +134,12 @@ export class TtlKeeper {
       this.#tracked.delete(srcKey);
       return;
     }
-    // The destination must already hold this version of the node (or newer) before its TTL is touched.
-    if (this.deps.checkpoint() < node.modifiedIndex || tracked.lastEvent > readAt) return;
+    if (tracked.lastEvent > readAt) return;
+    // A refresh moves the node's modifiedIndex without a watch event, so the mirror may not have passed this
+    // version yet (a proof must pass it first) while the destination already holds the key: waiting for that
+    // would cost the copy ticks of its margin under steady refreshes. Its TTL may move now; recreating it, which
+    // writes the value, must wait until the destination holds everything up to this version.
+    const mayCreate = this.deps.checkpoint() >= node.modifiedIndex;
     if (tracked.expiration && Math.abs(Date.parse(tracked.expiration) - Date.parse(node.expiration)) < SAME_EXPIRATION_MS) return;
     // A GET's `ttl` is the remaining seconds on the source, rounded up, computed by the source itself.
     const ttl = copyTtl(node.ttl ?? remainingTtl(node.expiration, sourceNow));
@@ -149,7 +153,7 @@ export class TtlKeeper {
         // Every earlier event for this key is applied now. Still tracked, and no event after our read?
         const now = this.#tracked.get(srcKey);
         if (this.#stopped || !now || now.lastEvent > readAt) return;
-        await this.#write(dstKey, node, ttl);
+        if (!(await this.#write(dstKey, node, ttl, mayCreate))) return;
         now.expiration = expiration;
         this.deps.onRefresh?.();
       } catch (err) {
@@ -161,12 +165,14 @@ export class TtlKeeper {
     });
   }
 
-  async #write(dstKey: string, node: EtcdNode, ttl: number): Promise<void> {
+  /** False when the copy is missing and may not be recreated yet (the next tick tries again). */
+  async #write(dstKey: string, node: EtcdNode, ttl: number, mayCreate: boolean): Promise<boolean> {
     const { dst } = this.deps;
     try {
       await dst.put(dstKey, { dir: node.dir, refresh: true, prevExist: true, ttl });
     } catch (err) {
       if (!(err instanceof KeyNotFoundError)) throw err;
+      if (!mayCreate) return false;
       // The copy expired before the source's (e.g. the mirror was down for longer than the TTL): recreate it.
       try {
         await dst.put(dstKey, node.dir ? { dir: true, ttl, prevExist: false } : { value: node.value ?? '', ttl, prevExist: false });
@@ -174,5 +180,6 @@ export class TtlKeeper {
         if (!(inner instanceof NodeExistError)) throw inner;
       }
     }
+    return true;
   }
 }
