@@ -35,7 +35,7 @@ export class DestinationWatch {
           if (msg.kind !== 'events') continue;
           for (const ev of msg.events) {
             if (!this.keys.ownsDst(ev.kv.key) || this.own.has(ev.kv.modRevision)) continue;
-            // A leased copy going away is its lease's business (it expired with, or before, its source lease).
+            // A leased copy going away is its lease's business (it expired after its source lease: copy-ttl.ts).
             if (ev.type === 'delete' && ev.prevKv && ev.prevKv.lease !== '0') continue;
             this.#pending.push({ revision: ev.kv.modRevision, key: ev.kv.key, issued: this.own.issued });
           }

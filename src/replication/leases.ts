@@ -1,15 +1,17 @@
 // Leased source keys get destination copies on destination leases: one per source lease (a v3 source lease's
-// copy has the same lease id, so a restarted mirror finds its leases again), granted with the source lease's
-// remaining TTL. Keepalives on the source produce no watch event, so the source lease is asked now and then
-// whether it still lives; while it does, its copy is kept alive, and once it is gone, the copy is revoked (the
-// source's own delete events normally remove the keys first).
+// copy has the same lease id, so a restarted mirror finds its leases again). A destination lease is granted with
+// copyTtl(the source lease's granted TTL): a keepalive resets it to that, at least the source's remaining time
+// plus the margin (copy-ttl.ts). Keepalives on the source produce no watch event, so the source lease is asked
+// every third of that TTL whether it still lives, and while it does its copy is kept alive: a copy cannot lapse
+// while its source lease lives. Once the source lease is gone nothing is revoked: the source's own deletes (of
+// its expiry or revoke) remove the keys when they are replayed, at the source's moment, and the destination
+// lease, no longer kept alive, expires on its own. (A revoke there removed copies before the source did: a v3
+// lease reports 0 s in its last second, and the source deletes its keys only at its next expiry check.)
 import type { V3Client } from '../etcd/v3/client.js';
-import type { OwnWrites } from './own-writes.js';
+import { copyTtl } from './copy-ttl.js';
 import type { Log } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
 
-/** Shortest destination lease: a copy granted with 1 s left would need keepalives faster than we check. */
-const MIN_TTL_S = 2;
 const MIN_CHECK_MS = 500;
 const TICK_MS = 250;
 
@@ -34,8 +36,6 @@ export class LeaseMirror {
     private readonly dst: V3Client,
     private readonly log: Log,
     private readonly onCount: (n: number) => void = () => {},
-    /** Our writes on the destination: a revoke deletes keys, and those deletes are ours. */
-    private readonly own?: OwnWrites,
   ) {}
 
   get size(): number {
@@ -67,7 +67,7 @@ export class LeaseMirror {
   /** A destination key found on a lease (after a restart or in a reconcile): keep that lease alive too. */
   adopt(ref: LeaseRef, dstId: string): void {
     if (this.#tracked.has(ref.id)) return;
-    this.#track(ref, dstId, Math.max(MIN_TTL_S, ref.ttl));
+    this.#track(ref, dstId, copyTtl(ref.grantedTtl));
   }
 
   /** The destination lease a source lease maps to when it is already known (reconcile compares with it). */
@@ -76,7 +76,7 @@ export class LeaseMirror {
   }
 
   async #grant(ref: LeaseRef): Promise<string> {
-    const ttl = Math.max(MIN_TTL_S, ref.ttl);
+    const ttl = copyTtl(ref.grantedTtl);
     // A v3 source lease keeps its id on the destination; a v2 TTL key gets a fresh one.
     const wantId = ref.id.startsWith('v2:') ? undefined : ref.id;
     let dstId: string;
@@ -114,8 +114,8 @@ export class LeaseMirror {
 
   async #follow(t: Tracked): Promise<void> {
     try {
-      const remaining = await this.source.leaseRemaining(t.ref);
-      if (remaining > 0) {
+      // ≥ 0 while the source lease lives (0: its last second), < 0 once it is gone.
+      if ((await this.source.leaseRemaining(t.ref)) >= 0) {
         const ttl = await this.dst.leaseKeepAliveOnce(t.dstId);
         if (ttl > 0) {
           t.nextCheckAt = Date.now() + this.#interval(t.dstTtl);
@@ -124,14 +124,6 @@ export class LeaseMirror {
         // The copy's lease expired on the destination (the mirror was away too long): the next write of those
         // keys grants a new one; until then they are gone, as a v2 copy whose TTL ran out.
         this.log.warn({ lease: t.ref.id }, 'a destination lease expired while its source lease lives on');
-      } else {
-        const seq = this.own?.begin();
-        let revision: number | undefined;
-        try {
-          revision = (await this.dst.leaseRevoke(t.dstId)).revision || undefined;
-        } finally {
-          if (seq !== undefined) this.own!.end(seq, revision);
-        }
       }
       this.#tracked.delete(t.ref.id);
       this.onCount(this.#tracked.size);

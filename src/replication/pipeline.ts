@@ -28,7 +28,7 @@ export interface PipelineDeps {
   sourceRevision(): number | null;
   /** The source lease a destination key's lease stands for (adopting leases after a restart). */
   leaseFor(dstKey: Buffer, dstLease: string): LeaseRef;
-  /** Our destination writes (Txns, lease revokes), to tell foreign changes from them. */
+  /** Our destination writes (Txns), to tell foreign changes from them. */
   own: OwnWrites;
 }
 
@@ -408,7 +408,7 @@ export class PipelineHost extends RunHost<SyncRun> {
     return new SyncRun(this.deps, input, resumeFrom, report, onPersisted);
   }
 
-  // No lease keepalives or revokes between runs (nor from a standby: --ha).
+  // No lease keepalives between runs (nor from a standby: --ha).
   protected override stopped(): void {
     this.deps.leases.stop();
   }

@@ -7,9 +7,7 @@ export interface LeaseRef {
   /** Source identity of the lease: a v3 lease id (decimal), or `v2:<modifiedIndex>:<key>` for a v2 TTL key
    * (`v2:0:<key>` for a copy adopted after a restart, whose source index is not known). */
   id: string;
-  /** Seconds the source lease has left when the change was read (at least 1). */
-  ttl: number;
-  /** Seconds the source lease was granted with (the destination lease is kept alive to this). */
+  /** Seconds the source lease was granted with, at least 1 (its copy gets copyTtl of this: copy-ttl.ts). */
   grantedTtl: number;
 }
 
@@ -70,8 +68,8 @@ export interface Source {
   /** The highest checkpoint that may be stored once everything up to `applied` is on the destination (lower
    * while a proof of progress below it is not yet confirmed; -Infinity: none yet). */
   storable(applied: number): number;
-  /** Seconds a source lease has left (≤ 0: it is gone). Keepalives produce no watch event: this is how the
-   * mirror learns that a lease it copied is still alive. */
+  /** Seconds a source lease has left: ≥ 0 while it lives (0 in its last second), < 0 once it is gone.
+   * Keepalives produce no watch event: this is how the mirror learns that a lease it copied is still alive. */
   leaseRemaining(lease: LeaseRef, signal?: AbortSignal): Promise<number>;
   close(): Promise<void>;
 }

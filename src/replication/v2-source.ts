@@ -33,8 +33,8 @@ export interface V2SourceOptions {
 /** v2 TTL keys become lease-backed: one lease per key and write, so a rewrite never shortens another key's life. */
 function leaseOf(node: EtcdNode, nowMs: number): LeaseRef | undefined {
   if (node.expiration === undefined) return undefined;
-  const ttl = Math.max(1, remainingTtl(node.expiration, nowMs));
-  return { id: `v2:${node.modifiedIndex}:${node.key}`, ttl, grantedTtl: Math.max(ttl, node.ttl ?? ttl) };
+  // The TTL it was set with is not in a node: the most the source reports for it is the closest known.
+  return { id: `v2:${node.modifiedIndex}:${node.key}`, grantedTtl: Math.max(1, remainingTtl(node.expiration, nowMs), node.ttl ?? 0) };
 }
 
 export class V2Source implements Source {
@@ -66,7 +66,6 @@ export class V2Source implements Source {
     for (const [key, node] of flatten(snap.root)) {
       // Empty directories have no v3 form; a directory is implied by the keys below it.
       if (node.dir || map.scope(key, false, 'get') !== 'mirrored') continue;
-      if (node.expiration !== undefined && remainingTtl(node.expiration, now) <= 0) continue; // its expire event follows
       const lease = leaseOf(node, now);
       entries.push({ key: Buffer.from(key), value: Buffer.from(node.value ?? ''), ...(lease ? { lease } : {}) });
     }
@@ -164,15 +163,16 @@ export class V2Source implements Source {
     return this.#claimedUpTo <= this.#confirmed ? applied : Math.min(applied, this.#confirmed);
   }
 
-  /** A v2 TTL refresh sends no watch event: the key is read to learn whether it still lives. */
+  /** A v2 TTL refresh sends no watch event: the key is read to learn whether it still lives. While the source has
+   * it, it lives, whatever the clock estimate says (its `expire` event follows). */
   async leaseRemaining(lease: LeaseRef, signal?: AbortSignal): Promise<number> {
     const key = lease.id.slice(lease.id.indexOf(':', 3) + 1);
     try {
       const node = (await this.opts.src.get(key, { signal })).body.node;
-      if (node.expiration === undefined) return 0; // now permanent: a put without lease follows as an event
-      return remainingTtl(node.expiration, this.opts.src.serverNow());
+      if (node.expiration === undefined) return -1; // now permanent: a put without lease follows as an event
+      return Math.max(0, remainingTtl(node.expiration, this.opts.src.serverNow()));
     } catch (err) {
-      if (err instanceof KeyNotFoundError) return 0;
+      if (err instanceof KeyNotFoundError) return -1;
       throw err;
     }
   }

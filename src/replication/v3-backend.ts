@@ -39,12 +39,12 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
   const client = new V3Client(config.dst);
   const own = new OwnWrites();
   const dst = new V3Destination(client, keys, config.dstMaxTxnOps, own);
-  const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n), own);
+  const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n));
   // A destination key found on a lease stands for: a v3 source lease of the same id, or the v2 key's TTL.
   const leaseFor = (dstKey: Buffer, dstLease: string): LeaseRef =>
     config.srcApi === 'v3'
-      ? { id: dstLease, ttl: 1, grantedTtl: 1 }
-      : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, ttl: 1, grantedTtl: 1 };
+      ? { id: dstLease, grantedTtl: 1 }
+      : { id: `v2:0:${keys.toSrc(dstKey).toString('utf8')}`, grantedTtl: 1 };
   let ha: H | undefined;
   if (config.ha) {
     const lock = new V3Lock(client, Buffer.from(map.lockKey), config.instanceId, config.haTtl);

@@ -54,7 +54,7 @@ export class V3Source implements Source {
     let known = this.#leases.get(kv.lease);
     if (!known) {
       const id = kv.lease;
-      known = this.opts.client.leaseTimeToLive(id).then(({ ttl, grantedTtl }) => ({ id, ttl: Math.max(1, ttl), grantedTtl: Math.max(1, grantedTtl) }));
+      known = this.opts.client.leaseTimeToLive(id).then(({ grantedTtl }) => ({ id, grantedTtl: Math.max(1, grantedTtl) }));
       known.catch(() => this.#leases.delete(id));
       this.#leases.set(id, known);
     }
@@ -181,6 +181,7 @@ export class V3Source implements Source {
     return applied;
   }
 
+  /** etcd truncates to whole seconds (0 in the last one) and answers -1 for a lease it no longer has. */
   async leaseRemaining(lease: LeaseRef): Promise<number> {
     return (await this.opts.client.leaseTimeToLive(lease.id)).ttl;
   }

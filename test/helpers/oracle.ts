@@ -404,3 +404,64 @@ export function checkPointers(
   }
   return report;
 }
+
+/** What a presence oracle saw of one key and its copy. */
+export interface PresenceReport {
+  /** Polls in which the copy, once it had appeared, was absent while the source (read right after) still had the key. */
+  early: string[];
+  /** Whether the copy ever appeared. */
+  appeared: boolean;
+  /** Whether the copy was gone after the source key went (false: still there when the wait ended). */
+  gone: boolean;
+  polls: number;
+  /** Longest time between two polls, ms (the oracle's resolution in this run). */
+  widestGapMs: number;
+}
+
+export interface PresenceOracle {
+  /** Keeps polling until the source key is gone and then the copy too (at most `timeoutMs` more), and reports. */
+  untilGone(timeoutMs?: number): Promise<PresenceReport>;
+}
+
+/**
+ * Follows a key through its whole life on both sides: from the moment the source has it, every `everyMs` (≤ 100), the copy is read and
+ * then the source. A copy absent while the source, read after it, still has the key means the copy vanished while
+ * the source key existed (keys under test are never re-created). Once the source key is gone, the copy must go
+ * too: the oracle waits for that condition, never for a time.
+ */
+export function followPresence(has: { source: () => Promise<boolean>; copy: () => Promise<boolean> }, everyMs = 100): PresenceOracle {
+  const started = Date.now();
+  const report: PresenceReport = { early: [], appeared: false, gone: false, polls: 0, widestGapMs: 0 };
+  let sourceSeen = false;
+  let sourceGone = false;
+  // Bounded even if the test never asks (it failed first).
+  let deadline = started + 120_000;
+  let last = started;
+  const loop = (async () => {
+    while (Date.now() < deadline) {
+      const t = Date.now();
+      report.widestGapMs = Math.max(report.widestGapMs, t - last);
+      last = t;
+      const copy = await has.copy();
+      const source = sourceGone ? false : await has.source();
+      report.polls++;
+      if (copy) report.appeared = true;
+      if (sourceGone && !copy) {
+        report.gone = true;
+        return;
+      }
+      if (source) sourceSeen = true;
+      else if (sourceSeen) sourceGone = true;
+      if (source && !copy && report.appeared) report.early.push(`copy absent at +${t - started} ms while the source still had the key`);
+      await sleep(Math.max(0, everyMs - (Date.now() - t)));
+    }
+  })();
+  loop.catch(() => {}); // reported by untilGone
+  return {
+    async untilGone(timeoutMs = 30_000) {
+      deadline = Math.min(deadline, Date.now() + timeoutMs);
+      await loop;
+      return report;
+    },
+  };
+}

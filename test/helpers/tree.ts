@@ -4,6 +4,7 @@ import type { EtcdNode } from '../../src/etcd/v2/decode.js';
 import { KeyNotFoundError } from '../../src/etcd/errors.js';
 import { normalizeKey } from '../../src/etcd/v2/paths.js';
 import { waitFor } from './wait.js';
+import { COPY_TTL_MARGIN_S } from '../../src/replication/copy-ttl.js';
 
 export interface NodeSummary {
   dir: boolean;
@@ -67,8 +68,9 @@ const showKey = (k: string): string => (k === '' ? "'' (prefix)" : JSON.stringif
  * Differences from `a` (expected, usually the source) to `b` (actual, usually the replica), sorted by key:
  * "missing" = in a only, "extra" = in b only, "differs" = both, but dir/value/TTL/expiration disagree.
  */
-export function diffTrees(a: Tree, b: Tree, opts: { expirationToleranceMs?: number } = {}): string[] {
+export function diffTrees(a: Tree, b: Tree, opts: { expirationToleranceMs?: number; copyMarginMs?: number } = {}): string[] {
   const tolerance = opts.expirationToleranceMs ?? 3000;
+  const margin = opts.copyMarginMs ?? 0;
   const keys = [...new Set([...a.keys(), ...b.keys()])].sort();
   const out: string[] = [];
   for (const k of keys) {
@@ -87,9 +89,10 @@ export function diffTrees(a: Tree, b: Tree, opts: { expirationToleranceMs?: numb
     else if (!x.dir && x.value !== y.value) why.push(`value ${show(x.value)} vs ${show(y.value)}`);
     if (x.ttl !== y.ttl) why.push(x.ttl ? 'ttl vs no ttl' : 'no ttl vs ttl');
     else if (x.expiration !== undefined && y.expiration !== undefined) {
-      const delta = Math.abs(Date.parse(x.expiration) - Date.parse(y.expiration));
+      // `b` may expire up to `copyMarginMs` later than `a` (a replica's copies: copy-ttl.ts), never earlier.
+      const delta = Date.parse(y.expiration) - Date.parse(x.expiration);
       // NaN (unparsable) must count as a difference, hence the negated comparison.
-      if (!(delta <= tolerance)) why.push(`expiration ${x.expiration} vs ${y.expiration}`);
+      if (!(delta >= -tolerance && delta <= margin + tolerance)) why.push(`expiration ${x.expiration} vs ${y.expiration}`);
     }
     if (why.length) out.push(`differs: ${showKey(k)}: ${why.join('; ')}`);
   }
@@ -114,7 +117,7 @@ export async function expectTreesEqual(
   for (;;) {
     try {
       const [a, b] = await Promise.all([dumpTree(src, srcPrefix), dumpTree(dst, dstPrefix)]);
-      diffs = diffTrees(keep(a), keep(b));
+      diffs = diffTrees(keep(a), keep(b), { copyMarginMs: COPY_TTL_MARGIN_S * 1000 });
       lastError = undefined;
       if (diffs.length === 0) return;
     } catch (err) {

@@ -5,7 +5,8 @@ import { V3Client } from '../../src/etcd/v3/client.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
 import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { runMirror, spawnMirror, type MirrorProcess } from '../helpers/mirror.js';
-import { ok, storeIndex } from '../helpers/raw.js';
+import { followPresence } from '../helpers/oracle.js';
+import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
 import { b, record, rewoundValues, v3Tree, values, waitFor } from '../helpers/v3-pair.js';
 
 const BRIDGE = ['--src-api', 'v2', '--dst-api', 'v3'];
@@ -93,7 +94,8 @@ describe('v2 → v3 bridge', () => {
 
   it('resumes from the checkpoint after kill -9 while v2 writers go on, and keeps a refreshed TTL key alive', async () => {
     const S = src.clientUrl;
-    await ok(S, 'PUT', '/demo/refreshed', { value: 'r', ttl: 3 });
+    // Long enough to outlive the crashes below on a slow machine; refreshed to 3 s after them.
+    await ok(S, 'PUT', '/demo/refreshed', { value: 'r', ttl: 30 });
     let m = await bridge();
     await m.waitForState('tailing');
     const log = record(d, '/replica/load', (await d.status()).revision + 1);
@@ -128,6 +130,39 @@ describe('v2 → v3 bridge', () => {
     expect(rewoundValues(log.log, (k) => k.startsWith('/replica/load/'))).toEqual([]);
     const writes = puts.map((e) => `${e.kv.key.toString()}=${e.kv.value.toString()}`);
     expect(new Set(writes).size).toBe(writes.length);
+    await m.kill('SIGTERM');
+  });
+
+  it('the lease-backed copy of a refreshed v2 TTL key is never absent while the source key exists, and goes after it (100 ms oracle)', async () => {
+    const S = src.clientUrl;
+    const m = await bridge(['--reload']);
+    await m.waitForState('tailing');
+    // Three keys a third of a second apart: their expirations fall at different phases of etcd's expiry tick.
+    const keys = [0, 1, 2].map((i) => `/demo/locks/${i}`);
+    const oracles = [];
+    for (const key of keys) {
+      await ok(S, 'PUT', key, { value: 'owner-1', ttl: 3 });
+      const copyKey = b(key.replace(/^\/demo/, '/replica'));
+      oracles.push(
+        followPresence({
+          source: async () => (await raw(S, 'GET', key)).status === 200,
+          copy: async () => (await d.range(copyKey)).kvs.length > 0,
+        }),
+      );
+      await sleep(333);
+    }
+    // Each refreshed about every second for 5 s (refresh=true: no watch event), then left to expire.
+    const until = Date.now() + 5_000;
+    while (Date.now() < until) {
+      for (const key of keys) {
+        await ok(S, 'PUT', key, { ttl: 3, refresh: true, prevExist: true });
+        await sleep(333);
+      }
+    }
+    const seen = await Promise.all(oracles.map((o) => o.untilGone()));
+    expect(seen.map((r) => r.appeared)).toEqual(keys.map(() => true));
+    expect(seen.flatMap((r, i) => r.early.map((e) => `${keys[i]}: ${e}`)), 'a copy vanished while the source still had the key').toEqual([]);
+    expect(seen.map((r) => r.gone), 'a copy stayed after its source key went').toEqual(keys.map(() => true));
     await m.kill('SIGTERM');
   });
 });

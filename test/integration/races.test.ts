@@ -74,7 +74,7 @@ describe('TTL keeper', () => {
     await ok(S, 'DELETE', '/rl/lock');
     await ok(S, 'PUT', '/rl/perm', { value: 'v2' }); // permanent from now on
     await waitForIndex(pair.dstClient, '/__replication/rl', await storeIndex(S));
-    await sleep(5_000); // longer than the TTL the copies had, with the keeper ticking every second
+    await sleep(5_000); // the keeper ticks every second: a stale refresh would show as an expiration below
     rec.stop();
     const lockEvents = rec.events.filter((e) => e.key === '/rl/lock');
     const released = lockEvents.findIndex((e) => e.action === 'delete');

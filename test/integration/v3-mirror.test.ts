@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnMirror, runMirror, type MirrorProcess } from '../helpers/mirror.js';
 import { b, record, rewoundValues, startV3Pair, v3Tree, values, waitFor, type V3Pair } from '../helpers/v3-pair.js';
+import { followPresence } from '../helpers/oracle.js';
 
 const V3 = ['--src-api', 'v3', '--dst-api', 'v3'];
 const CHECKPOINT = '/__replication/conftool';
@@ -260,6 +261,31 @@ describe('v3 → v3: leases', () => {
     await waitFor(async () => !(await v3Tree(pair.d, '/conftool/lock')).has('/conftool/lock/revoked'), 'revoked copy gone', 10_000);
     // No more keepalives: the source lease expires within its TTL, and the copies go.
     await waitFor(async () => (await v3Tree(pair.d, '/conftool/lock')).size === 0, 'expired copies gone', 15_000);
+    await m.kill('SIGTERM');
+  });
+
+  it('a copy on a kept-alive lease is never absent while the source key exists, and goes after it (100 ms oracle)', async () => {
+    await wipe();
+    const m = await mirror(['--reload']);
+    await m.waitForState('tailing');
+    const key = b('/conftool/lock/held');
+    const lease = await pair.s.leaseGrant(4);
+    const oracle = followPresence({
+      source: async () => (await pair.s.range(key)).kvs.length > 0,
+      copy: async () => (await pair.d.range(key)).kvs.length > 0,
+    });
+    await pair.s.put(key, b('cookbook-1'), { lease: lease.id });
+    // Kept alive every 300 ms for 6 s, then left to expire on the source.
+    const until = Date.now() + 6_000;
+    while (Date.now() < until) {
+      await pair.s.leaseKeepAliveOnce(lease.id);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const seen = await oracle.untilGone();
+    console.log(`v3 lease oracle: ${seen.polls} polls, widest gap ${seen.widestGapMs} ms`);
+    expect(seen.appeared, 'the copy never appeared').toBe(true);
+    expect(seen.early, 'the copy vanished while the source still had the key').toEqual([]);
+    expect(seen.gone, 'the copy stayed after the source key went').toBe(true);
     await m.kill('SIGTERM');
   });
 });

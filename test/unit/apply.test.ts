@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { opFootprint, planEvent, planNode, remainingTtl, type DstOp } from '../../src/replication/v2/apply.js';
 import type { EtcdEvent, EtcdNode } from '../../src/etcd/v2/decode.js';
 import { KeyMap } from '../../src/replication/keys.js';
+import { COPY_TTL_MARGIN_S as M } from '../../src/replication/copy-ttl.js';
 import { fixtureEvent } from './helpers/fixtures.js';
 
 /** SP /demo, DP /replica, no strip: /demo/x → /replica/demo/x. */
@@ -79,11 +80,11 @@ describe('planEvent: value writes → put', () => {
     });
   });
 
-  it('computes the TTL from expiration, rounded up', () => {
+  it('computes the TTL from expiration, rounded up, plus the copy margin', () => {
     // set-ttl.json: written at 02:53:19.794 with ttl=3, expiration 02:53:22.801155925
     const op = planEvent(fixtureEvent('set-ttl'), map, T0, 'mirrored');
 
-    expect(op).toStrictEqual({ kind: 'put', key: '/replica/demo/t1', value: 'x', ttl: 4 });
+    expect(op).toStrictEqual({ kind: 'put', key: '/replica/demo/t1', value: 'x', ttl: 4 + M });
   });
 
   it('ignores the stale ttl field of an event read from history', () => {
@@ -94,20 +95,20 @@ describe('planEvent: value writes → put', () => {
 
     const op = planEvent(ev, mapAll, fourSecondsLater, 'mirrored');
 
-    expect(op).toStrictEqual({ kind: 'put', key: '/replica/ttlhist/k', value: '1', ttl: 26 });
+    expect(op).toStrictEqual({ kind: 'put', key: '/replica/ttlhist/k', value: '1', ttl: 26 + M });
   });
 
-  it('turns a set whose expiration already passed into a delete', () => {
-    const afterExpiry = Date.parse('2026-11-26T02:53:22.801155925Z') + 1;
+  it('gives a set whose expiration already passed the margin alone: its expire event removes the copy', () => {
+    const afterExpiry = Date.parse('2026-11-26T02:53:22.801155925Z') + 10_000;
 
-    expect(planEvent(fixtureEvent('set-ttl'), map, afterExpiry, 'mirrored')).toStrictEqual({ kind: 'delete', key: '/replica/demo/t1' });
+    expect(planEvent(fixtureEvent('set-ttl'), map, afterExpiry, 'mirrored')).toStrictEqual({ kind: 'put', key: '/replica/demo/t1', value: 'x', ttl: M });
   });
 
-  it('turns a ttl=0 set (expiration = now) into a delete', () => {
+  it('does the same for a ttl=0 set (expiration = now)', () => {
     const exp = '2026-11-26T02:56:36.863446133Z';
     const ev = event('set', { key: '/demo/ttl0', value: '1', expiration: exp });
 
-    expect(planEvent(ev, map, Date.parse(exp), 'mirrored')).toStrictEqual({ kind: 'delete', key: '/replica/demo/ttl0' });
+    expect(planEvent(ev, map, Date.parse(exp), 'mirrored')).toStrictEqual({ kind: 'put', key: '/replica/demo/ttl0', value: '1', ttl: M });
   });
 });
 
@@ -155,11 +156,11 @@ describe('planEvent: directories', () => {
     expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'mkdir', key: '/replica/demo/a', ttl: null });
   });
 
-  it('dir update with an expiration → mkdir with the remaining ttl', () => {
+  it('dir update with an expiration → mkdir with the remaining ttl plus the margin', () => {
     const tdir = new KeyMap('/tdir', '/replica', false, undefined);
     const now = Date.parse('2026-11-26T02:55:42.599Z'); // 2.001 s before expiration (ms precision)
 
-    expect(planEvent(fixtureEvent('dir-update-ttl'), tdir, now, 'mirrored')).toStrictEqual({ kind: 'mkdir', key: '/replica/tdir/d1', ttl: 3 });
+    expect(planEvent(fixtureEvent('dir-update-ttl'), tdir, now, 'mirrored')).toStrictEqual({ kind: 'mkdir', key: '/replica/tdir/d1', ttl: 3 + M });
   });
 
   it('dir update removing the TTL → mkdir with ttl null', () => {
@@ -167,9 +168,9 @@ describe('planEvent: directories', () => {
     expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'mkdir', key: '/replica/demo/d2', ttl: null });
   });
 
-  it('dir with an expiration already passed → delete', () => {
+  it('dir with an expiration already passed → mkdir with the margin alone (its expire event follows)', () => {
     const ev = event('set', { key: '/demo/d', dir: true, expiration: '2026-11-26T02:53:00Z' });
-    expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'delete', key: '/replica/demo/d' });
+    expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'mkdir', key: '/replica/demo/d', ttl: M });
   });
 
   it('dir set of the prefix itself → mkdir of dstRoot', () => {
@@ -196,7 +197,7 @@ describe('planNode (shared with reconcile)', () => {
     });
   });
 
-  it('plans a put with ttl, an mkdir with ttl, and deletes for expired nodes', () => {
+  it('plans a put with ttl and an mkdir with ttl (the margin on top), and the margin alone for expired nodes', () => {
     const exp = new Date(T0 + 600_000).toISOString();
     const past = new Date(T0 - 1).toISOString();
 
@@ -204,16 +205,18 @@ describe('planNode (shared with reconcile)', () => {
       kind: 'put',
       key: '/k',
       value: 'v',
-      ttl: 600,
+      ttl: 600 + M,
     });
     expect(planNode({ key: '/d', dir: true, expiration: exp, modifiedIndex: 1, createdIndex: 1 }, '/d', T0)).toStrictEqual({
       kind: 'mkdir',
       key: '/d',
-      ttl: 600,
+      ttl: 600 + M,
     });
     expect(planNode({ key: '/k', value: 'v', expiration: past, modifiedIndex: 1, createdIndex: 1 }, '/k', T0)).toStrictEqual({
-      kind: 'delete',
+      kind: 'put',
       key: '/k',
+      value: 'v',
+      ttl: M,
     });
   });
 });

@@ -47,6 +47,14 @@ describe('diffTrees', () => {
     expect(diffTrees(tree({ '/k': file('1', t0) }), tree({ '/k': file('1', t2) }), { expirationToleranceMs: 1000 })).toHaveLength(1);
   });
 
+  it('lets a copy expire up to the copy margin later than the source, never earlier', () => {
+    const t0 = '2026-11-26T03:06:30.000Z';
+    const t5 = '2026-11-26T03:06:35.000Z';
+    const opts = { expirationToleranceMs: 1000, copyMarginMs: 4000 };
+    expect(diffTrees(tree({ '/k': file('1', t0) }), tree({ '/k': file('1', t5) }), opts)).toEqual([]);
+    expect(diffTrees(tree({ '/k': file('1', t5) }), tree({ '/k': file('1', t0) }), opts)).toEqual([`differs: "/k": expiration ${t5} vs ${t0}`]);
+  });
+
   it("treats TTL'd directories like TTL'd keys", () => {
     const d = (expiration: string): NodeSummary => ({ dir: true, ttl: true, expiration });
     expect(diffTrees(tree({ '/d': d('2026-01-01T00:00:00Z') }), tree({ '/d': dir }))).toEqual([`differs: "/d": ttl vs no ttl`]);

@@ -5,10 +5,11 @@ import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
+import { copyTtl } from '../copy-ttl.js';
 import { isWithin } from '../../etcd/v2/paths.js';
 
 export type DstOp =
-  /** Write a value; `ttl` in whole seconds (rounded up), absent for a permanent key. */
+  /** Write a value; `ttl` in whole seconds (the copy's: copy-ttl.ts), absent for a permanent key. */
   | { kind: 'put'; key: string; value: string; ttl?: number }
   /** Make sure a directory exists with this TTL (`null`: no TTL). */
   | { kind: 'mkdir'; key: string; ttl: number | null }
@@ -37,11 +38,10 @@ export function planEvent(event: EtcdEvent, map: KeyMap, nowMs: number, scope: '
   return planNode(event.node, key, nowMs);
 }
 
-/** Operation that makes destination `key` equal to the source node (used by events and by reconcile). */
+/** Operation that makes destination `key` equal to the source node (used by events and by reconcile). A TTL copy
+ * outlives the source's remaining time by the margin; the source's `expire` event, replayed, removes it. */
 export function planNode(node: EtcdNode, key: string, nowMs: number): DstOp {
-  const ttl = node.expiration !== undefined ? remainingTtl(node.expiration, nowMs) : undefined;
-  // Already expired on the source: its `expire` event follows; until then nothing should linger here.
-  if (ttl !== undefined && ttl <= 0) return { kind: 'delete', key };
+  const ttl = node.expiration !== undefined ? copyTtl(remainingTtl(node.expiration, nowMs)) : undefined;
   if (node.dir) return { kind: 'mkdir', key, ttl: ttl ?? null };
   return ttl === undefined ? { kind: 'put', key, value: node.value ?? '' } : { kind: 'put', key, value: node.value ?? '', ttl };
 }

@@ -74,8 +74,8 @@ export class Healer {
         for (;;) {
           const ev = await stream.next();
           const key = ev.node.key ?? '/';
-          // Copies expiring is normal (the source's own expire event follows); one that expires too early is the
-          // TTL keeper's to recreate.
+          // A copy expiring on its own is normal when the source's expire event comes later than the margin
+          // (copy-ttl.ts); one that expires while the source key lives is the TTL keeper's to recreate.
           if (ev.action === 'expire') continue;
           if (own.has(ev.node.modifiedIndex)) continue; // our write, already answered
           if (!map.ownsDst(key) && !isWithin(map.dstRoot, key)) continue;

@@ -1,10 +1,13 @@
-// Keeps destination copies of TTL keys alive exactly as long as the source keeps them. etcd sends no watch event
-// for `refresh=true` TTL updates (lock keys are refreshed that way), so without this a copy would expire at the
-// TTL it was written with while the source key lives on. Every tick re-reads the tracked source keys and moves
-// the destination's expiration along with a refresh (no value change, no destination event). Copies are only
-// ever refreshed, never made permanent: if the mirror dies, they expire on their own — no immortal lock keys.
+// Keeps destination copies of TTL keys alive as long as the source keeps them. etcd sends no watch event for
+// `refresh=true` TTL updates (lock keys are refreshed that way), so without this a copy would expire at the TTL
+// it was written with while the source key lives on. Every tick re-reads the tracked source keys and, when a
+// source expiration moved, moves the copy's along with a refresh (no value change, no destination event) to the
+// source's remaining time plus the margin (copy-ttl.ts); the source's `expire` event removes the copy. Copies
+// are only ever refreshed, never made permanent: if the mirror dies, they expire on their own — no immortal lock
+// keys.
 import PQueue from 'p-queue';
 import { remainingTtl } from './apply.js';
+import { copyTtl } from '../copy-ttl.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
@@ -32,7 +35,7 @@ export interface TtlKeeperDeps {
 }
 
 interface Tracked {
-  /** Source expiration the destination copy was last brought to ('' = unknown: refresh at the next tick). */
+  /** Source expiration the destination copy was last brought in line with ('' = unknown: refresh at the next tick). */
   expiration: string;
   /** Index of the last event seen for this key. */
   lastEvent: number;
@@ -131,12 +134,15 @@ export class TtlKeeper {
       this.#tracked.delete(srcKey);
       return;
     }
-    // The destination must already hold this version of the node (or newer) before its TTL is touched.
-    if (this.deps.checkpoint() < node.modifiedIndex || tracked.lastEvent > readAt) return;
+    if (tracked.lastEvent > readAt) return;
+    // A refresh moves the node's modifiedIndex without a watch event, so the mirror may not have passed this
+    // version yet (a proof must pass it first) while the destination already holds the key: waiting for that
+    // would cost the copy ticks of its margin under steady refreshes. Its TTL may move now; recreating it, which
+    // writes the value, must wait until the destination holds everything up to this version.
+    const mayCreate = this.deps.checkpoint() >= node.modifiedIndex;
     if (tracked.expiration && Math.abs(Date.parse(tracked.expiration) - Date.parse(node.expiration)) < SAME_EXPIRATION_MS) return;
     // A GET's `ttl` is the remaining seconds on the source, rounded up, computed by the source itself.
-    const ttl = node.ttl ?? remainingTtl(node.expiration, sourceNow);
-    if (ttl <= 0) return;
+    const ttl = copyTtl(node.ttl ?? remainingTtl(node.expiration, sourceNow));
     const writer = this.deps.writer();
     if (!writer || writer.failed) return;
     const dstKey = map.toDst(srcKey);
@@ -147,7 +153,7 @@ export class TtlKeeper {
         // Every earlier event for this key is applied now. Still tracked, and no event after our read?
         const now = this.#tracked.get(srcKey);
         if (this.#stopped || !now || now.lastEvent > readAt) return;
-        await this.#write(dstKey, node, ttl);
+        if (!(await this.#write(dstKey, node, ttl, mayCreate))) return;
         now.expiration = expiration;
         this.deps.onRefresh?.();
       } catch (err) {
@@ -159,12 +165,14 @@ export class TtlKeeper {
     });
   }
 
-  async #write(dstKey: string, node: EtcdNode, ttl: number): Promise<void> {
+  /** False when the copy is missing and may not be recreated yet (the next tick tries again). */
+  async #write(dstKey: string, node: EtcdNode, ttl: number, mayCreate: boolean): Promise<boolean> {
     const { dst } = this.deps;
     try {
       await dst.put(dstKey, { dir: node.dir, refresh: true, prevExist: true, ttl });
     } catch (err) {
       if (!(err instanceof KeyNotFoundError)) throw err;
+      if (!mayCreate) return false;
       // The copy expired before the source's (e.g. the mirror was down for longer than the TTL): recreate it.
       try {
         await dst.put(dstKey, node.dir ? { dir: true, ttl, prevExist: false } : { value: node.value ?? '', ttl, prevExist: false });
@@ -172,5 +180,6 @@ export class TtlKeeper {
         if (!(inner instanceof NodeExistError)) throw inner;
       }
     }
+    return true;
   }
 }
