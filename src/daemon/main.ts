@@ -16,7 +16,7 @@ import { createMetrics, STATES, type Metrics } from './metrics.js';
 import { createV3Backend } from '../replication/backend.js';
 import { faultFrom, RunnerHost } from '../replication/v2/runner.js';
 import { OwnWrites } from '../replication/own-writes.js';
-import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
+import { describeChange, OrderingPolicy, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
 import { BodyGaps } from '../replication/v2/poller.js';
 import { VERSION } from './version.js';
 import { RequestCost, v2Probe, v3Probe } from './request-cost.js';
@@ -59,17 +59,13 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const log = opts.log ?? createLogger({ debug: config.debug });
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: config.dst.origin, prefix: config.dstPrefix });
-  const ordering = new OrderingPolicy(config.ordering, ({ reordering, headroomEvents }) => {
-    metrics.reorderingActive.set(reordering ? 1 : 0);
-    if (reordering) {
+  const ordering = new OrderingPolicy(config.ordering, (change) => {
+    metrics.reorderingActive.set(change.reordering ? 1 : 0);
+    if (change.reordering) {
       metrics.reorderingEpisodes.inc();
-      log.warn(
-        { headroomEvents, below: REORDER_BELOW_HEADROOM },
-        'window headroom low: writes to unrelated keys may now overlap (the replica can show states the source never had) until it is back above ' +
-          STRICT_ABOVE_HEADROOM,
-      );
+      log.warn({ ...change, restoredAbove: STRICT_ABOVE_HEADROOM }, describeChange(change));
     } else {
-      log.info({ headroomEvents, above: STRICT_ABOVE_HEADROOM, reorderingSeconds: ordering.reorderingMs() / 1000 }, 'window headroom restored: writes follow source order again');
+      log.info({ ...change, reorderingSeconds: ordering.reorderingMs() / 1000 }, describeChange(change));
     }
   });
   metrics.reorderingActive.set(ordering.reordering ? 1 : 0);
