@@ -32,9 +32,12 @@ export const HEADROOM_FLOOR = 200;
 export const CRITICAL_HEADROOM = 100;
 /** Back to source order only with this much headroom (hysteresis on the level) ... */
 export const STRICT_ABOVE_HEADROOM = 500;
-/** ... and when source order, at the rate the ordered writer had, would keep it at least this long (hysteresis on
- * the trend: a source that stays faster than the ordered writer does not make it flap). */
-const RESTORE_BOUND_MS = 4 * TIME_TO_LOSS_BOUND_MS;
+/** A trend of TREND_WINDOW_MS says little about seconds later: a loss projected further out is not acted on (a
+ * headroom that sits near the floor while the source and the ordered writer are level shows a trend of a few
+ * events/s either way). Back to source order only when, at the rate the ordered writer had, it would keep the
+ * headroom above the floor at least this long (hysteresis on the trend: no flapping while the source stays a
+ * little faster than the ordered writer). */
+const HORIZON_MS = 4 * TIME_TO_LOSS_BOUND_MS;
 
 /** One observation of the runner's indexes. */
 export interface OrderingSample {
@@ -143,7 +146,7 @@ export class OrderingPolicy {
     if (!this.#reordering) {
       if (trend) {
         const falling = trend.sourcePerSecond - trend.drainPerSecond;
-        if (falling <= 0 || (effective - HEADROOM_FLOOR) / falling >= TIME_TO_LOSS_BOUND_MS / 1000) return false;
+        if (falling <= 0 || (effective - HEADROOM_FLOOR) / falling >= TIME_TO_LOSS_BOUND_MS / 1000 || effective / falling >= HORIZON_MS / 1000) return false;
         this.#strictRate = trend.drainPerSecond;
         return this.#switch(change(true, 'trend', toLoss(falling)));
       }
@@ -154,7 +157,7 @@ export class OrderingPolicy {
     if (!trend || headroom < STRICT_ABOVE_HEADROOM) return false;
     // Judged at the rate the ordered writer had: the rate measured now is the overlapping writer's.
     const strictFalling = this.#strictRate === null ? 0 : trend.sourcePerSecond - this.#strictRate;
-    if (strictFalling > 0 && (effective - HEADROOM_FLOOR) / strictFalling < RESTORE_BOUND_MS / 1000) return false;
+    if (strictFalling > 0 && (effective - HEADROOM_FLOOR) / strictFalling < HORIZON_MS / 1000) return false;
     return this.#switch(change(false, 'recovered', toLoss(strictFalling)));
   }
 
