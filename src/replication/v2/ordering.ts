@@ -12,7 +12,7 @@ import type { WriteOrdering } from './writer.js';
 export const TREND_WINDOW_MS = 400;
 /** A trend is judged only once the samples span this long. */
 const MIN_TREND_SPAN_MS = 150;
-/** Samples closer together are merged (the poller may report the source index once per event). */
+/** Samples closer together are merged, and judged once (the poller may report the source index once per event). */
 const SAMPLE_SPACING_MS = 10;
 /** From the decision to overlapping writes: the next sample and the ordered lane's writes in flight. */
 const REACTION_MS = 100;
@@ -98,6 +98,7 @@ export class OrderingPolicy {
   #samples: Timed[] = [];
   /** The ordered writer's rate when overlapping began (null: entered before a trend was measured). */
   #strictRate: number | null = null;
+  #judgedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly mode: Ordering,
@@ -127,6 +128,9 @@ export class OrderingPolicy {
     if (this.mode !== 'adaptive') return false;
     const t = this.now();
     this.#record({ ...sample, t });
+    // Judged at most once per sample spacing: the runner may feed a sample per source event.
+    if (t - this.#judgedAt < SAMPLE_SPACING_MS) return false;
+    this.#judgedAt = t;
     const headroom = windowHeadroom(Math.max(0, sample.source - sample.stored))!;
     const trend = this.#trend();
     // Lost headroom counts the stored index's trail behind the applied one (it is stored every checkpoint
