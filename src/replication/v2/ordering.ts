@@ -23,14 +23,14 @@ const REACTION_MS = 100;
  * reached. The checkpoint interval is not in the bound: the projection counts the stored index's trail behind the
  * applied one as lost headroom.
  */
-export const TIME_TO_LOSS_BOUND_MS = TREND_WINDOW_MS + REACTION_MS;
+const TIME_TO_LOSS_BOUND_MS = TREND_WINDOW_MS + REACTION_MS;
 /** Headroom the projection keeps in reserve: /readyz's minimum for a restart or a short outage, and a margin for a
  * rate that rises within the window (the linear projection cannot see it). */
-export const HEADROOM_FLOOR = 200;
+const HEADROOM_FLOOR = 200;
 /** No trend yet (the first samples after a start or a replay): headroom this low, and the applied index not
  * gaining on the source, is reason enough. */
-export const CRITICAL_HEADROOM = 100;
-/** Back to source order only with this much headroom (hysteresis on the level) ... */
+const CRITICAL_HEADROOM = 100;
+/** Back to source order only with this much headroom (hysteresis on the level; on the trend: HORIZON_MS). */
 export const STRICT_ABOVE_HEADROOM = 500;
 /** A trend of TREND_WINDOW_MS says little about seconds later: a loss projected further out is not acted on (a
  * headroom that sits near the floor while the source and the ordered writer are level shows a trend of a few
