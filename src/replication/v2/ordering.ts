@@ -30,6 +30,9 @@ const HEADROOM_FLOOR = 200;
 /** No trend yet (the first samples after a start or a replay): headroom this low, and the applied index not
  * gaining on the source, is reason enough. */
 const CRITICAL_HEADROOM = 100;
+/** Fewer events than this waiting in the writer (what overlapping writes could start at once by default): the
+ * writer waits for the source's events, not the reverse, and overlapping writes would not drain it any faster. */
+const MIN_WAITING = 16;
 /** Back to source order only with this much headroom (hysteresis on the level; on the trend: HORIZON_MS). */
 export const STRICT_ABOVE_HEADROOM = 500;
 /** A trend of TREND_WINDOW_MS says little about seconds later: a loss projected further out is not acted on (a
@@ -47,6 +50,8 @@ export interface OrderingSample {
   applied: number;
   /** The stored replication index (what a restart resumes from). */
   stored: number;
+  /** Events handed to the writer and not yet applied. */
+  waiting: number;
 }
 
 export interface OrderingChange {
@@ -148,6 +153,7 @@ export class OrderingPolicy {
     });
 
     if (!this.#reordering) {
+      if (sample.waiting < MIN_WAITING) return false;
       if (trend) {
         const falling = trend.sourcePerSecond - trend.drainPerSecond;
         if (falling <= 0 || (effective - HEADROOM_FLOOR) / falling >= TIME_TO_LOSS_BOUND_MS / 1000 || effective / falling >= HORIZON_MS / 1000) return false;

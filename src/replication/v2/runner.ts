@@ -480,7 +480,7 @@ class Runner {
     const { ordering, config } = this.deps;
     const writer = this.#writer;
     if (ordering.mode !== 'adaptive' || !config.pipeline || !writer || this.#replay || this.#persisted === null || this.#sourceIndex === null) return;
-    ordering.sample({ source: this.#sourceIndex, applied: writer.checkpoint, stored: this.#persisted });
+    ordering.sample({ source: this.#sourceIndex, applied: writer.checkpoint, stored: this.#persisted, waiting: writer.size });
     writer.setOrdering(ordering.writerOrdering);
   }
 
