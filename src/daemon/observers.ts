@@ -5,7 +5,7 @@ import type { Actor } from 'xstate';
 import type { lifecycle } from '../../machines/index.js';
 import type { Config } from '../cli/config.js';
 import type { Backend } from '../replication/backend.js';
-import { OrderingPolicy, REORDER_BELOW_HEADROOM, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
+import { describeChange, OrderingPolicy, STRICT_ABOVE_HEADROOM } from '../replication/v2/ordering.js';
 import { SourceBudget } from '../replication/v2/source-budget.js';
 import type { HaController } from './ha.js';
 import type { RateMeter } from './health.js';
@@ -23,17 +23,13 @@ const GAUGES_MS = 500;
 
 /** --ordering, reported: a metric while writes may overlap, a log line on entering and on leaving. */
 export function orderingPolicy(config: Config, log: Logger, metrics: Metrics): OrderingPolicy {
-  const ordering = new OrderingPolicy(config.ordering, ({ reordering, headroomEvents }) => {
-    metrics.reorderingActive.set(reordering ? 1 : 0);
-    if (reordering) {
+  const ordering = new OrderingPolicy(config.ordering, (change) => {
+    metrics.reorderingActive.set(change.reordering ? 1 : 0);
+    if (change.reordering) {
       metrics.reorderingEpisodes.inc();
-      log.warn(
-        { headroomEvents, below: REORDER_BELOW_HEADROOM },
-        'window headroom low: writes to unrelated keys may now overlap (the replica can show states the source never had) until it is back above ' +
-          STRICT_ABOVE_HEADROOM,
-      );
+      log.warn({ ...change, restoredAbove: STRICT_ABOVE_HEADROOM }, describeChange(change));
     } else {
-      log.info({ headroomEvents, above: STRICT_ABOVE_HEADROOM, reorderingSeconds: ordering.reorderingMs() / 1000 }, 'window headroom restored: writes follow source order again');
+      log.info({ ...change, reorderingSeconds: ordering.reorderingMs() / 1000 }, describeChange(change));
     }
   });
   metrics.reorderingActive.set(ordering.reordering ? 1 : 0);

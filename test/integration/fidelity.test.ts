@@ -9,6 +9,7 @@ import { spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } f
 import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
 import { dumpTree, expectTreesEqual } from '../helpers/tree.js';
 import { rng } from '../helpers/workload.js';
+import { TREND_WINDOW_MS } from '../../src/replication/v2/ordering.js';
 
 /**
  * The flag the strict case starts the mirror with. Until `--ordering` exists, `--write-concurrency 1` is what
@@ -20,15 +21,22 @@ const STRICT_FLAGS: string[] = (process.env.FIDELITY_STRICT_FLAGS ?? '--ordering
 const SRC_PREFIX = '/fid';
 const DST_PREFIX = '/mirror/fid';
 const INDEX_KEY = `/__replication${DST_PREFIX}`;
-const PUBLISHERS = 4;
-/** Each publisher's cycles per second (2 writes each: data, then pointer). */
-const PUBLISH_RATE = 30;
+/** The workload's shape. */
+interface Shape {
+  publishers: number;
+  /** Each publisher's cycles per second (2 writes each: data, then pointer). */
+  publishRate: number;
+  /** Writers pause while the source is this far ahead of the stored index (sampled from the destination). */
+  maxBacklog: number;
+}
+/** ~740 events/s; window headroom stays ≥ ~550 (far from a 401). */
+const STEADY: Shape = { publishers: 4, publishRate: 30, maxBacklog: 450 };
+/** ~1,200 events/s, and the restart's backlog plus the start-up may eat the headroom down to ~150 (the gate, not
+ * the mirror, keeps it from a 401): the case where a fixed headroom threshold gave up order that strict kept. */
+const NEAR_EDGE: Shape = { publishers: 8, publishRate: 44, maxBacklog: 780 };
 /** Other writes per second into the mirrored prefix (new keys, overwrites and deletes of a small key set). */
 const NOISE_RATE = 500;
 const NOISE_LOOPS = 4;
-/** Writers pause while the source is this far ahead of the stored index: window headroom stays ≥ 550, far from
- * the 250 below which adaptive ordering may relax, and far from a 401. */
-const MAX_BACKLOG = 450;
 /** The mirror stays down until this many source events wait for it (or 5 s passed on a slow machine). */
 const RESTART_BACKLOG = 300;
 /** Workload writes before the kill, and again after the restart. */
@@ -64,7 +72,7 @@ async function pollUntil(cond: () => boolean | Promise<boolean>, timeoutMs: numb
 }
 
 /** Publishers and noise on the source; every loop is bounded by MAX_OPS, WORKLOAD_LIMIT_MS and stop(). */
-function startLoad(S: string, storedIndex: () => number): Load {
+function startLoad(S: string, storedIndex: () => number, shape: Shape): Load {
   const acked: number[] = [];
   const errors: string[] = [];
   const hardStop = Date.now() + WORKLOAD_LIMIT_MS;
@@ -74,7 +82,7 @@ function startLoad(S: string, storedIndex: () => number): Load {
   let counter = 0;
   const running = () => !stopped && ops < MAX_OPS && Date.now() < hardStop;
   const gate = async () => {
-    while (running() && top - storedIndex() > MAX_BACKLOG) await sleep(10);
+    while (running() && top - storedIndex() > shape.maxBacklog) await sleep(10);
   };
   const write = async (method: 'PUT' | 'DELETE', key: string, params: Record<string, string> = {}): Promise<boolean> => {
     const r = await raw(S, method, key, params);
@@ -100,7 +108,7 @@ function startLoad(S: string, storedIndex: () => number): Load {
     };
   };
   const publisher = async (p: number) => {
-    const pace = pacer(PUBLISH_RATE);
+    const pace = pacer(shape.publishRate);
     for (let seq = 0; running(); seq++) {
       await gate();
       const id = `p${p}-${seq}`;
@@ -128,7 +136,7 @@ function startLoad(S: string, storedIndex: () => number): Load {
     }
   };
   const loops = [
-    ...Array.from({ length: PUBLISHERS }, (_, p) => publisher(p)),
+    ...Array.from({ length: shape.publishers }, (_, p) => publisher(p)),
     ...Array.from({ length: NOISE_LOOPS }, (_, l) => noise(l)),
   ].map((p) => p.catch((err: unknown) => void errors.push(String(err))));
   return {
@@ -155,7 +163,7 @@ afterEach(async () => {
   pair = undefined;
 });
 
-async function runCase(flags: string[]): Promise<void> {
+async function runCase(flags: string[], shape: Shape = STEADY): Promise<void> {
   pair = await startPair();
   const p = pair;
   const S = p.src.clientUrl;
@@ -188,7 +196,7 @@ async function runCase(flags: string[]): Promise<void> {
       await sleep(25);
     }
   })();
-  const load = startLoad(S, () => stored);
+  const load = startLoad(S, () => stored, shape);
   let second: MirrorProcess | undefined;
   let backlog = 0;
   try {
@@ -258,15 +266,34 @@ async function runCase(flags: string[]): Promise<void> {
     writeFileSync(file, JSON.stringify({ flags, storedFinal, resumes, initial: [...initial], source: srcLog.events, destination: dstLog.events, mirrorLogs: [first.logs, second?.logs ?? []] }));
     console.log(`fidelity: logs written to ${file}`);
   }
+  // Adaptive ordering rightly lets writes overlap where the ordered writer cannot keep up with the source (a slow
+  // or busy machine): then the mirror's log names that trend (the source faster than the ordered writer), the
+  // recorded logs do not contradict it (over the mirror's trend window before it, the destination took fewer
+  // changes than the source; the recorders' own delays under load make a finer check fail spuriously), and order
+  // is not judged. Any other reason to give up order (a fixed threshold, an unknown trend) fails the case.
+  const reordered = [...first.logs, ...(second?.logs ?? [])].filter((l) => String(l.msg).startsWith('window headroom low'));
+  const recordedIn = (events: readonly { at: number }[], end: number) => events.filter((e) => e.at > end - TREND_WINDOW_MS && e.at <= end).length;
+  const behind = (l: Record<string, unknown>) => recordedIn(dstLog.events, Number(l.time)) < recordedIn(srcLog.events, Number(l.time));
+  const strictFellBehind =
+    reordered.length > 0 && reordered.every((l) => l.trigger === 'trend' && Number(l.sourcePerSecond) > Number(l.drainPerSecond) && behind(l));
+  if (reordered.length > 0) {
+    const seen = reordered.map((l) => `${String(l.msg)} [recorded in the ${TREND_WINDOW_MS} ms before: source ${recordedIn(srcLog.events, Number(l.time))}, destination ${recordedIn(dstLog.events, Number(l.time))} changes]`);
+    console.log(`fidelity [${flags.join(' ') || 'default flags'}]: adaptive ordering let writes overlap ${reordered.length} time(s):\n  ${seen.join('\n  ')}`);
+  }
   expect(transitions, 'the backlog must stay inside the history window (no snapshot recovery)').toEqual([]);
   expect(pointers.pointerChanges).toBeGreaterThan(100);
-  expect(order.outOfOrder, `destination changes out of source order:\n${order.examples.join('\n')}`).toBe(0);
+  if (!strictFellBehind) {
+    expect(order.outOfOrder, `destination changes out of source order:\n${order.examples.join('\n')}`).toBe(0);
+    expect(pointers.violations, `pointers before their data:\n${pointers.examples.join('\n')}`).toBe(0);
+  } else console.log('fidelity: strict order could not keep up with the source on this machine (the mirror says so); order not judged');
   expect(order.unexplained, `destination changes matching no source event:\n${order.examples.join('\n')}`).toBe(0);
   expect(order.lost, `source events lost:\n${order.examples.join('\n')}`).toBe(0);
-  expect(pointers.violations, `pointers before their data:\n${pointers.examples.join('\n')}`).toBe(0);
 }
 
 describe('event fidelity (order, loss, pointer before data) across a kill -9 with a backlog', () => {
   it('default flags (adaptive ordering: strict while the window headroom is large)', () => runCase([]), 180_000);
   it(`strict ordering (${STRICT_FLAGS.join(' ')})`, () => runCase(STRICT_FLAGS), 180_000);
+  // A restart's backlog plus the start-up leave the stored index near the window's end while strict order drains
+  // faster than the source writes: adaptive ordering must keep source order (a fixed 250-event threshold did not).
+  it('default flags, ~1,200 events/s and a restart near the window edge (adaptive keeps order while strict keeps up)', () => runCase([], NEAR_EDGE), 180_000);
 });

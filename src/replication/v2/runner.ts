@@ -8,7 +8,6 @@ import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
 import { CompareFailedError, EventIndexClearedError, faultFrom, FencedError, KeyNotFoundError, MassDeleteRefusedError, NodeExistError, ResyncNeededError, SourceHistoryMismatchError } from '../../etcd/errors.js';
 import type { V2Fence } from '../ha-lock.js';
-import { windowHeadroom } from '../window.js';
 import type { KeyMap } from '../keys.js';
 import type { Log, ReplicationMetrics, ReplicationOptions } from '../ports.js';
 import type { OrderingPolicy } from './ordering.js';
@@ -458,12 +457,15 @@ class Runner {
     }
   }
 
-  /** Adaptive ordering follows the stored index's window headroom. */
+  /** Adaptive ordering follows the trend of the stored index's window headroom. Not fed while a restart's replay is
+   * held back: nothing is written then, in any order, and the applied index standing still says nothing about the
+   * ordered writer's rate. */
   #updateOrdering(): void {
     const { ordering, config } = this.deps;
-    if (ordering.mode !== 'adaptive' || !config.pipeline || this.#persisted === null || this.#sourceIndex === null) return;
-    ordering.update(windowHeadroom(Math.max(0, this.#sourceIndex - this.#persisted)));
-    this.#writer?.setOrdering(ordering.writerOrdering);
+    const writer = this.#writer;
+    if (ordering.mode !== 'adaptive' || !config.pipeline || !writer || this.#replay || this.#persisted === null || this.#sourceIndex === null) return;
+    ordering.sample({ source: this.#sourceIndex, applied: writer.checkpoint, stored: this.#persisted, waiting: writer.size });
+    writer.setOrdering(ordering.writerOrdering);
   }
 
   /** `applied`: the destination already shows it (a replay after a restart): tracked, not written again. */
