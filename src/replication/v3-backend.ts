@@ -12,6 +12,8 @@ import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';
 import type { HaGate } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
+import { v2BridgeReader, v3PinnedReader } from './audit-readers.js';
+import type { AuditReader, ChangeTracker } from './audit.js';
 
 /** Prefetched source changes before the source's reader waits for the pipeline. */
 const SOURCE_HIGH_WATER = 10_000;
@@ -28,13 +30,15 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
   };
   let clockOffsetMs = (): number | null => null;
   let source: Source;
+  let srcV3: V3Client | null = null;
   if (config.srcApi === 'v2') {
     const [{ EtcdClient }, { V2Source }, { BodyGaps }] = await Promise.all([import('../etcd/v2/client.js'), import('./v2-source.js'), import('./v2/body-gaps.js')]);
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
     source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
   } else {
-    source = new V3Source({ client: new V3Client(config.src), map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
+    srcV3 = new V3Client(config.src);
+    source = new V3Source({ client: srcV3, map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
   }
   const client = new V3Client(config.dst);
   const own = new OwnWrites();
@@ -51,10 +55,23 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     dst.fence = () => lock.fence();
     ha = haController(lock);
   }
-  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor });
+  const trackers = new Set<ChangeTracker>();
+  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor, trackers });
+  const reader: AuditReader = srcV3 ? v3PinnedReader(srcV3, client, keys, budget) : v2BridgeReader(source, client, keys, budget);
   return {
     host,
     ha,
+    audit: {
+      reader,
+      engine: {
+        trackers,
+        applied: () => {
+          const s = host.status();
+          return s?.phase === 'tail' ? s.appliedIndex : null;
+        },
+        heal: (ids) => host.heal(ids.map((id) => Buffer.from(id, 'latin1'))),
+      },
+    },
     clockOffsetMs: () => clockOffsetMs(),
     loadIndex: () => dst.readCheckpoint(),
     async close() {
