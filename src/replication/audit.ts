@@ -309,8 +309,12 @@ export class AuditScheduler {
     }
     this.#running = true;
     this.#nextAt = null;
+    const started = Date.now();
     try {
-      const result = await this.opts.run(this.#abort.signal);
+      // runAudit turns every failure into an aborted result; this only keeps a timer callback from rejecting.
+      const result = await this.opts.run(this.#abort.signal).catch(
+        (err: unknown): AuditResult => ({ result: 'aborted', at: null, keys: 0, differing: 0, repaired: 0, durationMs: Date.now() - started, listed: [], reason: String(err) }),
+      );
       if (this.#abort.signal.aborted) return;
       this.#last = result;
       this.#lastAt = Date.now();
