@@ -9,7 +9,8 @@ import { V3Client } from '../src/etcd/v3/client.js';
 import { parseCluster, parseEndpoint } from '../src/etcd/endpoint.js';
 import { startEtcd } from '../src/etcd/process.js';
 import { runAudit } from '../src/replication/audit.js';
-import { v2TreeReader, v3PinnedReader } from '../src/replication/audit-readers.js';
+import { v3PinnedReader } from '../src/replication/audit-readers.js';
+import { v2TreeReader } from '../src/replication/audit-readers-v2.js';
 import { ByteKeyMap } from '../src/replication/keyspace.js';
 import { KeyMap } from '../src/replication/keys.js';
 

@@ -19,7 +19,8 @@ import { compileIgnoreRegex, KeyMap, parsePrefix } from '../replication/keys.js'
 import { HISTORY_WINDOW_EVENTS } from '../replication/window.js';
 import { planReconcile, readDestination, takeSnapshot } from '../replication/v2/reconcile.js';
 import { LIST_LIMIT, runAudit } from '../replication/audit.js';
-import { v2BridgeReader, v2TreeReader, v3PinnedReader } from '../replication/audit-readers.js';
+import { v3PinnedReader } from '../replication/audit-readers.js';
+import { v2BridgeReader, v2TreeReader } from '../replication/audit-readers-v2.js';
 
 
 type Out = { stdout: (s: string) => void };
@@ -283,7 +284,7 @@ export async function auditCommand(argv: string[], out: Out = defaultOut): Promi
     ? v3PinnedReader(srcV3, dstV3!, keys)
     : dstV2
       ? v2TreeReader(srcV2!, dstV2, map)
-      : v2BridgeReader(new V2Source({ src: srcV2!, map, highWater: 1, pipeline: true, rearmMs: 100, gaps: new BodyGaps(), onSourceIndex: () => {} }), dstV3!, keys);
+      : v2BridgeReader(srcV2!, map, dstV3!, keys);
   const guard = { allowMassDelete: true, massDeleteRatio: 1 };
   const signal = new AbortController().signal;
   try {

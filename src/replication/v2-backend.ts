@@ -9,7 +9,7 @@ import { OwnWrites } from './own-writes.js';
 import type { HaGate } from './ports.js';
 import { BodyGaps } from './v2/body-gaps.js';
 import { RunnerHost } from './v2/runner.js';
-import { v2TreeReader } from './audit-readers.js';
+import { v2TreeReader } from './audit-readers-v2.js';
 import type { ChangeTracker } from './audit.js';
 
 export function createV2Backend<H extends HaGate>({ config, log, metrics, ordering, budget, haController }: BackendDeps<H>): Backend<H> {

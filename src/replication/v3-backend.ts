@@ -12,7 +12,7 @@ import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';
 import type { HaGate } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
-import { v2BridgeReader, v3PinnedReader } from './audit-readers.js';
+import { v3PinnedReader } from './audit-readers.js';
 import type { AuditReader, ChangeTracker } from './audit.js';
 
 /** Prefetched source changes before the source's reader waits for the pipeline. */
@@ -28,19 +28,26 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
       metrics.sourceIndex.set(revision);
     }
   };
+  const client = new V3Client(config.dst);
   let clockOffsetMs = (): number | null => null;
   let source: Source;
-  let srcV3: V3Client | null = null;
+  let reader: AuditReader;
   if (config.srcApi === 'v2') {
-    const [{ EtcdClient }, { V2Source }, { BodyGaps }] = await Promise.all([import('../etcd/v2/client.js'), import('./v2-source.js'), import('./v2/body-gaps.js')]);
+    const [{ EtcdClient }, { V2Source }, { BodyGaps }, { v2BridgeReader }] = await Promise.all([
+      import('../etcd/v2/client.js'),
+      import('./v2-source.js'),
+      import('./v2/body-gaps.js'),
+      import('./audit-readers-v2.js'),
+    ]);
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
+    reader = v2BridgeReader(v2Client, map, client, keys, budget);
     source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
   } else {
-    srcV3 = new V3Client(config.src);
+    const srcV3 = new V3Client(config.src);
+    reader = v3PinnedReader(srcV3, client, keys, budget);
     source = new V3Source({ client: srcV3, map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
   }
-  const client = new V3Client(config.dst);
   const own = new OwnWrites();
   const dst = new V3Destination(client, keys, config.dstMaxTxnOps, own);
   const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n), own);
@@ -57,7 +64,6 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
   }
   const trackers = new Set<ChangeTracker>();
   const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor, trackers });
-  const reader: AuditReader = srcV3 ? v3PinnedReader(srcV3, client, keys, budget) : v2BridgeReader(source, client, keys, budget);
   return {
     host,
     ha,

@@ -193,3 +193,31 @@ describe('v3 → v3 audit', () => {
     await m.kill('SIGTERM');
   });
 });
+
+describe('v2 → v3 audit (the bridge)', () => {
+  it('finds and repairs what changed on the destination while the mirror was down', async () => {
+    const S = pair.src.clientUrl;
+    const args = (extra: string[]) => ['--dst-api', 'v3', '--src-prefix', '/br', '--dst-prefix', '/br', '--strip', ...extra, S, v3.dst.clientUrl];
+    for (let i = 0; i < 5; i++) await ok(S, 'PUT', `/br/k${i}`, { value: `v${i}` });
+    await ok(S, 'PUT', '/br/ttl', { value: 't', ttl: 600 });
+    const m0 = await spawnMirror(args(['--reload', '--audit-interval', '0']));
+    await m0.waitForState('tailing');
+    const index = await storeIndex(S);
+    await waitFor(async () => Number((await v3.d.range(b('/__replication/br'))).kvs[0]?.value.toString() ?? -1) >= index, 'caught up');
+    expect(await m0.kill('SIGTERM')).toBe(0);
+    await v3.d.put(b('/br/k0'), b('changed on the destination'));
+    await v3.d.put(b('/br/extra'), b('only on the destination'));
+    await v3.d.put(b('/br/ttl'), b('t')); // the copy's lease removed
+
+    const m = await spawnMirror(args(['--audit-interval', '1']));
+    const [first] = await nextAudits(m, 1);
+    expect(first).toMatchObject({ differing: 3, repaired: 3, keys: 6 });
+    const [after] = await nextAudits(m, 1);
+    expect(after).toMatchObject({ differing: 0, keys: 6 });
+    const dst = await v3Tree(v3.d, '/br');
+    expect(dst.get('/br/k0')?.value).toBe('v0');
+    expect(dst.has('/br/extra')).toBe(false);
+    expect(dst.get('/br/ttl')?.lease).not.toBe('0');
+    expect(await m.kill('SIGTERM')).toBe(0);
+  });
+});
