@@ -1,4 +1,4 @@
-// Entry point: subcommands first (demo, viz, verify, index, status), otherwise the reference-compatible daemon command line.
+// Entry point: subcommands first (demo, viz, verify, audit, index, status), otherwise the reference-compatible daemon command line.
 // Each path imports only what it runs: --version and --help load no daemon, client or metrics module (start-up time,
 // bench/RESULTS.md).
 import { HELP, parseConfig } from './config.js';
@@ -14,9 +14,10 @@ export async function main(argv: string[]): Promise<number> {
     const { vizCommand } = await import('./viz-command.js');
     return vizCommand(argv.slice(1));
   }
-  if (argv[0] === 'verify' || argv[0] === 'index') {
-    const { verifyCommand, indexCommand } = await import('./operator.js');
-    return oneLineErrors(() => (argv[0] === 'verify' ? verifyCommand(argv.slice(1)) : indexCommand(argv.slice(1))));
+  if (argv[0] === 'verify' || argv[0] === 'index' || argv[0] === 'audit') {
+    const { verifyCommand, indexCommand, auditCommand } = await import('./operator.js');
+    const run = { verify: verifyCommand, index: indexCommand, audit: auditCommand }[argv[0]];
+    return oneLineErrors(() => run(argv.slice(1)));
   }
   if (argv[0] === 'status') {
     const { statusCommand } = await import('./status.js');

@@ -17,6 +17,8 @@ export interface Config extends ReplicationOptions {
   readonly debug: boolean;
   /** Optional requests per second (quiet proofs, TTL re-reads) to a source whose requests are expensive; 0 = no limit. */
   readonly srcRequestBudget: number;
+  /** Seconds between consistency audits (src/replication/audit.ts); 0 = off. */
+  readonly auditIntervalSeconds: number;
 }
 
 const APIS = ['v2', 'v3'] as const satisfies readonly Api[];
@@ -40,7 +42,7 @@ export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
                    [--quiet-rearm-ms N] [--pipeline on|off] [--ordering strict|adaptive|key]
                    [--src-api v2|v3] [--dst-api v2|v3] [--dst-max-txn-ops N]
-                   [--ha [--instance-id ID] [--ha-ttl S]] [--src-request-budget N]
+                   [--ha [--instance-id ID] [--ha-ttl S]] [--src-request-budget N] [--audit-interval S]
                    [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F]
                    [--src-password-file F] [--dst-password-file F] SRC DST
 
@@ -103,6 +105,9 @@ etcd-mirror options:
                             over 10 ms more than /version: v2 password auth checks bcrypt on every request)
                             (default: 5; 0: no limit). The window wins: a re-arm goes ahead above the budget
                             when the store's index rate needs it, and the mirror says so
+  --audit-interval S        every S seconds, prove the replica equal to the source at one source point, or
+                            find, log, count and repair from the source the keys that differ (default: 300;
+                            0: off); see /state "audit" and the etcdmirror_audit_* metrics
   --src-ca F, --dst-ca F    PEM CA bundle to verify that cluster's https certificates (default: system CAs)
   --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key);
                             with --client-cert-auth and v2 or v3 auth on, the certificate's CN is the etcd user:
@@ -123,7 +128,10 @@ other commands:
   etcd-mirror index get DST [--dst-prefix P] [--src SRC] [--json] [--src-api v2|v3] [--dst-api v2|v3]
   etcd-mirror index set DST VALUE [--dst-prefix P] (--src SRC | --force) [--src-api ..] [--dst-api ..]
                                             read or safely set the stored replication index
-  (verify and index take the same --src-/--dst- ca, cert, key and password-file flags as the daemon)
+  etcd-mirror audit SRC DST [same flags as verify]
+                                            compare at one source point as the daemon's audit does (the
+                                            replica's own index, read-only); exit 0 equal, 1 different
+  (verify, audit and index take the same --src-/--dst- ca, cert, key and password-file flags as the daemon)
   etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
   etcd-mirror status [URL] [--timeout S]    summary of a running daemon from its /state (default URL:
                                             http://127.0.0.1:8000); exit 0 ready, 1 not ready, 2 unreachable
@@ -243,6 +251,7 @@ export function parseConfig(argv: string[]): Parsed {
         'instance-id': { type: 'string' },
         'ha-ttl': { type: 'string' },
         'src-request-budget': { type: 'string' },
+        'audit-interval': { type: 'string' },
       },
     });
   } catch (err) {
@@ -288,6 +297,7 @@ export function parseConfig(argv: string[]): Parsed {
     instanceId: v['instance-id'] ?? `${hostname()}:${port}`,
     haTtl: intFlag(v['ha-ttl'], '--ha-ttl', 10, 2, 3_600),
     srcRequestBudget: intFlag(v['src-request-budget'], '--src-request-budget', DEFAULT_SOURCE_BUDGET_PER_SECOND, 0, 1_000),
+    auditIntervalSeconds: intFlag(v['audit-interval'], '--audit-interval', 300, 0, 86_400),
   };
   if (!/^[\x21-\x7e]{1,128}$/.test(config.instanceId)) throw new ConfigError('--instance-id: 1 to 128 printable characters, no spaces');
 

@@ -1,6 +1,6 @@
 // Operator commands for the moments the seed incident was handled with curl under pressure:
 // `verify` compares the trees the way the mirror maps keys; `index get|set` reads or safely sets the stored
-// replication index against the source's history window.
+// replication index against the source's history window; `audit` compares at one source point as the daemon does.
 import { parseArgs } from 'node:util';
 import { apiFlag, checkApis, clusterFrom, CLUSTER_FLAGS, type Api } from './config.js';
 import { EtcdClient } from '../etcd/v2/client.js';
@@ -18,6 +18,9 @@ import type { DstOp } from '../replication/v2/apply.js';
 import { compileIgnoreRegex, KeyMap, parsePrefix } from '../replication/keys.js';
 import { HISTORY_WINDOW_EVENTS } from '../replication/window.js';
 import { planReconcile, readDestination, takeSnapshot } from '../replication/v2/reconcile.js';
+import { LIST_LIMIT, runAudit } from '../replication/audit.js';
+import { v3PinnedReader } from '../replication/audit-readers.js';
+import { v2BridgeReader, v2TreeReader } from '../replication/audit-readers-v2.js';
 
 
 type Out = { stdout: (s: string) => void };
@@ -46,8 +49,8 @@ export interface VerifyReport {
   differing: { key: string; source: string; destination: string }[];
 }
 
-/** `etcd-mirror verify SRC DST [...]`: exit 0 when equal, 1 with the differences. */
-export async function verifyCommand(argv: string[], out: Out = defaultOut): Promise<number> {
+/** The flags verify and audit share: prefixes and mapping, the APIs, and each side's TLS and password files. */
+function compareArgs(argv: string[], command: string) {
   const { values, positionals } = argsOrConfigError(() =>
     parseArgs({
       args: argv,
@@ -64,7 +67,7 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
       },
     }),
   );
-  if (positionals.length !== 2) throw new ConfigError('verify: expected SRC and DST');
+  if (positionals.length !== 2) throw new ConfigError(`${command}: expected SRC and DST`);
   const srcApi = apiFlag(values['src-api'], '--src-api');
   const dstApi = apiFlag(values['dst-api'], '--dst-api');
   checkApis(srcApi, dstApi);
@@ -76,7 +79,13 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
   );
   const srcCluster = clusterFrom(positionals[0]!, 'SRC', values, 'src');
   const dstCluster = clusterFrom(positionals[1]!, 'DST', values, 'dst');
-  if (dstApi === 'v3') return verifyV3(srcCluster, srcApi, dstCluster, map, values.json === true, out);
+  return { srcApi, dstApi, map, srcCluster, dstCluster, json: values.json === true };
+}
+
+/** `etcd-mirror verify SRC DST [...]`: exit 0 when equal, 1 with the differences. */
+export async function verifyCommand(argv: string[], out: Out = defaultOut): Promise<number> {
+  const { srcApi, dstApi, map, srcCluster, dstCluster, json } = compareArgs(argv, 'verify');
+  if (dstApi === 'v3') return verifyV3(srcCluster, srcApi, dstCluster, map, json, out);
   const src = new EtcdClient(srcCluster, { connections: 2 });
   const dst = new EtcdClient(dstCluster, { connections: 2 });
   try {
@@ -90,7 +99,7 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
       extra: plan.extra,
       differing: plan.writes.filter((w) => w.have).map((w) => ({ key: keyOf(w.op), source: describeOp(w.op), destination: describeNode(w.have) })),
     };
-    return printReport(report, values.json === true, 'index', out);
+    return printReport(report, json, 'index', out);
   } finally {
     await Promise.all([src.close(), dst.close()]);
   }
@@ -252,5 +261,56 @@ async function readIndex(dst: EtcdClient, key: string): Promise<number | null> {
   } catch (err) {
     if (err instanceof KeyNotFoundError) return null;
     throw err;
+  }
+}
+
+/** Reads 1 s apart on a pair that is not pinned (v2 source): a difference must persist through all of them. */
+const AUDIT_READS = 3;
+
+/**
+ * `etcd-mirror audit SRC DST [...]`: the daemon's audit, read-only. v3 → v3 compares exactly as the daemon does:
+ * the source at the revision the replica's own index says, the replica at a revision holding that index. A v2
+ * source has no such pin: a key counts as different only when it differs in each of three reads 1 s apart (a
+ * busy mirror's writes in flight settle in between). Exit 0 equal, 1 different or not comparable, 2 bad flags.
+ */
+export async function auditCommand(argv: string[], out: Out = defaultOut): Promise<number> {
+  const { srcApi, dstApi, map, srcCluster, dstCluster, json } = compareArgs(argv, 'audit');
+  const keys = new ByteKeyMap(map);
+  const srcV2 = srcApi === 'v2' ? new EtcdClient(srcCluster, { connections: 2 }) : null;
+  const srcV3 = srcApi === 'v3' ? new V3Client(srcCluster) : null;
+  const dstV2 = dstApi === 'v2' ? new EtcdClient(dstCluster, { connections: 2 }) : null;
+  const dstV3 = dstApi === 'v3' ? new V3Client(dstCluster) : null;
+  const reader = srcV3
+    ? v3PinnedReader(srcV3, dstV3!, keys)
+    : dstV2
+      ? v2TreeReader(srcV2!, dstV2, map)
+      : v2BridgeReader(srcV2!, map, dstV3!, keys);
+  const guard = { allowMassDelete: true, massDeleteRatio: 1 };
+  const signal = new AbortController().signal;
+  try {
+    let result = await runAudit({ reader, guard }, signal);
+    // Names listed in every read: in flight in one read, settled in the next.
+    let persistent = new Set(result.listed.map((d) => d.key));
+    for (let read = 1; !reader.pinned && result.result === 'different' && read < AUDIT_READS; read++) {
+      await new Promise((r) => setTimeout(r, 1_000));
+      result = await runAudit({ reader, guard }, signal);
+      if (result.result !== 'different') break;
+      const listed = new Set(result.listed.map((d) => d.key));
+      persistent = new Set([...persistent].filter((k) => listed.has(k)));
+      if (persistent.size === 0 && result.differing <= LIST_LIMIT) result = { ...result, result: 'equal', differing: 0, listed: [] };
+    }
+    const listed = result.listed.filter((d) => reader.pinned || persistent.has(d.key));
+    const position = srcApi === 'v3' ? 'revision' : 'index';
+    if (json) out.stdout(JSON.stringify({ ...result, listed, position }, null, 2) + '\n');
+    else if (result.result === 'equal') out.stdout(`equal: ${result.keys} keys compared at source ${position} ${result.at}\n`);
+    else if (result.result === 'aborted') out.stdout(`not compared: ${result.reason ?? 'unknown'}\n`);
+    else {
+      const lines = [`DIFFERENT at source ${position} ${result.at}: ${result.differing} of ${result.keys} keys`, ...listed.map((d) => `${d.kind.padEnd(8)} ${d.key}`)];
+      if (result.differing > listed.length) lines.push(`... and ${result.differing - listed.length} more`);
+      out.stdout(lines.join('\n') + '\n');
+    }
+    return result.result === 'equal' ? 0 : 1;
+  } finally {
+    await Promise.all([srcV2?.close(), srcV3?.close(), dstV2?.close(), dstV3?.close()]);
   }
 }

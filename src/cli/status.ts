@@ -41,6 +41,7 @@ export interface StatusState {
   ha?: { instanceId?: string; holder?: string | null; heldForSeconds?: number | null } | null;
   auth?: Record<'source' | 'destination', { auth?: string; costMs?: number | null; message?: string | null } | undefined>;
   sourceBudget?: { message?: string | null } | null;
+  audit?: { lastAt?: string | null; atIndex?: number | null; keys?: number | null; differing?: number | null; repaired?: number | null; nextAt?: string | null; running?: boolean } | null;
   version?: string;
 }
 
@@ -85,6 +86,15 @@ export function renderStatus(s: StatusState, base: string): string {
   if (s.reconcile) {
     const r = s.reconcile;
     add('reconcile', `${n(r.done)} of ${n(r.total)} keys${r.active ? `, running at ${r.keysPerSecond ?? 0} keys/s` : ', done'}`);
+  }
+  if (s.audit !== undefined) {
+    const a = s.audit;
+    const last = !a?.lastAt
+      ? 'none yet'
+      : a.atIndex === null || a.atIndex === undefined
+        ? `last one aborted (${a.lastAt})`
+        : `${a.differing === 0 ? 'equal' : `${n(a.differing)} keys differed, ${n(a.repaired)} repaired`} at ${unit} ${a.atIndex}, ${n(a.keys)} keys (${a.lastAt})`;
+    add('audit', !a ? 'off (--audit-interval 0)' : `${a.running ? 'running; ' : ''}${last}${a.nextAt ? `; next ${a.nextAt}` : ''}`);
   }
   if (s.auth) {
     const side = (c: { auth?: string; costMs?: number | null } | undefined) => `${c?.auth ?? '?'}${typeof c?.costMs === 'number' ? ` (+${c.costMs} ms per request)` : ''}`;

@@ -9,6 +9,7 @@ import { faultFrom } from '../etcd/errors.js';
 import type { Backend, BackendDeps } from '../replication/backend.js';
 import { KeyMap } from '../replication/keys.js';
 import { HaController } from './ha.js';
+import { startAudit } from './audit.js';
 import { RateMeter } from './health.js';
 import { startHttp, type StateView } from './http.js';
 import { createLogger, type Logger } from './log.js';
@@ -96,7 +97,8 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   };
   const { history, stop: stopHistory } = startHistory(() => view(), metrics);
   const transitions = observeTransitions(actor, { log, metrics, backend, history, done: resolveDone });
-  view = stateView({ config, indexKey, snapshot: () => actor.getSnapshot(), backend, ordering, costs, budget, rates, timeline: transitions.timeline });
+  const audit = startAudit(config, backend, log, metrics, () => stateName(actor.getSnapshot()) === 'tailing');
+  view = stateView({ config, indexKey, snapshot: () => actor.getSnapshot(), backend, ordering, costs, budget, rates, timeline: transitions.timeline, audit });
   const stopGauges = startGauges({ view, metrics, log, host, ordering, costs, rates });
 
   let server;
@@ -113,6 +115,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     // A port in use, or a build without the page's script: both said by startHttp.
     stopGauges();
     stopHistory();
+    audit?.stop();
     await Promise.all([backend.close(), costs.close()]);
     throw err;
   }
@@ -143,6 +146,7 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const finished = done.then(async (code) => {
     stopGauges();
     stopHistory();
+    audit?.stop();
     const final = actor.getSnapshot();
     if (stateName(final) === 'failed' && final.context.reason === MISSING_INDEX_MESSAGE) log.error(MISSING_INDEX_MESSAGE);
     await host.drain(1_000);

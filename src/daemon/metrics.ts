@@ -61,6 +61,10 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     authLimited: new Gauge({ name: 'etcdmirror_auth_limited', help: 'Whether password auth on this side is what holds the mirror back now (1: the lag grows while it applies at the password-check ceiling)', labelNames: ['side'] as const, registers: r }),
     sourceBudgetRequests: new Counter({ name: 'etcdmirror_source_budget_requests_total', help: 'Optional source requests under the request budget (quiet proofs, TTL re-reads), by purpose', labelNames: ['purpose'] as const, registers: r }),
     sourceBudgetExceeded: new Counter({ name: 'etcdmirror_source_budget_exceeded_total', help: 'Quiet proofs sent above the source request budget because the window needed them', registers: r }),
+    auditRuns: new Counter({ name: 'etcdmirror_audit_runs_total', help: 'Consistency audits, by result: equal, different (keys differed and were repaired), aborted (no point could be compared; tried again next interval)', labelNames: ['result'] as const, registers: r }),
+    auditDifferences: new Counter({ name: 'etcdmirror_audit_differences_total', help: 'Destination keys consistency audits found differing from the source at their point', registers: r }),
+    auditLastEqual: new Gauge({ name: 'etcdmirror_audit_last_equal_timestamp_seconds', help: 'Unix time of the last audit that proved the replica equal to the source (0: none yet)', registers: r }),
+    auditKeys: new Gauge({ name: 'etcdmirror_audit_keys', help: 'Source keys the last consistency audit compared', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };
@@ -69,7 +73,8 @@ export function createMetrics(labels: { url: string; prefix: string }) {
   for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered', 'already applied']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
   for (const side of ['source', 'destination']) m.authLimited.labels({ side }).set(0);
-  for (const purpose of ['proof', 'ttl']) m.sourceBudgetRequests.labels({ purpose });
+  for (const purpose of ['proof', 'ttl', 'audit']) m.sourceBudgetRequests.labels({ purpose });
+  for (const result of ['equal', 'different', 'aborted']) m.auditRuns.labels({ result });
   return m;
 }
 

@@ -8,6 +8,7 @@ import type { Backend } from '../replication/backend.js';
 import { HISTORY_WINDOW_EVENTS, windowHeadroom } from '../replication/window.js';
 import type { OrderingPolicy } from '../replication/v2/ordering.js';
 import type { SourceBudget } from '../replication/v2/source-budget.js';
+import type { AuditScheduler } from '../replication/audit.js';
 import type { HaController } from './ha.js';
 import { readiness, type RateMeter } from './health.js';
 import type { StateView } from './http.js';
@@ -48,9 +49,11 @@ export interface StateParts {
   budget: SourceBudget | undefined;
   rates: { applied: RateMeter; reconcile: RateMeter };
   timeline: readonly TimelineEntry[];
+  /** null with --audit-interval 0. */
+  audit?: Pick<AuditScheduler, 'view'> | null;
 }
 
-export function stateView({ config, indexKey, snapshot, backend, ordering, costs, budget, rates, timeline }: StateParts): () => StateView {
+export function stateView({ config, indexKey, snapshot, backend, ordering, costs, budget, rates, timeline, audit }: StateParts): () => StateView {
   const { host, ha } = backend;
   return () => {
     const snap = snapshot();
@@ -124,6 +127,7 @@ export function stateView({ config, indexKey, snapshot, backend, ordering, costs
       // What authentication costs each side per request, and whether it is what holds the mirror back.
       auth: { source: costs.source.view(), destination: costs.destination.view() },
       sourceBudget: budget?.view() ?? null,
+      audit: audit?.view() ?? null,
       version: VERSION,
       // Open handles by kind (sockets, timers, ...): flat over time in a healthy process.
       resources: countResources(),

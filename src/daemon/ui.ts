@@ -55,6 +55,7 @@ ${svg}
       <dt>Ordering</dt><dd id="ordering">–</dd>
       <dt>Poller</dt><dd id="poller">–</dd>
       <dt>Reconcile</dt><dd><progress id="reconcileBar" max="1" value="0" hidden></progress> <span id="reconcile">–</span></dd>
+      <dt>Audit</dt><dd id="audit">–</dd>
       <dt>Auth</dt><dd id="auth">–</dd>
       <dt>Last fault</dt><dd id="fault">–</dd>
     </dl>

@@ -170,6 +170,12 @@ export class BadCheckpointError extends MirrorError {
   override readonly code = 'EM_ERR_BAD_INDEX';
 }
 
+/** An audit gave up on its point (the mirror stopped tailing, did not catch up, or too much changed meanwhile): it
+ * counts as aborted and is tried again at the next interval, never as a difference. */
+export class AuditAbortedError extends MirrorError {
+  override readonly code = 'EM_ERR_AUDIT_ABORTED';
+}
+
 /** --ha: a write refused by its fence (another instance holds the lock now). Never retried: this one stands by. */
 export class FencedError extends MirrorError {
   override readonly code = 'EM_ERR_FENCED';

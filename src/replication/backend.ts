@@ -6,6 +6,7 @@ import type { HaLock } from './ha-lock.js';
 import type { Run, RunHost } from './run-host.js';
 import type { OrderingPolicy } from './v2/ordering.js';
 import type { SourceBudget } from './v2/source-budget.js';
+import type { AuditEngine, AuditReader } from './audit.js';
 
 export interface Backend<H extends HaGate> {
   host: Pick<RunHost<Run>, 'actor' | 'drain' | 'status' | 'lastPersisted'>;
@@ -15,6 +16,8 @@ export interface Backend<H extends HaGate> {
   loadIndex(): Promise<number | null>;
   /** The source's wall clock minus ours (v2 source only: its TTLs are absolute times on its clock). */
   clockOffsetMs(): number | null;
+  /** The consistency audit's reads at one point and the engine's hooks (src/replication/audit.ts). */
+  audit: { reader: AuditReader; engine: AuditEngine };
   close(): Promise<void>;
 }
 

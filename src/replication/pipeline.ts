@@ -15,6 +15,7 @@ import { keyId, type ByteKeyMap } from './keyspace.js';
 import type { LeaseMirror } from './leases.js';
 import { resync } from './resync.js';
 import type { Change, LeaseRef, Source, SourceMessage } from './types.js';
+import type { ChangeTracker } from './audit.js';
 
 export interface PipelineDeps {
   config: ReplicationOptions;
@@ -30,6 +31,8 @@ export interface PipelineDeps {
   leaseFor(dstKey: Buffer, dstLease: string): LeaseRef;
   /** Our destination writes (Txns), to tell foreign changes from them. */
   own: OwnWrites;
+  /** Audits in progress: told of every source change read (src/replication/audit.ts). */
+  trackers?: Set<ChangeTracker>;
 }
 
 /** Messages read ahead of the writer before the reader waits. */
@@ -57,8 +60,11 @@ class SyncRun {
   #stopped = false;
   #wakeWriter: (() => void) | null = null;
   #wakeReader: (() => void) | null = null;
-  /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision). */
-  readonly #heals = new Map<string, { key: Buffer; retryAt: number }>();
+  /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision);
+   * `audit`: an audit found it differing. */
+  readonly #heals = new Map<string, { key: Buffer; retryAt: number; audit?: boolean }>();
+  /** Audits waiting for their keys to be healed, with the writes made for them so far. */
+  #healWaiters: { ids: Set<string>; written: number; done: (written: number) => void }[] = [];
   #dstWatch: DestinationWatch | null = null;
   readonly settled: Promise<void>;
 
@@ -137,6 +143,10 @@ class SyncRun {
     try {
       for await (const msg of changes) {
         if (this.#abort.signal.aborted) return;
+        const trackers = this.deps.trackers;
+        if (msg.kind === 'change' && trackers?.size) {
+          for (const op of msg.change.ops) for (const t of trackers) t.note(keyId(this.deps.keys.toDst(op.key)), msg.change.revision, op.kind === 'deleteTree');
+        }
         this.#queue.push({ msg, at: Date.now() });
         this.#wake();
         while (this.#queue.length >= HIGH_WATER && !this.#abort.signal.aborted) await new Promise<void>((r) => (this.#wakeReader = r));
@@ -303,15 +313,43 @@ class SyncRun {
         const e = state.entry;
         const lease = e?.lease ? await leases.attach(e.lease) : undefined;
         writes.push(e ? { kind: 'put', key: h.key, value: e.value, ...(lease ? { lease } : {}) } : { kind: 'delete', key: h.key });
-        metrics.healed.labels({ reason: e ? 'foreign change' : 'foreign create' }).inc();
+        metrics.healed.labels({ reason: h.audit ? 'audit' : e ? 'foreign change' : 'foreign create' }).inc();
+        for (const w of this.#healWaiters) if (w.ids.has(id)) w.written++;
       } catch (err) {
         this.#heals.delete(id);
         log.warn({ err, key: h.key.toString('utf8') }, 'could not read the source to heal a destination key; it is healed when the source changes it');
       }
     }
-    if (writes.length === 0) return;
-    await dst.commit(writes, null);
-    log.warn({ keys: writes.map((w) => w.key.toString('utf8')).slice(0, 20), count: writes.length, atRevision: at }, 'destination keys changed by someone else were restored to the source');
+    if (writes.length > 0) {
+      await dst.commit(writes, null);
+      log.warn({ keys: writes.map((w) => w.key.toString('utf8')).slice(0, 20), count: writes.length, atRevision: at }, 'destination keys changed by someone else were restored to the source');
+    }
+    this.#settleHealWaiters(false);
+  }
+
+  /** The audit's repairs: restored to the source between two Txns, as foreign changes are; resolves with the
+   * keys written (0 for those the run ends before). */
+  heal(keys: Buffer[]): Promise<number> {
+    if (this.#stopped || keys.length === 0) return Promise.resolve(0);
+    const ids = new Set<string>();
+    for (const key of keys) {
+      const id = keyId(key);
+      ids.add(id);
+      this.#heals.set(id, { key, retryAt: 0, audit: true });
+    }
+    return new Promise<number>((done) => {
+      this.#healWaiters.push({ ids, written: 0, done });
+      this.#wake();
+    });
+  }
+
+  /** Resolves the waiters whose keys are all handled (`all`: every one, the run is ending). */
+  #settleHealWaiters(all: boolean): void {
+    this.#healWaiters = this.#healWaiters.filter((w) => {
+      if (!all && [...w.ids].some((id) => this.#heals.has(id))) return true;
+      w.done(w.written);
+      return false;
+    });
   }
 
   /**
@@ -356,6 +394,7 @@ class SyncRun {
     const { metrics, dst, log } = this.deps;
     this.#abort.abort();
     this.#dstWatch?.stop();
+    this.#settleHealWaiters(true);
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
     if (fault.historyLost) metrics.outOfWindow.inc();
@@ -381,6 +420,7 @@ class SyncRun {
     this.#wake();
     this.#wakeReader?.();
     this.#dstWatch?.stop();
+    this.#settleHealWaiters(true);
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
     if (this.#applied !== null) {
@@ -411,6 +451,11 @@ export class PipelineHost extends RunHost<SyncRun> {
   // No lease keepalives between runs (nor from a standby: --ha).
   protected override stopped(): void {
     this.deps.leases.stop();
+  }
+
+  /** The audit's repairs, through the current run's heal queue (0 between runs). */
+  heal(keys: Buffer[]): Promise<number> {
+    return this.current?.heal(keys) ?? Promise.resolve(0);
   }
 
   override async drain(deadlineMs: number): Promise<void> {

@@ -44,6 +44,11 @@ export abstract class RunHost<R extends Run> {
   /** After a run has stopped, before the next one may start. */
   protected stopped(_run: R): void {}
 
+  /** The run in progress (null between runs). */
+  protected get current(): R | null {
+    return this.#current;
+  }
+
   get lastPersisted(): number | null {
     return this.#lastPersisted;
   }

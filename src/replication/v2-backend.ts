@@ -9,6 +9,8 @@ import { OwnWrites } from './own-writes.js';
 import type { HaGate } from './ports.js';
 import { BodyGaps } from './v2/body-gaps.js';
 import { RunnerHost } from './v2/runner.js';
+import { v2TreeReader } from './audit-readers-v2.js';
+import type { ChangeTracker } from './audit.js';
 
 export function createV2Backend<H extends HaGate>({ config, log, metrics, ordering, budget, haController }: BackendDeps<H>): Backend<H> {
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
@@ -40,9 +42,22 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
     ha = controller;
     fence = new V2Fence(() => controller.mayWrite());
   }
+  const trackers = new Set<ChangeTracker>();
+  const host = new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence, budget, trackers });
   return {
-    host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence, budget }),
+    host,
     ha,
+    audit: {
+      reader: v2TreeReader(src, dst, map, budget),
+      engine: {
+        trackers,
+        applied: () => {
+          const s = host.status();
+          return s?.phase === 'tail' ? s.appliedIndex : null;
+        },
+        heal: (ids) => host.heal(ids),
+      },
+    },
     async loadIndex() {
       try {
         const node = (await dst.get(map.indexKey, { quorum: true })).body.node;

@@ -12,6 +12,8 @@ import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';
 import type { HaGate } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
+import { v3PinnedReader } from './audit-readers.js';
+import type { AuditReader, ChangeTracker } from './audit.js';
 
 /** Prefetched source changes before the source's reader waits for the pipeline. */
 const SOURCE_HIGH_WATER = 10_000;
@@ -26,17 +28,26 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
       metrics.sourceIndex.set(revision);
     }
   };
+  const client = new V3Client(config.dst);
   let clockOffsetMs = (): number | null => null;
   let source: Source;
+  let reader: AuditReader;
   if (config.srcApi === 'v2') {
-    const [{ EtcdClient }, { V2Source }, { BodyGaps }] = await Promise.all([import('../etcd/v2/client.js'), import('./v2-source.js'), import('./v2/body-gaps.js')]);
+    const [{ EtcdClient }, { V2Source }, { BodyGaps }, { v2BridgeReader }] = await Promise.all([
+      import('../etcd/v2/client.js'),
+      import('./v2-source.js'),
+      import('./v2/body-gaps.js'),
+      import('./audit-readers-v2.js'),
+    ]);
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
+    reader = v2BridgeReader(v2Client, map, client, keys, budget);
     source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
   } else {
-    source = new V3Source({ client: new V3Client(config.src), map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
+    const srcV3 = new V3Client(config.src);
+    reader = v3PinnedReader(srcV3, client, keys, budget);
+    source = new V3Source({ client: srcV3, map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
   }
-  const client = new V3Client(config.dst);
   const own = new OwnWrites();
   const dst = new V3Destination(client, keys, config.dstMaxTxnOps, own);
   const leases = new LeaseMirror(source, client, log, (n) => metrics.leasesTracked.set(n));
@@ -51,10 +62,22 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     dst.fence = () => lock.fence();
     ha = haController(lock);
   }
-  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor });
+  const trackers = new Set<ChangeTracker>();
+  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor, trackers });
   return {
     host,
     ha,
+    audit: {
+      reader,
+      engine: {
+        trackers,
+        applied: () => {
+          const s = host.status();
+          return s?.phase === 'tail' ? s.appliedIndex : null;
+        },
+        heal: (ids) => host.heal(ids.map((id) => Buffer.from(id, 'latin1'))),
+      },
+    },
     clockOffsetMs: () => clockOffsetMs(),
     loadIndex: () => dst.readCheckpoint(),
     async close() {

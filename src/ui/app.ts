@@ -78,6 +78,18 @@ function render(v: StateJson): void {
   } else {
     $('reconcile').textContent = 'none running';
   }
+  // The last consistency audit: equal at a point, or what differed and was repaired.
+  const a = v.audit;
+  const at = a?.atIndex === null || !a ? '' : ` at ${v.position} ${a.atIndex}`;
+  $('audit').textContent = !a
+    ? 'off (--audit-interval 0)'
+    : (a.running ? 'running; ' : '') +
+      (a.lastAt === null
+        ? 'none yet'
+        : a.atIndex === null
+          ? `last one aborted at ${clock(Date.parse(a.lastAt))}`
+          : `${a.differing === 0 ? 'equal' : `${a.differing} keys differed (${a.repaired} repaired)`}${at}: ${a.keys} keys in ${a.durationMs} ms, at ${clock(Date.parse(a.lastAt))}`) +
+      (a.nextAt ? `; next at ${clock(Date.parse(a.nextAt))}` : '');
   const cost = (side: string, c: StateJson['auth']['source']) =>
     `${side} ${c.auth}${c.costMs === null ? '' : ` (+${c.costMs} ms per request${c.tokenExchangeMs === null ? '' : `, token in ${c.tokenExchangeMs} ms`})`}`;
   $('auth').textContent = `${cost('source', v.auth.source)}; ${cost('destination', v.auth.destination)}`;

@@ -47,6 +47,8 @@ export interface StateJson {
   auth: { source: RequestCostJson; destination: RequestCostJson };
   /** A v2 source's request budget (null for a v3 source). */
   sourceBudget: SourceBudgetJson | null;
+  /** The consistency audit (src/replication/audit.ts); null with --audit-interval 0. */
+  audit: AuditJson | null;
   version: string;
   resources: Record<string, number>;
 }
@@ -76,6 +78,21 @@ export interface SourceBudgetJson {
   exceeded: boolean;
   storeIndexesPerSecond: number | null;
   message: string | null;
+}
+
+/** The last consistency audit and the next (null fields: none yet). */
+export interface AuditJson {
+  /** ISO time the last audit finished. */
+  lastAt: string | null;
+  /** The source index (v2) or revision (v3) the last audit compared at. */
+  atIndex: number | null;
+  keys: number | null;
+  differing: number | null;
+  repaired: number | null;
+  durationMs: number | null;
+  /** ISO time the next audit is due (null while one runs, or when off). */
+  nextAt: string | null;
+  running: boolean;
 }
 
 /** The numbers /history keeps, one value per sample (null: unknown then, or nothing to measure). */

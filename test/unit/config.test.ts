@@ -304,4 +304,10 @@ describe('parseConfig: password files and the source request budget', () => {
     expect(run('--src-request-budget', '0', SRC, DST).srcRequestBudget).toBe(0);
     expect(refused('--src-request-budget=2000', SRC, DST).message).toBe('--src-request-budget: expected an integer from 0 to 1000');
   });
+
+  it('--audit-interval: default 300 seconds, 0 turns the audit off', () => {
+    expect(run(SRC, DST).auditIntervalSeconds).toBe(300);
+    expect(run('--audit-interval', '0', SRC, DST).auditIntervalSeconds).toBe(0);
+    expect(refused('--audit-interval=1.5', SRC, DST).message).toBe('--audit-interval: expected an integer from 0 to 86400');
+  });
 });

@@ -60,4 +60,11 @@ describe('renderStatus', () => {
     expect(out).toContain(`notice`);
     expect(out).toContain(message);
   });
+
+  it('the last audit: equal at a point, or what differed; off when --audit-interval is 0', () => {
+    const audit = { lastAt: '2026-12-07T04:00:00.000Z', atIndex: 42, keys: 11, differing: 0, repaired: 0, durationMs: 30, nextAt: '2026-12-07T04:05:00.000Z', running: false };
+    expect(renderStatus({ state: 'tailing', position: 'revision', audit, timeline: [] }, 'http://m:8000')).toMatch(/^audit +equal at revision 42, 11 keys \(2026-12-07T04:00:00.000Z\); next 2026-12-07T04:05:00.000Z$/m);
+    expect(renderStatus({ state: 'tailing', audit: { ...audit, differing: 3, repaired: 3 }, timeline: [] }, 'http://m:8000')).toMatch(/^audit +3 keys differed, 3 repaired at index 42/m);
+    expect(renderStatus({ state: 'tailing', audit: null, timeline: [] }, 'http://m:8000')).toMatch(/^audit +off \(--audit-interval 0\)$/m);
+  });
 });

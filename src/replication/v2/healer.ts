@@ -90,6 +90,33 @@ export class Healer {
     }
   }
 
+  /**
+   * Heals `keys` (destination keys) from the source as one barrier in the writer, as foreign changes are; resolves
+   * with the keys written or deleted (0 when the healer stops first).
+   */
+  healKeys(keys: string[], reason: string): Promise<number> {
+    const writer = this.deps.writer();
+    if (!writer || keys.length === 0) return Promise.resolve(0);
+    let top = topMost(keys);
+    if (top.length > MAX_KEYS_PER_BATCH) top = [this.deps.map.dstRoot];
+    return new Promise<number>((resolve) => {
+      const stopped = () => resolve(0);
+      this.#abort.signal.addEventListener('abort', stopped, { once: true });
+      writer.pushBarrier(async () => {
+        let repaired = 0;
+        for (const key of top) {
+          try {
+            repaired += await this.#heal(key, reason);
+          } catch (err) {
+            if (!this.#abort.signal.aborted) this.deps.log.warn({ err, key }, 'could not heal a destination key');
+          }
+        }
+        this.#abort.signal.removeEventListener('abort', stopped);
+        resolve(repaired);
+      });
+    });
+  }
+
   #classify(): void {
     const { own, map } = this.deps;
     own.prune();
@@ -115,7 +142,7 @@ export class Healer {
     writer.pushBarrier(async () => {
       for (const key of keys) {
         try {
-          await this.#heal(key);
+          await this.#heal(key, 'foreign change');
         } catch (err) {
           // A failed heal must not stop replication; the key is healed when it changes next, or by a reload.
           if (!this.#abort.signal.aborted) this.deps.log.warn({ err, key }, 'could not heal a destination key');
@@ -124,7 +151,7 @@ export class Healer {
     });
   }
 
-  async #heal(dstKey: string): Promise<void> {
+  async #heal(dstKey: string, reason: string): Promise<number> {
     const { src, dst, map, metrics, log, concurrency, guard } = this.deps;
     const srcKey = map.toSrc(dstKey);
     const snapshot = await takeSnapshot(src, srcKey, this.#abort.signal, HEAL_READ_TIMEOUT_MS);
@@ -141,8 +168,9 @@ export class Healer {
     this.deps.covered(srcKey, snapshot.etcdIndex);
     const repaired = result.written + result.deleted;
     if (repaired > 0) {
-      metrics.healed.labels({ reason: 'foreign change' }).inc(repaired);
-      log.warn({ key: dstKey, written: result.written, deleted: result.deleted }, 'destination healed from the source');
+      metrics.healed.labels({ reason }).inc(repaired);
+      log.warn({ key: dstKey, written: result.written, deleted: result.deleted, reason }, 'destination healed from the source');
     }
+    return repaired;
   }
 }

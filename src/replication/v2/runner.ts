@@ -23,6 +23,7 @@ import { withWriteRetries } from './write-retry.js';
 import { alreadyApplied, keysToRead, readCopies, stoppedCleanly, type ReplayItem } from './replay-guard.js';
 import { StrictLane } from './strict-lane.js';
 import { OrderedWriter } from './writer.js';
+import type { ChangeTracker } from '../audit.js';
 
 export interface RunnerDeps {
   config: ReplicationOptions;
@@ -42,6 +43,8 @@ export interface RunnerDeps {
   fence?: V2Fence;
   /** An expensive source's request budget (quiet proofs, TTL re-reads). */
   budget?: SourceBudget;
+  /** Audits in progress: told of every source change handed to the writer (src/replication/audit.ts). */
+  trackers?: Set<ChangeTracker>;
 }
 
 /** Writes the checkpoint; with --ha as a compare-and-swap on this instance's own previous write. */
@@ -159,6 +162,11 @@ class Runner {
       confirmedIndex: Number.isFinite(this.#confirmed) ? this.#confirmed : null,
       ordering: this.#writer?.ordering ?? this.deps.ordering.writerOrdering,
     };
+  }
+
+  /** The audit's repairs: through the healer, a barrier in the writer. */
+  heal(keys: string[]): Promise<number> {
+    return this.#healer?.healKeys(keys, 'audit') ?? Promise.resolve(0);
   }
 
   /** TTL keys tracked now, for the next runner. */
@@ -481,6 +489,10 @@ class Runner {
       return;
     }
     this.#keeper?.observe(ev);
+    if (this.deps.trackers?.size) {
+      const subtree = scope === 'ancestor' || ev.node.dir === true || ev.prevNode?.dir === true;
+      for (const t of this.deps.trackers) t.note(scope === 'ancestor' ? map.dstRoot : map.toDst(ev.node.key), index, subtree);
+    }
     if (applied) {
       this.#writer!.push({ index });
       return;
@@ -662,5 +674,10 @@ export class RunnerHost extends RunHost<Runner> {
 
   protected override stopped(runner: Runner): void {
     this.#ttlKeys = runner.ttlKeysTracked();
+  }
+
+  /** The audit's repairs, through the current run's healer (0 between runs). */
+  heal(keys: string[]): Promise<number> {
+    return this.current?.heal(keys) ?? Promise.resolve(0);
   }
 }

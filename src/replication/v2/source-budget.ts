@@ -16,7 +16,7 @@ export const EXPENSIVE_CATCH_UP_PARALLEL = 4;
 /** An over-budget episode ends after this long without an over-budget proof. */
 const EPISODE_QUIET_MS = 30_000;
 
-export type BudgetPurpose = 'proof' | 'ttl';
+export type BudgetPurpose = 'proof' | 'ttl' | 'audit';
 
 export interface SourceBudgetHooks {
   counted(purpose: BudgetPurpose): void;

@@ -1,0 +1,70 @@
+// How a v3 destination's audit (audit.ts) reads at one point: a v3 range in pages pinned at a revision, and the
+// v3 → v3 point logic. A v2 source's readers are in audit-readers-v2.ts (loaded only with a v2 side).
+import { AuditAbortedError } from '../etcd/errors.js';
+import type { KeyValue, V3Client } from '../etcd/v3/client.js';
+import { entryDigest, type AuditEntry, type AuditReader, type Pages } from './audit.js';
+import { keyId, type ByteKeyMap, type KeyRange } from './keyspace.js';
+import type { SourceBudget } from './v2/source-budget.js';
+
+const PAGE = 1000;
+
+/** Waits for the source request budget before each source request (an expensive, password-checked source). */
+export type Budget = Pick<SourceBudget, 'take'> | undefined;
+
+export async function* once(entries: AuditEntry[]): Pages {
+  yield entries;
+}
+
+/** A v3 range in pages, all at one revision (the first page's when none is given). */
+export async function* v3Pages(client: V3Client, range: KeyRange, revision: number | undefined, keep: (kv: KeyValue) => AuditEntry | null, budget?: Budget, signal?: AbortSignal): Pages {
+  let rev = revision;
+  let from = range.key;
+  for (;;) {
+    await budget?.take('audit', signal);
+    const page = await client.range(from, { rangeEnd: range.rangeEnd, revision: rev, limit: PAGE });
+    rev ??= page.revision;
+    const out: AuditEntry[] = [];
+    for (const kv of page.kvs) {
+      const e = keep(kv);
+      if (e) out.push(e);
+    }
+    yield out;
+    const last = page.kvs[page.kvs.length - 1];
+    if (!page.more || !last) return;
+    from = Buffer.concat([last.key, Buffer.from([0])]);
+  }
+}
+
+const v3Entry = (id: Buffer, kv: KeyValue): AuditEntry => ({ id: keyId(id), digest: entryDigest(kv.value, kv.lease !== '0') });
+
+/** Destination keys of a v3 destination the mirror owns, whose source counterpart it mirrors. */
+export function v3Destination(keys: ByteKeyMap) {
+  return (kv: KeyValue): AuditEntry | null => (keys.ownsDst(kv.key) && keys.mirrors(keys.toSrc(kv.key)) ? v3Entry(kv.key, kv) : null);
+}
+
+export const v3Name = (id: string): string => Buffer.from(id, 'latin1').toString('utf8');
+
+/**
+ * v3 → v3: the destination's checkpoint says R at destination revision H (written in the same Txn as the data it
+ * covers; a heal since restores keys to the source at R too), so the destination at H is the replica of the
+ * source at R: both are read pinned, exactly. A compacted R or H fails the read (CompactedError): the audit tries
+ * again at a newer checkpoint.
+ */
+export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, budget?: Budget): AuditReader {
+  return {
+    pinned: true,
+    name: v3Name,
+    async point(signal) {
+      const cp = await dst.range(keys.checkpointKey);
+      const raw = cp.kvs[0]?.value.toString('utf8').trim();
+      if (raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
+      const at = Number(raw);
+      return {
+        at,
+        source: v3Pages(src, keys.srcRange, at, (kv) => (keys.mirrors(kv.key) ? v3Entry(keys.toDst(kv.key), kv) : null), budget, signal),
+        destination: () => v3Pages(dst, keys.dstRange, cp.revision, v3Destination(keys), undefined, signal),
+      };
+    },
+  };
+}
+
