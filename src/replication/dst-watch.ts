@@ -4,24 +4,26 @@
 // if it was ours (OwnWrites, shared with the v2 healer). Healing itself is the pipeline's: it restores the key
 // to the source's state at the revision the destination is at, between two Txns.
 import type { V3Client } from '../etcd/v3/client.js';
-import type { OwnWrites } from './own-writes.js';
+import { ForeignChanges, type OwnWrites } from './own-writes.js';
 import type { Log } from './ports.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 
 const CLASSIFY_EVERY_MS = 20;
 
 export class DestinationWatch {
-  #pending: { revision: number; key: Buffer; issued: number }[] = [];
+  readonly #changes: ForeignChanges<Buffer>;
   #close: (() => void) | null = null;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: V3Client,
     private readonly keys: ByteKeyMap,
-    private readonly own: OwnWrites,
+    own: OwnWrites,
     private readonly log: Log,
     private readonly onForeign: (dstKeys: Buffer[]) => void,
-  ) {}
+  ) {
+    this.#changes = new ForeignChanges(own);
+  }
 
   /** Watches from `fromRevision` (the destination's revision when the run began). */
   start(fromRevision: number): void {
@@ -34,10 +36,10 @@ export class DestinationWatch {
         for await (const msg of watch) {
           if (msg.kind !== 'events') continue;
           for (const ev of msg.events) {
-            if (!this.keys.ownsDst(ev.kv.key) || this.own.has(ev.kv.modRevision)) continue;
+            if (!this.keys.ownsDst(ev.kv.key)) continue;
             // A leased copy going away is its lease's business (it expired after its source lease: copy-ttl.ts).
             if (ev.type === 'delete' && ev.prevKv && ev.prevKv.lease !== '0') continue;
-            this.#pending.push({ revision: ev.kv.modRevision, key: ev.kv.key, issued: this.own.issued });
+            this.#changes.note(ev.kv.modRevision, ev.kv.key);
           }
         }
       } catch (err) {
@@ -48,14 +50,8 @@ export class DestinationWatch {
   }
 
   #classify(): void {
-    this.own.prune();
-    const oldestOpen = this.own.oldestOpen();
-    let ready = 0;
-    while (ready < this.#pending.length && this.#pending[ready]!.issued < oldestOpen) ready++;
-    if (ready === 0) return;
-    const due = this.#pending.splice(0, ready);
     const foreign = new Map<string, Buffer>();
-    for (const p of due) if (!this.own.has(p.revision)) foreign.set(keyId(p.key), p.key);
+    for (const key of this.#changes.take().foreign) foreign.set(keyId(key), key);
     if (foreign.size > 0) this.onForeign([...foreign.values()]);
   }
 

@@ -52,3 +52,39 @@ export class OwnWrites {
     }
   }
 }
+
+/**
+ * Events seen on a destination watch, waiting to be told ours or foreign: one classifier for both destination
+ * kinds. An event is judged once every write of ours begun before it arrived has answered; events arrive in
+ * store order and `issued` never decreases, so the judgeable ones are always a prefix of those waiting.
+ */
+export class ForeignChanges<K> {
+  #pending: { index: number; key: K; issued: number }[] = [];
+  #overflow = false;
+
+  constructor(
+    private readonly own: OwnWrites,
+    /** Events kept waiting at most; beyond, `take` reports an overflow (a flood of foreign changes). */
+    private readonly maxPending = Number.POSITIVE_INFINITY,
+  ) {}
+
+  /** An event at store index/revision `index` on `key`, as it arrives from the watch. */
+  note(index: number, key: K): void {
+    if (this.own.has(index)) return; // our write, already answered
+    if (this.#pending.length >= this.maxPending) this.#overflow = true;
+    else this.#pending.push({ index, key, issued: this.own.issued });
+  }
+
+  /** The keys of the foreign events judgeable now (in arrival order), and whether any were dropped since the last
+   * call (then the caller heals everything it owns). */
+  take(): { foreign: K[]; overflow: boolean } {
+    this.own.prune();
+    const oldestOpen = this.own.oldestOpen();
+    let ready = 0;
+    while (ready < this.#pending.length && this.#pending[ready]!.issued < oldestOpen) ready++;
+    const due = this.#pending.splice(0, ready);
+    const overflow = this.#overflow;
+    this.#overflow = false;
+    return { foreign: due.filter((p) => !this.own.has(p.index)).map((p) => p.key), overflow };
+  }
+}

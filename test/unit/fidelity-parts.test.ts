@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { Coverage } from '../../src/replication/v2/coverage.js';
 import { DestinationWriteError, KeyNotFoundError, TransportError, UnauthorizedError } from '../../src/etcd/errors.js';
 import { topMost } from '../../src/replication/v2/healer.js';
-import { OwnWrites } from '../../src/replication/own-writes.js';
+import { ForeignChanges, OwnWrites } from '../../src/replication/own-writes.js';
 import { judgeSnapshot } from '../../src/replication/guard.js';
 import { withWriteRetries } from '../../src/replication/v2/write-retry.js';
 
@@ -122,6 +122,29 @@ describe('OwnWrites', () => {
     expect(stamp < own.oldestOpen()).toBe(true);
     expect(own.has(11)).toBe(true);
     expect(own.has(10)).toBe(false);
+  });
+});
+
+describe('ForeignChanges', () => {
+  it('judges an event only once every write begun before it has answered, and then by its index alone', () => {
+    const own = new OwnWrites();
+    const changes = new ForeignChanges<string>(own);
+    const ours = own.begin();
+    changes.note(20, '/a'); // arrives before our write answered: it may be ours
+    expect(changes.take().foreign).toEqual([]);
+    own.end(ours, 20);
+    changes.note(21, '/b'); // someone else's, nothing open
+    expect(changes.take()).toEqual({ foreign: ['/b'], overflow: false });
+    changes.note(20, '/a'); // an answered write of ours is dropped on arrival
+    expect(changes.take().foreign).toEqual([]);
+  });
+
+  it('reports a flood beyond its bound once, instead of keeping every event', () => {
+    const own = new OwnWrites();
+    const changes = new ForeignChanges<string>(own, 2);
+    for (let i = 1; i <= 5; i++) changes.note(i, `/k${i}`);
+    expect(changes.take()).toEqual({ foreign: ['/k1', '/k2'], overflow: true });
+    expect(changes.take()).toEqual({ foreign: [], overflow: false });
   });
 });
 

@@ -8,7 +8,7 @@ import { KeyMap } from '../keys.js';
 import type { GuardOptions } from '../guard.js';
 import { reconcile, takeSnapshot } from './reconcile.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
-import type { OwnWrites } from '../own-writes.js';
+import { ForeignChanges, type OwnWrites } from '../own-writes.js';
 import type { Log, ReplicationMetrics } from '../ports.js';
 import type { OrderedWriter } from './writer.js';
 
@@ -48,12 +48,13 @@ export function topMost(keys: Iterable<string>): string[] {
 
 export class Healer {
   readonly #abort = new AbortController();
-  /** Events not yet classified, with the latest own write begun when each arrived. */
-  #pending: { index: number; key: string; issued: number }[] = [];
-  #overflow = false;
+  /** Destination events not yet classified (a flood beyond MAX_PENDING heals the whole root once). */
+  readonly #changes: ForeignChanges<string>;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: HealerDeps) {}
+  constructor(private readonly deps: HealerDeps) {
+    this.#changes = new ForeignChanges(deps.own, MAX_PENDING);
+  }
 
   start(): void {
     void this.#watch();
@@ -66,7 +67,7 @@ export class Healer {
   }
 
   async #watch(): Promise<void> {
-    const { dst, map, log, own } = this.deps;
+    const { dst, map, log } = this.deps;
     const signal = this.#abort.signal;
     while (!signal.aborted) {
       try {
@@ -77,10 +78,8 @@ export class Healer {
           // A copy expiring on its own is normal when the source's expire event comes later than the margin
           // (copy-ttl.ts); one that expires while the source key lives is the TTL keeper's to recreate.
           if (ev.action === 'expire') continue;
-          if (own.has(ev.node.modifiedIndex)) continue; // our write, already answered
           if (!map.ownsDst(key) && !isWithin(map.dstRoot, key)) continue;
-          if (this.#pending.length >= MAX_PENDING) this.#overflow = true;
-          else this.#pending.push({ index: ev.node.modifiedIndex, key, issued: own.issued });
+          this.#changes.note(ev.node.modifiedIndex, key);
         }
       } catch (err) {
         if (signal.aborted) return;
@@ -118,20 +117,10 @@ export class Healer {
   }
 
   #classify(): void {
-    const { own, map } = this.deps;
-    own.prune();
-    // Pending events arrive in index order and `issued` never decreases: the classifiable ones are a prefix.
-    const oldestOpen = own.oldestOpen();
-    let ready = 0;
-    while (ready < this.#pending.length && this.#pending[ready]!.issued < oldestOpen) ready++;
-    if (ready === 0 && !this.#overflow) return;
-    const due = this.#pending.slice(0, ready);
-    this.#pending = this.#pending.slice(ready);
-    const foreign = due.filter((p) => !own.has(p.index)).map((p) => (isWithin(map.dstRoot, p.key) ? map.dstRoot : p.key));
-    if (this.#overflow) {
-      this.#overflow = false;
-      foreign.push(map.dstRoot);
-    }
+    const { map } = this.deps;
+    const taken = this.#changes.take();
+    const foreign = taken.foreign.map((key) => (isWithin(map.dstRoot, key) ? map.dstRoot : key));
+    if (taken.overflow) foreign.push(map.dstRoot);
     if (foreign.length === 0) return;
     // Heal whole subtrees, top-most first; a change above the mirrored root means the root itself.
     let keys = topMost(foreign);
