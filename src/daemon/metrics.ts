@@ -1,6 +1,7 @@
 // The one registry and every metric. Names of the reference tool are kept (alerts are built on them);
 // our own carry their unit in the name.
 import { Counter, Gauge, Histogram, Registry, Summary, collectDefaultMetrics } from 'prom-client';
+import { REMOVAL_ACTIONS, WRITE_ACTIONS } from '../etcd/v2/decode.js';
 
 export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'stopping', 'stopped', 'failed'] as const;
 
@@ -69,7 +70,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     lastApplyAt: 0,
   };
   for (const s of STATES) m.state.labels({ state: s }).set(s === 'idle' ? 1 : 0);
-  for (const a of ['set', 'create', 'update', 'compareAndSwap', 'delete', 'compareAndDelete', 'expire']) m.eventsApplied.labels({ action: a });
+  for (const a of [...WRITE_ACTIONS, ...REMOVAL_ACTIONS]) m.eventsApplied.labels({ action: a });
   for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered', 'already applied']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
   for (const side of ['source', 'destination']) m.authLimited.labels({ side }).set(0);

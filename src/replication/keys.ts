@@ -2,6 +2,7 @@
 // needs (history lookups match by string prefix; hidden keys; the ignore regex).
 import { ConfigError, type InvalidKeyError } from '../etcd/errors.js';
 import { isHiddenBelow, isWithin, joinKey, normalizeKey } from '../etcd/v2/paths.js';
+import { REMOVAL_ACTIONS } from '../etcd/v2/decode.js';
 
 export function parsePrefix(raw: string, flag: string): string {
   if (raw === '') throw new ConfigError(`${flag}: empty prefix (use / for the whole keyspace)`);
@@ -80,7 +81,7 @@ export class KeyMap {
       if (this.ignore?.test(srcKey)) return 'ignored';
       return 'mirrored';
     }
-    const removal = action === 'delete' || action === 'expire' || action === 'compareAndDelete';
+    const removal = REMOVAL_ACTIONS.has(action);
     if (dir && removal && isWithin(this.srcPrefix, srcKey)) return 'ancestor';
     return 'outside';
   }

@@ -2,7 +2,7 @@
 // v2 poller (src/replication/v2/poller.ts) does the hard part — history catch-up, the live stream, quiet proofs that keep the
 // stored index inside etcd's 1000-event window — and this turns what it hands over into normalised changes.
 import type { EtcdClient } from '../etcd/v2/client.js';
-import type { EtcdEvent, EtcdNode } from '../etcd/v2/decode.js';
+import { REMOVAL_ACTIONS, WRITE_ACTIONS, type EtcdEvent, type EtcdNode } from '../etcd/v2/decode.js';
 import { KeyNotFoundError } from '../etcd/errors.js';
 import { remainingTtl } from './v2/apply.js';
 import type { KeyMap } from './keys.js';
@@ -13,8 +13,6 @@ import { flatten, takeSnapshot } from './v2/reconcile.js';
 import { Channel } from './channel.js';
 import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from './types.js';
 
-const REMOVALS = new Set(['delete', 'expire', 'compareAndDelete']);
-const WRITES = new Set(['set', 'create', 'update', 'compareAndSwap']);
 
 export interface V2SourceOptions {
   src: EtcdClient;
@@ -81,8 +79,8 @@ export class V2Source implements Source {
     const ops: ChangeOp[] = [];
     if (scope === 'ancestor') ops.push({ kind: 'deleteTree', key: Buffer.from(map.srcPrefix) });
     else if (scope === 'mirrored') {
-      if (REMOVALS.has(ev.action)) ops.push(dir ? { kind: 'deleteTree', key: Buffer.from(key) } : { kind: 'delete', key: Buffer.from(key) });
-      else if (WRITES.has(ev.action) && !ev.node.dir) {
+      if (REMOVAL_ACTIONS.has(ev.action)) ops.push(dir ? { kind: 'deleteTree', key: Buffer.from(key) } : { kind: 'delete', key: Buffer.from(key) });
+      else if (WRITE_ACTIONS.has(ev.action) && !ev.node.dir) {
         const lease = leaseOf(ev.node, src.serverNow());
         ops.push({ kind: 'put', key: Buffer.from(key), value: Buffer.from(ev.node.value ?? ''), ...(lease ? { lease } : {}) });
       }

@@ -19,6 +19,11 @@ export interface EtcdEvent {
   prevNode?: EtcdNode;
 }
 
+/** The v2 actions that remove a key or a directory (a TTL running out included). */
+export const REMOVAL_ACTIONS: ReadonlySet<string> = new Set(['delete', 'expire', 'compareAndDelete']);
+/** The v2 actions that write a key's value or a directory (a POST in-order key is a `create`). */
+export const WRITE_ACTIONS: ReadonlySet<string> = new Set(['set', 'create', 'update', 'compareAndSwap']);
+
 export interface KeysResult {
   /** X-Etcd-Index: the store index when the request was served (for a watch: when it was registered). */
   etcdIndex: number;

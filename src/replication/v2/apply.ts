@@ -2,7 +2,7 @@
 // are never replayed: the source already decided, and destination indexes differ. Applying any suffix of the
 // event stream again, in order, converges to the same destination state.
 import type { EtcdClient } from '../../etcd/v2/client.js';
-import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
+import { REMOVAL_ACTIONS, WRITE_ACTIONS, type EtcdEvent, type EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
 import { copyTtl } from '../copy-ttl.js';
@@ -26,15 +26,13 @@ export function remainingTtl(expiration: string, nowMs: number): number {
   return Math.ceil((Date.parse(expiration) - nowMs) / 1000);
 }
 
-const REMOVALS = new Set(['delete', 'expire', 'compareAndDelete']);
-const WRITES = new Set(['set', 'create', 'update', 'compareAndSwap']);
 
 /** The destination operation for a mirrored event, or null for an action this mirror does not know. */
 export function planEvent(event: EtcdEvent, map: KeyMap, nowMs: number, scope: 'mirrored' | 'ancestor'): DstOp | null {
   if (scope === 'ancestor') return { kind: 'clearRoot' };
   const key = map.toDst(event.node.key);
-  if (REMOVALS.has(event.action)) return key === map.dstRoot ? { kind: 'clearRoot' } : { kind: 'delete', key };
-  if (!WRITES.has(event.action)) return null;
+  if (REMOVAL_ACTIONS.has(event.action)) return key === map.dstRoot ? { kind: 'clearRoot' } : { kind: 'delete', key };
+  if (!WRITE_ACTIONS.has(event.action)) return null;
   return planNode(event.node, key, nowMs);
 }
 

@@ -9,7 +9,7 @@ import PQueue from 'p-queue';
 import { remainingTtl } from './apply.js';
 import { copyTtl } from '../copy-ttl.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
-import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
+import { REMOVAL_ACTIONS, type EtcdEvent, type EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
 import type { Log } from '../ports.js';
@@ -61,7 +61,7 @@ export class TtlKeeper {
   /** Called for every mirrored event when it is received, before it is applied. */
   observe(ev: EtcdEvent): void {
     const key = ev.node.key;
-    const removal = ev.action === 'delete' || ev.action === 'expire' || ev.action === 'compareAndDelete';
+    const removal = REMOVAL_ACTIONS.has(ev.action);
     if (removal) {
       // A dir going away takes its TTL children with it.
       for (const k of this.#tracked.keys()) if (k === key || k.startsWith(key + '/')) this.#tracked.delete(k);
