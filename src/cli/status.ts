@@ -30,7 +30,7 @@ export interface StatusState {
   queue?: number;
   inFlight?: number;
   writer?: { state?: string };
-  ordering?: { mode?: string; current?: string; reordering?: boolean };
+  ordering?: { mode?: string; current?: string; reordering?: boolean; ceilingPerSecond?: number | null; writeMs?: number | null; sourcePerSecond?: number | null; nearCeiling?: boolean };
   reconcile?: { done?: number; total?: number; active?: boolean; keysPerSecond?: number } | null;
   lastFault?: { code?: string; message?: string; retryable?: boolean } | null;
   timeline?: { at?: string; from?: string; to?: string; reason?: string }[];
@@ -83,6 +83,10 @@ export function renderStatus(s: StatusState, base: string): string {
   );
   const ordering = s.ordering ? `; ordering ${s.ordering.mode ?? '?'}${s.ordering.reordering ? ' (writes overlapping now: headroom low)' : ''}` : '';
   add('applying', `${s.eventsPerSecond ?? 0} events/s; queue ${s.queue ?? 0}, in flight ${s.inFlight ?? 0}; writer ${s.writer?.state ?? '?'}${ordering}`);
+  const o = s.ordering;
+  if (o?.ceilingPerSecond != null) {
+    add('ceiling', `strict order holds ~${o.ceilingPerSecond} events/s at ~${o.writeMs ?? '?'} ms per write; the source sends ~${o.sourcePerSecond ?? 0}/s${o.nearCeiling ? ' (near the ceiling)' : ''}`);
+  }
   if (s.reconcile) {
     const r = s.reconcile;
     add('reconcile', `${n(r.done)} of ${n(r.total)} keys${r.active ? `, running at ${r.keysPerSecond ?? 0} keys/s` : ', done'}`);

@@ -14,7 +14,7 @@ import { RateMeter } from './health.js';
 import { startHttp, type StateView } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics } from './metrics.js';
-import { observeTransitions, orderingPolicy, sourceBudget, startGauges, startHistory } from './observers.js';
+import { observeTransitions, orderedCeiling, orderingPolicy, sourceBudget, startGauges, startHistory } from './observers.js';
 import { requestCosts } from './request-cost.js';
 import { stateName, stateView } from './state-view.js';
 import { VERSION } from './version.js';
@@ -98,8 +98,9 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
   const { history, stop: stopHistory } = startHistory(() => view(), metrics);
   const transitions = observeTransitions(actor, { log, metrics, backend, history, done: resolveDone });
   const audit = startAudit(config, backend, log, metrics, () => stateName(actor.getSnapshot()) === 'tailing');
-  view = stateView({ config, indexKey, snapshot: () => actor.getSnapshot(), backend, ordering, costs, budget, rates, timeline: transitions.timeline, audit });
-  const stopGauges = startGauges({ view, metrics, log, host, ordering, costs, rates });
+  const ceiling = orderedCeiling(log);
+  view = stateView({ config, indexKey, snapshot: () => actor.getSnapshot(), backend, ordering, ceiling, costs, budget, rates, timeline: transitions.timeline, audit });
+  const stopGauges = startGauges({ view, metrics, log, host, ordering, costs, rates, ceiling });
 
   let server;
   try {

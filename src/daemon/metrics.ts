@@ -47,6 +47,8 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     windowHeadroom: new Gauge({ name: 'etcdmirror_window_headroom_events', help: "Source events left before the stored replication index falls out of etcd's 1000-event history window", registers: r }),
     lastApply: new Gauge({ name: 'etcdmirror_last_apply_timestamp_seconds', help: 'Unix time of the last successful destination apply or proven-quiet index advance', registers: r }),
     sinceLastApply: new Gauge({ name: 'etcdmirror_seconds_since_last_apply', help: 'Seconds since the last successful destination apply or proven-quiet index advance', registers: r }),
+    orderedCeiling: new Gauge({ name: 'etcdmirror_ordered_ceiling_events_per_second', help: 'v2 destination: events/s strict source order carries at the current destination write latency (measured from the ordered writes)', registers: r }),
+    sourceEventsRate: new Gauge({ name: 'etcdmirror_source_events_per_second', help: 'Mirrored source events received per second (v2 destination)', registers: r }),
     reorderingActive: new Gauge({ name: 'etcdmirror_reordering_active', help: 'Whether destination writes to unrelated keys may overlap now (1) or follow source order (0)', registers: r }),
     reorderedWrites: new Counter({ name: 'etcdmirror_reordered_writes_total', help: 'Destination writes started before an earlier source event was applied', registers: r }),
     reorderingEpisodes: new Counter({ name: 'etcdmirror_reordering_episodes_total', help: 'Times adaptive ordering let writes overlap because the window headroom was low', registers: r }),

@@ -15,6 +15,7 @@ import type { Logger } from './log.js';
 import { STATES, type Metrics } from './metrics.js';
 import type { RequestCosts } from './request-cost.js';
 import { stateName, type TimelineEntry } from './state-view.js';
+import { approachMessage, OrderedCeiling } from './ceiling.js';
 
 /** Transitions kept for /state and the /ui timeline. */
 const TIMELINE_LENGTH = 50;
@@ -50,6 +51,14 @@ export function sourceBudget(config: Config, costs: RequestCosts, log: Logger, m
 }
 
 /** Sets the gauges from the state view, feeds the rates and logs a long reconcile's progress; returns the stop. */
+/** The ordered ceiling of a v2 destination: said once per episode when the source approaches it. */
+export function orderedCeiling(log: Logger): OrderedCeiling {
+  return new OrderedCeiling((approaching, v) => {
+    if (approaching) log.warn({ ...v }, approachMessage(v));
+    else log.info({ ...v }, `the source (~${v.sourcePerSecond} events/s) is well below the ordered ceiling (~${v.ceilingPerSecond}/s) again`);
+  });
+}
+
 export function startGauges(parts: {
   view: () => StateView;
   metrics: Metrics;
@@ -58,8 +67,9 @@ export function startGauges(parts: {
   ordering: OrderingPolicy;
   costs: RequestCosts;
   rates: { applied: RateMeter; reconcile: RateMeter };
+  ceiling: OrderedCeiling;
 }): () => void {
-  const { view, metrics, log, host, ordering, costs, rates } = parts;
+  const { view, metrics, log, host, ordering, costs, rates, ceiling } = parts;
   let reorderingMsCounted = 0;
   let progressLoggedAt = Date.now();
   const timer = setInterval(() => {
@@ -81,6 +91,12 @@ export function startGauges(parts: {
     void metrics.eventsApplied.get().then((m) => rates.applied.add(now, m.values.reduce((sum, x) => sum + x.value, 0)));
     // Long reconciles report progress in the log too, for operators following the terminal.
     const runner = host.status();
+    if (runner?.lane && runner.received !== undefined && runner.phase === 'tail') {
+      ceiling.add({ at: performance.now(), answered: runner.lane.answered, busyMs: runner.lane.busyMs, received: runner.received });
+      const c = ceiling.view();
+      if (c.ceilingPerSecond !== null) metrics.orderedCeiling.set(c.ceilingPerSecond);
+      if (c.sourcePerSecond !== null) metrics.sourceEventsRate.set(c.sourcePerSecond);
+    } else ceiling.reset();
     if (runner?.phase === 'reconcile' && runner.reconcile) {
       const { done, total } = runner.reconcile;
       rates.reconcile.add(now, done);

@@ -14,6 +14,7 @@ import { readiness, type RateMeter } from './health.js';
 import type { StateView } from './http.js';
 import type { RequestCosts } from './request-cost.js';
 import { VERSION } from './version.js';
+import type { CeilingView, OrderedCeiling } from './ceiling.js';
 
 export type Snapshot = SnapshotFrom<typeof lifecycle>;
 
@@ -45,6 +46,8 @@ export interface StateParts {
   snapshot(): Snapshot;
   backend: Backend<HaController>;
   ordering: OrderingPolicy;
+  /** v2 destination: the ordered ceiling measured from its writes. */
+  ceiling?: Pick<OrderedCeiling, 'view'>;
   costs: RequestCosts;
   budget: SourceBudget | undefined;
   rates: { applied: RateMeter; reconcile: RateMeter };
@@ -53,7 +56,7 @@ export interface StateParts {
   audit?: Pick<AuditScheduler, 'view'> | null;
 }
 
-export function stateView({ config, indexKey, snapshot, backend, ordering, costs, budget, rates, timeline, audit }: StateParts): () => StateView {
+export function stateView({ config, indexKey, snapshot, backend, ordering, ceiling, costs, budget, rates, timeline, audit }: StateParts): () => StateView {
   const { host, ha } = backend;
   return () => {
     const snap = snapshot();
@@ -112,6 +115,8 @@ export function stateView({ config, indexKey, snapshot, backend, ordering, costs
         current: runner?.ordering ?? ordering.writerOrdering,
         reordering: ordering.reordering,
         reorderingSeconds: Math.round(ordering.reorderingMs()) / 1000,
+        // v2 destination: what strict order carries at the current write latency, beside what the source sends.
+        ...orderedCeilingFields(config.dstApi === 'v2' ? ceiling?.view() : undefined),
       },
       confirmedIndex: runner?.confirmedIndex ?? null,
       lastFault: ctx.lastFault,
@@ -133,4 +138,8 @@ export function stateView({ config, indexKey, snapshot, backend, ordering, costs
       resources: countResources(),
     };
   };
+}
+
+function orderedCeilingFields(v: CeilingView | undefined): Pick<StateView['ordering'], 'ceilingPerSecond' | 'writeMs' | 'sourcePerSecond' | 'nearCeiling'> {
+  return { ceilingPerSecond: v?.ceilingPerSecond ?? null, writeMs: v?.writeMs ?? null, sourcePerSecond: v?.sourcePerSecond ?? null, nearCeiling: v?.approaching ?? false };
 }

@@ -18,6 +18,10 @@ export interface RunnerStatus {
   /** Highest index up to which every quiet claim is confirmed: the stored index never passes it. */
   confirmedIndex: number | null;
   ordering: 'strict' | 'key';
+  /** v2 destination: its ordered lane's writes answered and busy time so far (the ordered ceiling). */
+  lane?: { answered: number; busyMs: number } | null;
+  /** v2 destination: mirrored source events received this run (written or to be written). */
+  received?: number;
 }
 
 export interface Run {

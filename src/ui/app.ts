@@ -66,7 +66,11 @@ function render(v: StateJson): void {
   $('ordering').textContent =
     `${o.mode}: ${o.current === 'strict' ? 'source order' : 'writes to unrelated keys overlap'}` +
     (o.mode === 'adaptive' && o.reordering ? ' (window headroom low)' : '') +
-    (o.reorderingSeconds > 0 ? `, ${o.reorderingSeconds.toFixed(1)} s reordering so far` : '');
+    (o.reorderingSeconds > 0 ? `, ${o.reorderingSeconds.toFixed(1)} s reordering so far` : '') +
+    (o.ceilingPerSecond !== null
+      ? `; strict order holds ~${o.ceilingPerSecond} events/s at ~${o.writeMs} ms per write, the source sends ~${o.sourcePerSecond ?? 0}/s` +
+        (o.nearCeiling ? ' (near the ceiling)' : '')
+      : '');
   const rc = v.reconcile;
   const bar = $<HTMLProgressElement>('reconcileBar');
   bar.hidden = !rc;

@@ -34,7 +34,20 @@ export interface StateJson {
   runner: string;
   poller: 'watching' | 'stopped';
   writer: { state: string; queue: number; inFlight: number };
-  ordering: { mode: string; current: 'strict' | 'key'; reordering: boolean; reorderingSeconds: number };
+  ordering: {
+    mode: string;
+    current: 'strict' | 'key';
+    reordering: boolean;
+    reorderingSeconds: number;
+    /** v2 destination: events/s strict order carries at the current write latency (null: not measured yet). */
+    ceilingPerSecond: number | null;
+    /** Destination time per ordered write, ms. */
+    writeMs: number | null;
+    /** Mirrored events/s the source sends. */
+    sourcePerSecond: number | null;
+    /** The source is at 80 % of the ceiling or more (until it is back below 60 %). */
+    nearCeiling: boolean;
+  };
   confirmedIndex: number | null;
   lastFault: { code: string; message: string } | null;
   timeline: TransitionJson[];

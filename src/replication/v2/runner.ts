@@ -121,6 +121,8 @@ class Runner {
   #reconcile: { done: number; total: number } | null = null;
   /** Receive time of events not yet behind the checkpoint, in index order. */
   readonly #received = new Map<number, number>();
+  /** Mirrored events received this run that need a write. */
+  #mirroredReceived = 0;
   /** Up to here every quiet claim of the poller is confirmed (events need no confirmation). */
   #confirmed = Number.NEGATIVE_INFINITY;
   /** Subtrees a heal reconciled to a snapshot ahead of the writer. */
@@ -161,6 +163,8 @@ class Runner {
       oldestUnappliedAt: oldest.done ? null : oldest.value,
       confirmedIndex: Number.isFinite(this.#confirmed) ? this.#confirmed : null,
       ordering: this.#writer?.ordering ?? this.deps.ordering.writerOrdering,
+      lane: this.#lane?.stats() ?? null,
+      received: this.#mirroredReceived,
     };
   }
 
@@ -508,6 +512,7 @@ class Runner {
     const removesSubtree = op.kind === 'delete' || op.kind === 'clearRoot';
     const leaf = leafOf(ev, op);
     this.#received.set(index, Date.now());
+    this.#mirroredReceived++;
     this.#eventsSincePersist++;
     const write = async () => {
       await withWriteRetries({ key, index }, async () => {

@@ -11,6 +11,11 @@ import type { LeafOp } from './apply.js';
 import type { EtcdClient, OrderedLane } from '../../etcd/v2/client.js';
 import { KeyNotFoundError, NotADirectoryError } from '../../etcd/errors.js';
 
+export interface LaneStats {
+  answered: number;
+  busyMs: number;
+}
+
 export class StrictLane {
   readonly #lane: OrderedLane;
   /** Redos queued one behind the other; `#redoPending` of them not done. */
@@ -19,6 +24,11 @@ export class StrictLane {
   /** Lane requests sent and not answered yet (undici fails the queued ones too when the connection drops). */
   #inFlight = 0;
   #drainWaiters: (() => void)[] = [];
+  /** Time with at least one write on the lane, and the writes answered: their ratio is the rate the lane carries
+   * while it is kept busy (the ordered ceiling at the destination's current write latency), whatever the load. */
+  #busyMs = 0;
+  #busySince = 0;
+  #answered = 0;
   /** Lane writes sent, per destination key (index, outcome; null: deleted), until the checkpoint passes them. */
   readonly #sent = new Map<string, { index: number; outcome: string | null }[]>();
 
@@ -66,6 +76,11 @@ export class StrictLane {
     return this.#lane.close();
   }
 
+  /** Writes answered and busy milliseconds so far (see #busyMs). */
+  stats(): LaneStats {
+    return { answered: this.#answered, busyMs: this.#busyMs + (this.#inFlight > 0 ? performance.now() - this.#busySince : 0) };
+  }
+
   /** One write on the lane; false when it failed. */
   async #send(op: LeafOp, index: number): Promise<boolean> {
     const entry = { index, outcome: op.kind === 'put' ? op.value : null };
@@ -73,7 +88,7 @@ export class StrictLane {
     if (sent) sent.push(entry);
     else this.#sent.set(op.key, [entry]);
     const end = this.onLatency();
-    this.#inFlight++;
+    if (this.#inFlight++ === 0) this.#busySince = performance.now();
     try {
       if (op.kind === 'put') await this.#lane.put(op.key, { value: op.value, ttl: op.ttl, signal: this.signal });
       else await this.#lane.delete(op.key, { signal: this.signal });
@@ -81,9 +96,13 @@ export class StrictLane {
       // A delete whose key is gone already reached its goal.
       if (!(op.kind === 'delete' && (err instanceof KeyNotFoundError || err instanceof NotADirectoryError))) return false;
     } finally {
-      if (--this.#inFlight === 0) for (const w of this.#drainWaiters.splice(0)) w();
+      if (--this.#inFlight === 0) {
+        this.#busyMs += performance.now() - this.#busySince;
+        for (const w of this.#drainWaiters.splice(0)) w();
+      }
     }
     end();
+    this.#answered++;
     return true;
   }
 
