@@ -5,7 +5,7 @@ import { createActor, fromPromise } from 'xstate';
 import { lifecycle, backoffMs } from '../../machines/index.js';
 import type { CampaignOutput, LoadIndexInput, LoadIndexOutput } from '../../machines/types.js';
 import type { Config } from '../cli/config.js';
-import { faultFrom } from '../etcd/errors.js';
+import { faultFrom, SwitchoverFencedError } from '../etcd/errors.js';
 import type { Backend, BackendDeps } from '../replication/backend.js';
 import { KeyMap } from '../replication/keys.js';
 import { HaController } from './ha.js';
@@ -52,6 +52,13 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     haController: (lock) => new HaController(lock, config.haTtl, log, metrics),
   });
   const { host, ha } = backend;
+  // A switchover fenced this direction: refuse to start. An unreachable destination is no answer: the poll below
+  // (and, on v3, the compare in every Txn) stands the mirror down once it is reachable.
+  const fenced = await backend.fence.check().catch(() => null);
+  if (fenced !== null) {
+    await Promise.all([backend.close(), costs.close()]);
+    throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
+  }
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
     try {
@@ -138,9 +145,11 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
 
   actor.start();
   actor.send({ type: 'operator.start' });
+  backend.fence.start((reason) => actor.send({ type: 'switchover.fenced', reason }));
   costs.start();
 
   const finished = done.then(async (code) => {
+    backend.fence.stop();
     stopGauges();
     stopHistory();
     const final = actor.getSnapshot();

@@ -2,7 +2,7 @@
 // our own carry their unit in the name.
 import { Counter, Gauge, Histogram, Registry, Summary, collectDefaultMetrics } from 'prom-client';
 
-export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'stopping', 'stopped', 'failed'] as const;
+export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'fenced', 'stopping', 'stopped', 'failed'] as const;
 
 export function createMetrics(labels: { url: string; prefix: string }) {
   const registry = new Registry();
@@ -61,6 +61,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     authLimited: new Gauge({ name: 'etcdmirror_auth_limited', help: 'Whether password auth on this side is what holds the mirror back now (1: the lag grows while it applies at the password-check ceiling)', labelNames: ['side'] as const, registers: r }),
     sourceBudgetRequests: new Counter({ name: 'etcdmirror_source_budget_requests_total', help: 'Optional source requests under the request budget (quiet proofs, TTL re-reads), by purpose', labelNames: ['purpose'] as const, registers: r }),
     sourceBudgetExceeded: new Counter({ name: 'etcdmirror_source_budget_exceeded_total', help: 'Quiet proofs sent above the source request budget because the window needed them', registers: r }),
+    fenced: new Gauge({ name: 'etcdmirror_fenced', help: 'Whether a switchover fenced this direction (1): this instance writes nothing and stays idle until stopped', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };
@@ -68,6 +69,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
   for (const a of ['set', 'create', 'update', 'compareAndSwap', 'delete', 'compareAndDelete', 'expire']) m.eventsApplied.labels({ action: a });
   for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered', 'already applied']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
+  m.fenced.set(0);
   for (const side of ['source', 'destination']) m.authLimited.labels({ side }).set(0);
   for (const purpose of ['proof', 'ttl']) m.sourceBudgetRequests.labels({ purpose });
   return m;

@@ -1,7 +1,8 @@
 // Wiring for a v2 destination: the source and destination clients, the --ha lock and fence, and the v2 runner
 // (src/replication/v2/runner.ts) with its ordered writer, healer and TTL keeper.
 import { EtcdClient, type WriteTracker } from '../etcd/v2/client.js';
-import { BadCheckpointError, FencedError, KeyNotFoundError } from '../etcd/errors.js';
+import { BadCheckpointError, FencedError, KeyNotFoundError, SwitchoverFencedError } from '../etcd/errors.js';
+import { FenceWatch, fenceKey } from './fence.js';
 import type { Backend, BackendDeps } from './backend.js';
 import { V2Fence, V2Lock } from './ha-lock.js';
 import { KeyMap } from './keys.js';
@@ -17,23 +18,36 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
   const own = new OwnWrites();
   let ha: H | undefined;
   let fence: V2Fence | undefined;
+  // Set by the poll of the switchover fence; checked like the HA fence, as each write is begun and sent.
+  let switchover: FenceWatch | undefined;
+  const check = () => {
+    if (switchover?.reason) throw new SwitchoverFencedError(switchover.reason);
+    if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+  };
   // --ha: every destination write — replayed events, heals, TTL refreshes, the index — passes the fence check as it
   // is sent (the client calls begin() for each), so a deposed instance's healer or TTL keeper cannot write either.
   const writes: WriteTracker = {
     begin: () => {
-      if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+      check();
       return own.begin();
     },
     end: (seq, index) => own.end(seq, index),
     // Checked again as the write goes onto its connection: one queued behind others (or in a process paused since
     // begin()) must not land after another instance took over.
-    dispatching: () => {
-      if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
-    },
+    dispatching: check,
   };
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes });
   // The lock has its own connections: its renewals never queue behind data writes, and are not fenced themselves.
+  const key = fenceKey(map.dstRoot);
+  switchover = new FenceWatch(async () => {
+    try {
+      return (await dst.get(key, { quorum: true })).body.node.value ?? '';
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) return null;
+      throw err;
+    }
+  });
   const lockClient = config.ha ? new EtcdClient(config.dst, { connections: 2 }) : null;
   if (lockClient) {
     const controller = haController(new V2Lock(lockClient, map.lockKey, config.instanceId, config.haTtl));
@@ -43,6 +57,7 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
   return {
     host: new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence, budget }),
     ha,
+    fence: switchover,
     async loadIndex() {
       try {
         const node = (await dst.get(map.indexKey, { quorum: true })).body.node;
@@ -63,6 +78,7 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
     },
     clockOffsetMs: () => src.clockOffsetMs(),
     close: async () => {
+      switchover.stop();
       await Promise.all([src.close(), dst.close(), lockClient?.close()]);
     },
   };
