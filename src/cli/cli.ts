@@ -1,4 +1,4 @@
-// Entry point: subcommands first (demo, viz, verify, index, status), otherwise the reference-compatible daemon command line.
+// Entry point: subcommands first (demo, viz, verify, index, switchover, status), otherwise the reference-compatible daemon command line.
 // Each path imports only what it runs: --version and --help load no daemon, client or metrics module (start-up time,
 // bench/RESULTS.md).
 import { HELP, parseConfig } from './config.js';
@@ -17,6 +17,10 @@ export async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'verify' || argv[0] === 'index') {
     const { verifyCommand, indexCommand } = await import('./operator.js');
     return oneLineErrors(() => (argv[0] === 'verify' ? verifyCommand(argv.slice(1)) : indexCommand(argv.slice(1))));
+  }
+  if (argv[0] === 'switchover') {
+    const { switchoverCommand } = await import('./switchover.js');
+    return oneLineErrors(() => switchoverCommand(argv.slice(1)));
   }
   if (argv[0] === 'status') {
     const { statusCommand } = await import('./status.js');

@@ -208,6 +208,35 @@ function intFlag(raw: string | undefined, flag: string, dflt: number, min: numbe
   return n;
 }
 
+/** The daemon's flags (also accepted by `switchover`, so that a unit's command line can be pasted). */
+export const DAEMON_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  debug: { type: 'boolean', short: 'd' },
+  reload: { type: 'boolean' },
+  'src-prefix': { type: 'string' },
+  'dst-prefix': { type: 'string' },
+  strip: { type: 'boolean' },
+  'src-ignore-keys-regex': { type: 'string' },
+  port: { type: 'string' },
+  'listen-address': { type: 'string' },
+  'allow-mass-delete': { type: 'boolean' },
+  'mass-delete-ratio': { type: 'string' },
+  'write-concurrency': { type: 'string' },
+  'checkpoint-ms': { type: 'string' },
+  'quiet-rearm-ms': { type: 'string' },
+  pipeline: { type: 'string' },
+  ordering: { type: 'string' },
+  ...CLUSTER_FLAGS,
+  'src-api': { type: 'string' },
+  'dst-api': { type: 'string' },
+  'dst-max-txn-ops': { type: 'string' },
+  ha: { type: 'boolean' },
+  'instance-id': { type: 'string' },
+  'ha-ttl': { type: 'string' },
+  'src-request-budget': { type: 'string' },
+} as const;
+
 export type Parsed = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
 
 export function parseConfig(argv: string[]): Parsed {
@@ -217,33 +246,7 @@ export function parseConfig(argv: string[]): Parsed {
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: {
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-        debug: { type: 'boolean', short: 'd' },
-        reload: { type: 'boolean' },
-        'src-prefix': { type: 'string' },
-        'dst-prefix': { type: 'string' },
-        strip: { type: 'boolean' },
-        'src-ignore-keys-regex': { type: 'string' },
-        port: { type: 'string' },
-        'listen-address': { type: 'string' },
-        'allow-mass-delete': { type: 'boolean' },
-        'mass-delete-ratio': { type: 'string' },
-        'write-concurrency': { type: 'string' },
-        'checkpoint-ms': { type: 'string' },
-        'quiet-rearm-ms': { type: 'string' },
-        pipeline: { type: 'string' },
-        ordering: { type: 'string' },
-        ...CLUSTER_FLAGS,
-        'src-api': { type: 'string' },
-        'dst-api': { type: 'string' },
-        'dst-max-txn-ops': { type: 'string' },
-        ha: { type: 'boolean' },
-        'instance-id': { type: 'string' },
-        'ha-ttl': { type: 'string' },
-        'src-request-budget': { type: 'string' },
-      },
+      options: DAEMON_OPTIONS,
     });
   } catch (err) {
     // parseArgs messages name the flag but never a value, so they cannot leak a password.

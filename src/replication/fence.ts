@@ -22,6 +22,9 @@ export interface FenceRecord {
   /** Origins (no credentials) of the old source and the new primary. */
   from: string;
   to: string;
+  /** OLD's store index / revision the mirror had caught up to when fenced (a rerun checks against it: the
+   * switchover's own writes on OLD move OLD's index afterwards). */
+  oldIndex?: number;
 }
 
 export function encodeFence(record: FenceRecord): string {
@@ -31,7 +34,8 @@ export function encodeFence(record: FenceRecord): string {
 export function parseFence(raw: string): FenceRecord | null {
   try {
     const v = JSON.parse(raw) as Partial<FenceRecord>;
-    return typeof v.at === 'string' && typeof v.from === 'string' && typeof v.to === 'string' ? { at: v.at, from: v.from, to: v.to } : null;
+    if (typeof v.at !== 'string' || typeof v.from !== 'string' || typeof v.to !== 'string') return null;
+    return { at: v.at, from: v.from, to: v.to, ...(typeof v.oldIndex === 'number' ? { oldIndex: v.oldIndex } : {}) };
   } catch {
     return null;
   }
