@@ -124,6 +124,9 @@ other commands:
   etcd-mirror index set DST VALUE [--dst-prefix P] (--src SRC | --force) [--src-api ..] [--dst-api ..]
                                             read or safely set the stored replication index
   (verify and index take the same --src-/--dst- ca, cert, key and password-file flags as the daemon)
+  etcd-mirror switchover [--quiet S] [--dry-run] [daemon flags] OLD NEW
+                                            make NEW the primary: check the mirror OLD → NEW is caught up, fence
+                                            it, store the reverse checkpoint on OLD, print the reverse command
   etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
   etcd-mirror status [URL] [--timeout S]    summary of a running daemon from its /state (default URL:
                                             http://127.0.0.1:8000); exit 0 ready, 1 not ready, 2 unreachable
