@@ -19,6 +19,8 @@ import { stateName, stateView } from './state-view.js';
 import { VERSION } from './version.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
+/** The fence check before starting waits no longer for a destination that does not answer (the poll goes on). */
+const FENCE_CHECK_LIMIT_MS = 3_000;
 /** Rates (events/s, reconcile keys/s) are averaged over this long. */
 const RATE_WINDOW_MS = 5_000;
 
@@ -52,9 +54,12 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     haController: (lock) => new HaController(lock, config.haTtl, log, metrics),
   });
   const { host, ha } = backend;
-  // A switchover fenced this direction: refuse to start. An unreachable destination is no answer: the poll below
-  // (and, on v3, the compare in every Txn) stands the mirror down once it is reachable.
-  const fenced = await backend.fence.check().catch(() => null);
+  // A switchover fenced this direction: refuse to start. An unreachable or silent destination is no answer: the
+  // poll below (and, on v3, the compare in every Txn) stands the mirror down once it answers.
+  const fenced = await Promise.race([
+    backend.fence.check().catch(() => null),
+    new Promise<null>((r) => setTimeout(() => r(null), FENCE_CHECK_LIMIT_MS).unref()),
+  ]);
   if (fenced !== null) {
     await Promise.all([backend.close(), costs.close()]);
     throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
