@@ -221,8 +221,9 @@ async function run(config: Config, opts: RunOptions, out: Out): Promise<number> 
     wrote = true;
     const record = { at: new Date().toISOString(), from: config.src.origin, to: config.dst.origin, oldIndex: first };
     const fence = await newOps.create(keys.forwardFence, encodeFence(record));
-    if (fence.created && config.dstApi === 'v2') {
-      // v2 mirrors see the fence by a poll: from here on none writes (v3 ones are refused by etcd at once).
+    if (config.dstApi === 'v2') {
+      // v2 mirrors see the fence by a poll: after this none writes (v3 ones are refused by etcd at once). A rerun
+      // waits too: the run that wrote the fence may have been killed before its wait was over.
       await sleep(4 * FENCE_POLL_MS);
     }
     step(
