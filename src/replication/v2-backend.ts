@@ -18,14 +18,13 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
   const own = new OwnWrites();
   let ha: H | undefined;
   let fence: V2Fence | undefined;
-  // Set by the poll of the switchover fence; checked like the HA fence, as each write is begun and sent.
-  let switchover: FenceWatch | undefined;
+  // The switchover fence is set by a poll of its key (v2 has no multi-key conditions); checked like the HA fence.
   const check = () => {
-    if (switchover?.reason) throw new SwitchoverFencedError(switchover.reason);
+    if (switchover.reason) throw new SwitchoverFencedError(switchover.reason);
     if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
   };
-  // --ha: every destination write — replayed events, heals, TTL refreshes, the index — passes the fence check as it
-  // is sent (the client calls begin() for each), so a deposed instance's healer or TTL keeper cannot write either.
+  // Every destination write — replayed events, heals, TTL refreshes, the index — passes the fence checks as it is
+  // sent (the client calls begin() for each), so a fenced instance's healer or TTL keeper cannot write either.
   const writes: WriteTracker = {
     begin: () => {
       check();
@@ -38,9 +37,8 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
   };
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes });
-  // The lock has its own connections: its renewals never queue behind data writes, and are not fenced themselves.
   const key = fenceKey(map.dstRoot);
-  switchover = new FenceWatch(async () => {
+  const switchover = new FenceWatch(async () => {
     try {
       return (await dst.get(key, { quorum: true })).body.node.value ?? '';
     } catch (err) {
@@ -48,6 +46,7 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
       throw err;
     }
   });
+  // The lock has its own connections: its renewals never queue behind data writes, and are not fenced themselves.
   const lockClient = config.ha ? new EtcdClient(config.dst, { connections: 2 }) : null;
   if (lockClient) {
     const controller = haController(new V2Lock(lockClient, map.lockKey, config.instanceId, config.haTtl));
