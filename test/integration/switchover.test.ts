@@ -98,6 +98,12 @@ describe('switchover v2 → v2', () => {
     forward = await spawnMirror(forwardArgs);
     await waitFor(async () => (await v2Value(NEW, '/conftool/late')) === 'late', 'the late write on NEW');
 
+    const dry = await switchover(['--dry-run', ...forwardArgs]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain('step 2/4 would write the fence /__replication/__FENCE__|conftool on NEW');
+    expect(dry.stdout).toContain('dry run: nothing was changed');
+    expect(await v2Value(NEW, '/__replication/__FENCE__|conftool')).toBeNull();
+
     // kill -9 once the fence is written; the rerun finds it and completes.
     const first = spawn(process.execPath, [BIN, 'switchover', '--quiet', '0.5', ...forwardArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     let firstOut = '';
