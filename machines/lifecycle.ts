@@ -1,5 +1,6 @@
 // The mirror's lifecycle: idle → starting → running.{reloading | recovering | tailing}, with stalled,
-// outOfWindow, stopping, stopped and failed around it; with --ha, standby before (and after losing the lock). Pure: real actors come from src/ through .provide().
+// outOfWindow, stopping, stopped and failed around it; with --ha, standby before (and after losing the lock);
+// fenced once a switchover reversed the direction. Pure: real actors come from src/ through .provide().
 import { assign, fromCallback, fromPromise, setup } from 'xstate';
 import type {
   CampaignOutput,
@@ -49,6 +50,7 @@ export const lifecycle = setup({
     outOfWindow: ({ event }) => faultOf(event)?.historyLost === true,
     retryable: ({ event }) => faultOf(event)?.retryable === true,
     fenced: ({ event }) => faultOf(event)?.fenced === true,
+    switchoverFenced: ({ event }) => faultOf(event)?.switchover === true,
     haEnabled: ({ context }) => context.ha,
     acquired: ({ event }) => (event as unknown as { output: CampaignOutput }).output.acquired,
     massDeleteRefused: ({ event }) => faultOf(event)?.code === 'EM_ERR_MASS_DELETE_REFUSED',
@@ -82,6 +84,8 @@ export const lifecycle = setup({
     'operator.stop': { target: '.stopping', actions: assign({ reason: ({ event }) => event.reason ?? 'stop requested' }) },
     // --ha, in every active state: the runner is stopped by leaving `running`, its writes abandoned (they are fenced).
     'lock.lost': { target: '.standby', actions: assign({ reason: ({ event }) => event.reason, attempt: 0 }) },
+    // A switchover's fence beats everything but a stop, the HA lock included.
+    'switchover.fenced': { target: '.fenced', actions: assign({ reason: ({ event }) => event.reason }) },
   },
   states: {
     idle: {
@@ -195,6 +199,11 @@ export const lifecycle = setup({
             }),
           },
           {
+            guard: 'switchoverFenced',
+            target: 'fenced',
+            actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => event.fault.message }),
+          },
+          {
             guard: 'fenced',
             target: 'standby',
             actions: assign({ lastFault: ({ event }) => event.fault, reason: ({ event }) => `fenced: ${event.fault.message}`, attempt: 0 }),
@@ -235,10 +244,15 @@ export const lifecycle = setup({
         ],
       },
     },
+    // The direction was switched over: writes nothing, stays up (HTTP, /state) so that operators see why, until
+    // stopped. Not final: exiting would let a supervisor restart it, only to be refused.
+    fenced: {
+      on: { 'lock.lost': {}, 'switchover.fenced': {} },
+    },
     stopping: {
       invoke: { src: 'drain', onDone: 'stopped', onError: 'stopped' },
       // Already stopping: a second request must not restart the drain.
-      on: { 'operator.stop': {}, 'lock.lost': {} },
+      on: { 'operator.stop': {}, 'lock.lost': {}, 'switchover.fenced': {} },
     },
     stopped: { type: 'final' },
     failed: { type: 'final' },

@@ -18,6 +18,8 @@ export interface FaultInfo {
   historyLost?: boolean;
   /** A write was refused because this instance no longer holds the HA lock: it must stand by, not retry. */
   fenced?: boolean;
+  /** A write was refused by a switchover's fence: the direction was reversed; this instance must stay idle. */
+  switchover?: boolean;
 }
 
 export interface MirrorInput {
@@ -49,7 +51,9 @@ export type MirrorEvent =
   | { type: 'runner.reconciled'; etcdIndex: number }
   | { type: 'runner.fault'; fault: FaultInfo }
   /** --ha: the lock is no longer ours (a renewal failed or missed its deadline, or a write was fenced). */
-  | { type: 'lock.lost'; reason: string };
+  | { type: 'lock.lost'; reason: string }
+  /** The destination carries a switchover's fence for this direction (seen by the fence poll). */
+  | { type: 'switchover.fenced'; reason: string };
 
 export interface CampaignOutput {
   /** The lock is ours now. */

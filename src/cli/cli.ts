@@ -1,4 +1,4 @@
-// Entry point: subcommands first (demo, viz, verify, audit, index, status), otherwise the reference-compatible daemon command line.
+// Entry point: subcommands first (demo, viz, verify, audit, index, switchover, status), otherwise the reference-compatible daemon command line.
 // Each path imports only what it runs: --version and --help load no daemon, client or metrics module (start-up time,
 // bench/RESULTS.md).
 import { HELP, parseConfig } from './config.js';
@@ -18,6 +18,10 @@ export async function main(argv: string[]): Promise<number> {
     const { verifyCommand, indexCommand, auditCommand } = await import('./operator.js');
     const run = { verify: verifyCommand, index: indexCommand, audit: auditCommand }[argv[0]];
     return oneLineErrors(() => run(argv.slice(1)));
+  }
+  if (argv[0] === 'switchover') {
+    const { switchoverCommand } = await import('./switchover.js');
+    return oneLineErrors(() => switchoverCommand(argv.slice(1)));
   }
   if (argv[0] === 'status') {
     const { statusCommand } = await import('./status.js');

@@ -132,6 +132,9 @@ other commands:
                                             compare at one source point as the daemon's audit does (the
                                             replica's own index, read-only); exit 0 equal, 1 different
   (verify, audit and index take the same --src-/--dst- ca, cert, key and password-file flags as the daemon)
+  etcd-mirror switchover [--quiet S] [--dry-run] [daemon flags] OLD NEW
+                                            make NEW the primary: check the mirror OLD → NEW is caught up, fence
+                                            it, store the reverse checkpoint on OLD, print the reverse command
   etcd-mirror viz [--format mermaid|svg|json]   print the lifecycle statechart
   etcd-mirror status [URL] [--timeout S]    summary of a running daemon from its /state (default URL:
                                             http://127.0.0.1:8000); exit 0 ready, 1 not ready, 2 unreachable
@@ -216,6 +219,36 @@ function intFlag(raw: string | undefined, flag: string, dflt: number, min: numbe
   return n;
 }
 
+/** The daemon's flags (also accepted by `switchover`, so that a unit's command line can be pasted). */
+export const DAEMON_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  debug: { type: 'boolean', short: 'd' },
+  reload: { type: 'boolean' },
+  'src-prefix': { type: 'string' },
+  'dst-prefix': { type: 'string' },
+  strip: { type: 'boolean' },
+  'src-ignore-keys-regex': { type: 'string' },
+  port: { type: 'string' },
+  'listen-address': { type: 'string' },
+  'allow-mass-delete': { type: 'boolean' },
+  'mass-delete-ratio': { type: 'string' },
+  'write-concurrency': { type: 'string' },
+  'checkpoint-ms': { type: 'string' },
+  'quiet-rearm-ms': { type: 'string' },
+  pipeline: { type: 'string' },
+  ordering: { type: 'string' },
+  ...CLUSTER_FLAGS,
+  'src-api': { type: 'string' },
+  'dst-api': { type: 'string' },
+  'dst-max-txn-ops': { type: 'string' },
+  ha: { type: 'boolean' },
+  'instance-id': { type: 'string' },
+  'ha-ttl': { type: 'string' },
+  'src-request-budget': { type: 'string' },
+  'audit-interval': { type: 'string' },
+} as const;
+
 export type Parsed = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
 
 export function parseConfig(argv: string[]): Parsed {
@@ -225,34 +258,7 @@ export function parseConfig(argv: string[]): Parsed {
       args: argv,
       allowPositionals: true,
       strict: true,
-      options: {
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-        debug: { type: 'boolean', short: 'd' },
-        reload: { type: 'boolean' },
-        'src-prefix': { type: 'string' },
-        'dst-prefix': { type: 'string' },
-        strip: { type: 'boolean' },
-        'src-ignore-keys-regex': { type: 'string' },
-        port: { type: 'string' },
-        'listen-address': { type: 'string' },
-        'allow-mass-delete': { type: 'boolean' },
-        'mass-delete-ratio': { type: 'string' },
-        'write-concurrency': { type: 'string' },
-        'checkpoint-ms': { type: 'string' },
-        'quiet-rearm-ms': { type: 'string' },
-        pipeline: { type: 'string' },
-        ordering: { type: 'string' },
-        ...CLUSTER_FLAGS,
-        'src-api': { type: 'string' },
-        'dst-api': { type: 'string' },
-        'dst-max-txn-ops': { type: 'string' },
-        ha: { type: 'boolean' },
-        'instance-id': { type: 'string' },
-        'ha-ttl': { type: 'string' },
-        'src-request-budget': { type: 'string' },
-        'audit-interval': { type: 'string' },
-      },
+      options: DAEMON_OPTIONS,
     });
   } catch (err) {
     // parseArgs messages name the flag but never a value, so they cannot leak a password.

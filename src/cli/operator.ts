@@ -85,13 +85,19 @@ function compareArgs(argv: string[], command: string) {
 /** `etcd-mirror verify SRC DST [...]`: exit 0 when equal, 1 with the differences. */
 export async function verifyCommand(argv: string[], out: Out = defaultOut): Promise<number> {
   const { srcApi, dstApi, map, srcCluster, dstCluster, json } = compareArgs(argv, 'verify');
-  if (dstApi === 'v3') return verifyV3(srcCluster, srcApi, dstCluster, map, json, out);
+  const report = await compareTrees(srcCluster, srcApi, dstCluster, dstApi, map);
+  return printReport(report, json, srcApi === 'v3' ? 'revision' : 'index', out);
+}
+
+/** Compares the trees the way the mirror maps keys (verify; switchover's last check before it writes). */
+export async function compareTrees(srcCluster: Cluster, srcApi: Api, dstCluster: Cluster, dstApi: Api, map: KeyMap): Promise<VerifyReport> {
+  if (dstApi === 'v3') return compareV3(srcCluster, srcApi, dstCluster, map);
   const src = new EtcdClient(srcCluster, { connections: 2 });
   const dst = new EtcdClient(dstCluster, { connections: 2 });
   try {
     const snapshot = await takeSnapshot(src, map.srcPrefix);
     const plan = planReconcile(snapshot.root, await readDestination(dst, map), map, src.serverNow());
-    const report: VerifyReport = {
+    return {
       equal: plan.writes.length === 0 && plan.extra.length === 0,
       sourceIndex: snapshot.etcdIndex,
       compared: plan.unchanged + plan.writes.length + plan.extra.length,
@@ -99,7 +105,6 @@ export async function verifyCommand(argv: string[], out: Out = defaultOut): Prom
       extra: plan.extra,
       differing: plan.writes.filter((w) => w.have).map((w) => ({ key: keyOf(w.op), source: describeOp(w.op), destination: describeNode(w.have) })),
     };
-    return printReport(report, json, 'index', out);
   } finally {
     await Promise.all([src.close(), dst.close()]);
   }
@@ -123,7 +128,7 @@ function printReport(report: VerifyReport, json: boolean, position: 'index' | 'r
 const describeBytes = (value: Buffer, leased: boolean): string => `value ${JSON.stringify(value.toString('utf8')).slice(0, 60)}${leased ? ' on a lease' : ''}`;
 
 /** verify into a v3 destination: the source snapshot (v2 or v3) as the mirror maps it, against the replica's keys. */
-async function verifyV3(srcCluster: Cluster, srcApi: Api, dstCluster: Cluster, map: KeyMap, json: boolean, out: Out): Promise<number> {
+async function compareV3(srcCluster: Cluster, srcApi: Api, dstCluster: Cluster, map: KeyMap): Promise<VerifyReport> {
   const keys = new ByteKeyMap(map);
   const v2 = srcApi === 'v2' ? new EtcdClient(srcCluster, { connections: 2 }) : null;
   const source = v2
@@ -152,7 +157,7 @@ async function verifyV3(srcCluster: Cluster, srcApi: Api, dstCluster: Cluster, m
     for (const [id, cur] of have) if (!seen.has(id)) report.extra.push(cur.key.toString('utf8'));
     report.compared = seen.size + report.extra.length;
     report.equal = report.missing.length + report.extra.length + report.differing.length === 0;
-    return printReport(report, json, srcApi === 'v3' ? 'revision' : 'index', out);
+    return report;
   } finally {
     await Promise.all([source.close(), dstClient.close()]);
   }

@@ -39,6 +39,7 @@ export interface StatusState {
   position?: string;
   role?: string | null;
   ha?: { instanceId?: string; holder?: string | null; heldForSeconds?: number | null } | null;
+  fenced?: string | null;
   auth?: Record<'source' | 'destination', { auth?: string; costMs?: number | null; message?: string | null } | undefined>;
   sourceBudget?: { message?: string | null } | null;
   audit?: { lastAt?: string | null; atIndex?: number | null; keys?: number | null; differing?: number | null; repaired?: number | null; nextAt?: string | null; running?: boolean } | null;
@@ -63,6 +64,7 @@ export function renderStatus(s: StatusState, base: string): string {
   } else {
     add('role', 'single instance (no --ha)');
   }
+  if (s.fenced) add('fenced', s.fenced);
   const side = (x: StatusState['source'] | StatusState['destination']) => `${x?.url ?? '?'} (${x?.api ?? '?'}), prefix ${x?.prefix ?? '?'}`;
   add('source', side(s.source) + (typeof s.source?.clockOffsetMs === 'number' ? `, clock ${s.source.clockOffsetMs >= 0 ? '+' : ''}${s.source.clockOffsetMs} ms from this host` : ''));
   add('destination', side(s.destination) + (s.destination?.indexKey ? `, index at ${s.destination.indexKey}` : ''));

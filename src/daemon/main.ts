@@ -5,7 +5,7 @@ import { createActor, fromPromise } from 'xstate';
 import { lifecycle, backoffMs } from '../../machines/index.js';
 import type { CampaignOutput, LoadIndexInput, LoadIndexOutput } from '../../machines/types.js';
 import type { Config } from '../cli/config.js';
-import { faultFrom } from '../etcd/errors.js';
+import { faultFrom, SwitchoverFencedError } from '../etcd/errors.js';
 import type { Backend, BackendDeps } from '../replication/backend.js';
 import { KeyMap } from '../replication/keys.js';
 import { HaController } from './ha.js';
@@ -20,6 +20,8 @@ import { stateName, stateView } from './state-view.js';
 import { VERSION } from './version.js';
 
 export const MISSING_INDEX_MESSAGE = 'The replication key could not be found. Restart with --reload!';
+/** The fence check before starting waits no longer for a destination that does not answer (the poll goes on). */
+const FENCE_CHECK_LIMIT_MS = 3_000;
 /** Rates (events/s, reconcile keys/s) are averaged over this long. */
 const RATE_WINDOW_MS = 5_000;
 
@@ -53,6 +55,16 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     haController: (lock) => new HaController(lock, config.haTtl, log, metrics),
   });
   const { host, ha } = backend;
+  // A switchover fenced this direction: refuse to start. An unreachable or silent destination is no answer: the
+  // poll below (and, on v3, the compare in every Txn) stands the mirror down once it answers.
+  const fenced = await Promise.race([
+    backend.fence.check().catch(() => null),
+    new Promise<null>((r) => setTimeout(() => r(null), FENCE_CHECK_LIMIT_MS).unref()),
+  ]);
+  if (fenced !== null) {
+    await Promise.all([backend.close(), costs.close()]);
+    throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
+  }
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
     try {
@@ -142,9 +154,11 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
 
   actor.start();
   actor.send({ type: 'operator.start' });
+  backend.fence.start((reason) => actor.send({ type: 'switchover.fenced', reason }));
   costs.start();
 
   const finished = done.then(async (code) => {
+    backend.fence.stop();
     stopGauges();
     stopHistory();
     audit?.stop();

@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, Summary, collectDefaultMetrics } from 'prom-client';
 import { REMOVAL_ACTIONS, WRITE_ACTIONS } from '../etcd/v2/decode.js';
 
-export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'stopping', 'stopped', 'failed'] as const;
+export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'fenced', 'stopping', 'stopped', 'failed'] as const;
 
 export function createMetrics(labels: { url: string; prefix: string }) {
   const registry = new Registry();
@@ -68,6 +68,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
     auditDifferences: new Counter({ name: 'etcdmirror_audit_differences_total', help: 'Destination keys consistency audits found differing from the source at their point', registers: r }),
     auditLastEqual: new Gauge({ name: 'etcdmirror_audit_last_equal_timestamp_seconds', help: 'Unix time of the last audit that proved the replica equal to the source (0: none yet)', registers: r }),
     auditKeys: new Gauge({ name: 'etcdmirror_audit_keys', help: 'Source keys the last consistency audit compared', registers: r }),
+    fenced: new Gauge({ name: 'etcdmirror_fenced', help: 'Whether a switchover fenced this direction (1): this instance writes nothing and stays idle until stopped', registers: r }),
     /** ms timestamp behind the two gauges above (0: nothing applied yet). */
     lastApplyAt: 0,
   };
@@ -75,6 +76,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
   for (const a of [...WRITE_ACTIONS, ...REMOVAL_ACTIONS]) m.eventsApplied.labels({ action: a });
   for (const reason of ['ignored', 'hidden', 'outside', 'unknown', 'covered', 'already applied']) m.eventsSkipped.labels({ reason });
   for (const outcome of ['event', 'quiet', 'empty', 'error']) m.watchPolls.labels({ outcome });
+  m.fenced.set(0);
   for (const side of ['source', 'destination']) m.authLimited.labels({ side }).set(0);
   for (const purpose of ['proof', 'ttl', 'audit']) m.sourceBudgetRequests.labels({ purpose });
   for (const result of ['equal', 'different', 'aborted']) m.auditRuns.labels({ result });

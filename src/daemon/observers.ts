@@ -162,7 +162,8 @@ export function observeTransitions(
         outage = null;
       }
       if (name === previous) return;
-      if (name === 'standby') ha?.standDown(snap.context.reason);
+      if (name === 'standby' || name === 'fenced') ha?.standDown(snap.context.reason);
+      if (name === 'fenced') metrics.fenced.set(1);
       const entry = { from: previous, to: name, reason: snap.context.reason, appliedIndex: host.lastPersisted ?? snap.context.appliedIndex };
       const at = Date.now();
       timeline.push({ at: new Date(at).toISOString(), from: previous, to: name, reason: snap.context.reason });
@@ -173,7 +174,7 @@ export function observeTransitions(
       const repeat = outage !== null && (name === 'stalled' ? fault?.code === outage.code : retrying);
       if (name === 'stalled') outage = repeat && outage ? { code: outage.code, retries: outage.retries + 1 } : { code: fault?.code ?? '', retries: 0 };
       if (repeat) log.debug(entry, `state: ${name} (retry)`);
-      else if (name === 'stalled' || name === 'outOfWindow' || name === 'failed') log.error({ ...entry, fault }, `state: ${name}`);
+      else if (name === 'stalled' || name === 'outOfWindow' || name === 'failed' || name === 'fenced') log.error({ ...entry, fault }, `state: ${name}`);
       else log.info(entry, `state: ${name}`);
       for (const s of STATES) metrics.state.labels({ state: s }).set(s === name ? 1 : 0);
       metrics.transitions.labels({ state: name }).inc();

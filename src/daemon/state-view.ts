@@ -129,6 +129,7 @@ export function stateView({ config, indexKey, snapshot, backend, ordering, ceili
       // --ha: this instance's role and who holds the lock (null without --ha).
       role: ha ? (state === 'standby' ? 'standby' : ha.role) : null,
       ha: ha ? ha.view() : null,
+      fenced: backend.fence.reason,
       // What authentication costs each side per request, and whether it is what holds the mirror back.
       auth: { source: costs.source.view(), destination: costs.destination.view() },
       sourceBudget: budget?.view() ?? null,

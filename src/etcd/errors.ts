@@ -178,8 +178,17 @@ export class AuditAbortedError extends MirrorError {
 
 /** --ha: a write refused by its fence (another instance holds the lock now). Never retried: this one stands by. */
 export class FencedError extends MirrorError {
-  override readonly code = 'EM_ERR_FENCED';
+  override readonly code: string = 'EM_ERR_FENCED';
   readonly fenced = true;
+}
+
+/**
+ * The destination carries a switchover's fence for this direction (src/replication/fence.ts): the replica became
+ * the primary, so this mirror must not write into it again. A FencedError so that no retry loop retries it.
+ */
+export class SwitchoverFencedError extends FencedError {
+  override readonly code = 'EM_ERR_SWITCHOVER_FENCED';
+  readonly switchover = true;
 }
 
 /** A request given up because its caller aborted it (a stopping run). */
@@ -194,7 +203,7 @@ export class InvalidKeyError extends Error {
 
 /** What the lifecycle machine is told of a failure: its code, whether a retry may help, and the etcd details. */
 export function faultFrom(err: unknown): FaultInfo {
-  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown; historyLost?: unknown; fenced?: unknown };
+  const e = err as { code?: unknown; message?: unknown; errorCode?: unknown; etcdIndex?: unknown; historyLost?: unknown; fenced?: unknown; switchover?: unknown };
   const fault: FaultInfo = {
     code: typeof e?.code === 'string' ? e.code : 'EM_ERR',
     message: err instanceof Error ? err.message : String(err),
@@ -204,6 +213,7 @@ export function faultFrom(err: unknown): FaultInfo {
   if (typeof e?.etcdIndex === 'number') fault.etcdIndex = e.etcdIndex;
   if (e?.historyLost === true) fault.historyLost = true;
   if (e?.fenced === true) fault.fenced = true;
+  if (e?.switchover === true) fault.switchover = true;
   return fault;
 }
 

@@ -2,6 +2,7 @@
 // it. The daemon imports the one it needs when it starts: a v2 → v2 mirror never loads gRPC and the protos, a
 // v3 → v3 mirror never loads the v2 engine.
 import type { Log, HaGate, ReplicationMetrics, ReplicationOptions } from './ports.js';
+import type { FenceWatch } from './fence.js';
 import type { HaLock } from './ha-lock.js';
 import type { Run, RunHost } from './run-host.js';
 import type { OrderingPolicy } from './v2/ordering.js';
@@ -12,6 +13,8 @@ export interface Backend<H extends HaGate> {
   host: Pick<RunHost<Run>, 'actor' | 'drain' | 'status' | 'lastPersisted'>;
   /** --ha: the controller of the lock on the destination. */
   ha: H | undefined;
+  /** The switchover fence of the subtree this mirror writes (src/replication/fence.ts). */
+  fence: FenceWatch;
   /** The stored replication index/revision, null when there is none. */
   loadIndex(): Promise<number | null>;
   /** The source's wall clock minus ours (v2 source only: its TTLs are absolute times on its clock). */

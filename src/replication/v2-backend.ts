@@ -1,7 +1,8 @@
 // Wiring for a v2 destination: the source and destination clients, the --ha lock and fence, and the v2 runner
 // (src/replication/v2/runner.ts) with its ordered writer, healer and TTL keeper.
 import { EtcdClient, type WriteTracker } from '../etcd/v2/client.js';
-import { BadCheckpointError, FencedError, KeyNotFoundError } from '../etcd/errors.js';
+import { BadCheckpointError, FencedError, KeyNotFoundError, SwitchoverFencedError } from '../etcd/errors.js';
+import { FenceWatch, fenceKey } from './fence.js';
 import type { Backend, BackendDeps } from './backend.js';
 import { V2Fence, V2Lock } from './ha-lock.js';
 import { KeyMap } from './keys.js';
@@ -19,22 +20,34 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
   const own = new OwnWrites();
   let ha: H | undefined;
   let fence: V2Fence | undefined;
-  // --ha: every destination write — replayed events, heals, TTL refreshes, the index — passes the fence check as it
-  // is sent (the client calls begin() for each), so a deposed instance's healer or TTL keeper cannot write either.
+  // The switchover fence is set by a poll of its key (v2 has no multi-key conditions); checked like the HA fence.
+  const check = () => {
+    if (switchover.reason) throw new SwitchoverFencedError(switchover.reason);
+    if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+  };
+  // Every destination write — replayed events, heals, TTL refreshes, the index — passes the fence checks as it is
+  // sent (the client calls begin() for each), so a fenced instance's healer or TTL keeper cannot write either.
   const writes: WriteTracker = {
     begin: () => {
-      if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
+      check();
       return own.begin();
     },
     end: (seq, index) => own.end(seq, index),
     // Checked again as the write goes onto its connection: one queued behind others (or in a process paused since
     // begin()) must not land after another instance took over.
-    dispatching: () => {
-      if (fence && !fence.mayWrite()) throw new FencedError('not writing: the HA lock is not renewed');
-    },
+    dispatching: check,
   };
   // A reconcile writes with 4 × --write-concurrency in flight; a few more for the index, healer and TTL keeper.
   const dst = new EtcdClient(config.dst, { connections: config.writeConcurrency * 4 + 4, writes });
+  const key = fenceKey(map.dstRoot);
+  const switchover = new FenceWatch(async () => {
+    try {
+      return (await dst.get(key, { quorum: true })).body.node.value ?? '';
+    } catch (err) {
+      if (err instanceof KeyNotFoundError) return null;
+      throw err;
+    }
+  });
   // The lock has its own connections: its renewals never queue behind data writes, and are not fenced themselves.
   const lockClient = config.ha ? new EtcdClient(config.dst, { connections: 2 }) : null;
   if (lockClient) {
@@ -58,6 +71,7 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
         heal: (ids) => host.heal(ids),
       },
     },
+    fence: switchover,
     async loadIndex() {
       try {
         const node = (await dst.get(map.indexKey, { quorum: true })).body.node;
@@ -78,6 +92,7 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
     },
     clockOffsetMs: () => src.clockOffsetMs(),
     close: async () => {
+      switchover.stop();
       await Promise.all([src.close(), dst.close(), lockClient?.close()]);
     },
   };

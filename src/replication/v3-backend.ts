@@ -6,6 +6,7 @@ import { V3Destination } from './v3-destination.js';
 import { V3Source } from './v3-source.js';
 import { KeyMap } from './keys.js';
 import { V3Lock } from './ha-lock.js';
+import { FenceWatch } from './fence.js';
 import { OwnWrites } from './own-writes.js';
 import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
@@ -64,9 +65,11 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
   }
   const trackers = new Set<ChangeTracker>();
   const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor, trackers });
+  const fence = new FenceWatch(async () => (await client.range(dst.fenceKey)).kvs[0]?.value.toString('utf8') ?? null);
   return {
     host,
     ha,
+    fence,
     audit: {
       reader,
       engine: {
@@ -81,6 +84,7 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     clockOffsetMs: () => clockOffsetMs(),
     loadIndex: () => dst.readCheckpoint(),
     async close() {
+      fence.stop();
       leases.stop();
       await Promise.all([source.close(), client.close()]);
     },

@@ -4,7 +4,8 @@
 import type { OwnWrites } from './own-writes.js';
 import { keyId, rangeOf, type ByteKeyMap, type KeyRange } from './keyspace.js';
 import type { DestinationEntry } from './types.js';
-import { BadCheckpointError, FencedError } from '../etcd/errors.js';
+import { BadCheckpointError, FencedError, SwitchoverFencedError } from '../etcd/errors.js';
+import { describeFence, fenceKey } from './fence.js';
 import { TooManyOpsError } from '../etcd/v3/errors.js';
 import { prefixEnd, type Compare, type TxnOp, type V3Client } from '../etcd/v3/client.js';
 
@@ -33,6 +34,8 @@ export class V3Destination {
   #maxOps: number;
   /** --ha: the compare every Txn carries (the lock is still ours); null without --ha. */
   fence: (() => Compare[]) | null = null;
+  /** The switchover fence of the subtree written: every Txn requires it absent. */
+  readonly fenceKey: Buffer;
 
   constructor(
     readonly client: V3Client,
@@ -42,6 +45,7 @@ export class V3Destination {
     private readonly own?: OwnWrites,
   ) {
     this.#maxOps = maxTxnOps;
+    this.fenceKey = Buffer.from(fenceKey(keys.dstRoot.toString('utf8')));
   }
 
   /** Operations one Txn may carry (--dst-max-txn-ops, lowered when the destination says it is less). */
@@ -90,9 +94,13 @@ export class V3Destination {
     const seq = this.own?.begin();
     let revision: number | undefined;
     try {
-      const fence = this.fence?.();
-      const res = await this.client.txn(fence ? { compare: fence, success: ops, failure: [] } : { success: ops });
-      if (!res.succeeded) throw new FencedError('a destination write was refused: this instance no longer holds the HA lock');
+      const compare: Compare[] = [{ key: this.fenceKey, target: 'create', result: 'equal', value: 0 }, ...(this.fence?.() ?? [])];
+      const res = await this.client.txn({ compare, success: ops, failure: [] });
+      if (!res.succeeded) {
+        const fenced = (await this.client.range(this.fenceKey)).kvs[0];
+        if (fenced) throw new SwitchoverFencedError(describeFence(fenced.value.toString('utf8')));
+        throw new FencedError('a destination write was refused: this instance no longer holds the HA lock');
+      }
       revision = res.revision;
       return revision;
     } catch (err) {

@@ -11,7 +11,7 @@ function $<T extends HTMLElement = HTMLElement>(id: string): T {
   return node as T;
 }
 const num = (n: number | null): string => (n === null ? '–' : String(n));
-const TROUBLE = ['stalled', 'outOfWindow', 'failed', 'stopped'];
+const TROUBLE = ['stalled', 'outOfWindow', 'failed', 'stopped', 'fenced'];
 let lastUpdate = 0;
 let lastState = '';
 let position: StateJson['position'] = 'index';

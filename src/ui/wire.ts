@@ -56,6 +56,8 @@ export interface StateJson {
   position: 'index' | 'revision';
   role: 'active' | 'standby' | null;
   ha: { instanceId: string; role: 'active' | 'standby'; holder: string | null; heldForSeconds: number | null } | null;
+  /** Which switchover fenced this direction (the instance writes nothing and stays idle); null while not fenced. */
+  fenced: string | null;
   /** What authentication costs each side per request, and whether it is what holds the mirror back. */
   auth: { source: RequestCostJson; destination: RequestCostJson };
   /** A v2 source's request budget (null for a v3 source). */

@@ -23,6 +23,14 @@ describe('renderStatus', () => {
     expect(out).not.toContain('transitions');
   });
 
+  it('a fenced instance: the switchover that fenced it', () => {
+    const why = 'fenced by a switchover at 2026-12-07T04:00:00.000Z: http://new:2379 is the primary now';
+    const out = renderStatus({ state: 'fenced', ready: false, readyReason: `state fenced: ${why}`, reason: why, fenced: why, timeline: [] }, 'http://m:8000');
+    expect(out).toMatch(/^state +fenced: fenced by a switchover at 2026-12-07T04:00:00.000Z/m);
+    expect(out).toMatch(new RegExp(`^fenced +${why.replaceAll('.', '\\.')}$`, 'm'));
+    expect(out).toMatch(/^ready +no$/m);
+  });
+
   it('a v3 source: revisions, no event window; a reconcile in progress; the newest transitions first', () => {
     const out = renderStatus(
       {

@@ -48,7 +48,7 @@ describe('machineGraph', () => {
     const stop = graph.transitions.find((t) => t.source === null && t.event === 'operator.stop');
     expect(stop?.target).toBe('stopping');
     // `stopping` handles operator.stop itself; final states take no events.
-    expect(stop?.from.sort()).toEqual(['idle', 'outOfWindow', 'running', 'stalled', 'standby', 'starting']);
+    expect(stop?.from.sort()).toEqual(['fenced', 'idle', 'outOfWindow', 'running', 'stalled', 'standby', 'starting']);
     // --ha: losing the lock sends every active state to standby; idle, standby and stopping ignore it.
     const lost = graph.transitions.find((t) => t.source === null && t.event === 'lock.lost');
     expect(lost?.target).toBe('standby');

@@ -111,4 +111,29 @@ describe('lifecycle with --ha', () => {
     expect(h.value()).toBe('stopped');
     expect(h.runnerStops).toBe(0);
   });
+
+  it('a switchover fence beats the lock: a fenced write or the fence poll idles an active or standby instance until stopped', async () => {
+    const active = start([{ acquired: true, holder: null }]);
+    active.actor.send({ type: 'operator.start' });
+    await flush();
+    active.fromRunner({ type: 'runner.fault', fault: { code: 'EM_ERR_SWITCHOVER_FENCED', message: 'fenced by a switchover at t', retryable: false, fenced: true, switchover: true } });
+    await flush();
+    expect([active.value(), active.reason(), active.runnerStops]).toEqual(['fenced', 'fenced by a switchover at t', 1]);
+    active.actor.send({ type: 'lock.lost', reason: 'renewal missed' });
+    await flush();
+    expect(active.value()).toBe('fenced');
+
+    const standby = start([{ acquired: false, holder: 'host-a:8000' }]);
+    standby.actor.send({ type: 'operator.start' });
+    await flush();
+    standby.actor.send({ type: 'switchover.fenced', reason: 'fenced by a switchover at t' });
+    await flush();
+    expect(standby.value()).toBe('fenced');
+    standby.clock.increment(60_000);
+    await flush();
+    expect([standby.value(), standby.campaignCalls]).toEqual(['fenced', 1]);
+    standby.actor.send({ type: 'operator.stop' });
+    await flush();
+    expect(standby.value()).toBe('stopped');
+  });
 });
