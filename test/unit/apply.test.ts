@@ -97,17 +97,30 @@ describe('planEvent: value writes → put', () => {
     expect(op).toStrictEqual({ kind: 'put', key: '/replica/ttlhist/k', value: '1', ttl: 26 });
   });
 
-  it('turns a set whose expiration already passed into a delete', () => {
+  it('turns a set whose expiration already passed into a delete that keeps the parent the set made', () => {
     const afterExpiry = Date.parse('2026-11-26T02:53:22.801155925Z') + 1;
 
-    expect(planEvent(fixtureEvent('set-ttl'), map, afterExpiry, 'mirrored')).toStrictEqual({ kind: 'delete', key: '/replica/demo/t1' });
+    expect(planEvent(fixtureEvent('set-ttl'), map, afterExpiry, 'mirrored')).toStrictEqual({ kind: 'lapsed', key: '/replica/demo/t1', parent: '/replica/demo' });
   });
 
-  it('turns a ttl=0 set (expiration = now) into a delete', () => {
+  it('turns a ttl=0 set (expiration = now) into a lapsed write', () => {
     const exp = '2026-11-26T02:56:36.863446133Z';
     const ev = event('set', { key: '/demo/ttl0', value: '1', expiration: exp });
 
-    expect(planEvent(ev, map, Date.parse(exp), 'mirrored')).toStrictEqual({ kind: 'delete', key: '/replica/demo/ttl0' });
+    expect(planEvent(ev, map, Date.parse(exp), 'mirrored')).toStrictEqual({ kind: 'lapsed', key: '/replica/demo/ttl0', parent: '/replica/demo' });
+  });
+
+  it('a lapsed write deep below the prefix keeps its parent; one on the prefix itself, or below "/", has none to keep', () => {
+    const past = '2026-11-26T02:53:00Z';
+    expect(planEvent(event('set', { key: '/demo/d e/x/k', value: '1', expiration: past }), map, T0, 'mirrored')).toStrictEqual({
+      kind: 'lapsed',
+      key: '/replica/demo/d e/x/k',
+      parent: '/replica/demo/d e/x',
+    });
+    const strip = new KeyMap('/demo', '/replica', true, undefined);
+    expect(planEvent(event('set', { key: '/demo', dir: true, expiration: past }), strip, T0, 'mirrored')).toStrictEqual({ kind: 'lapsed', key: '/replica', parent: null });
+    const all = new KeyMap('/', '/', true, undefined);
+    expect(planEvent(event('set', { key: '/k', value: '1', expiration: past }), all, T0, 'mirrored')).toStrictEqual({ kind: 'lapsed', key: '/k', parent: null });
   });
 });
 
@@ -167,9 +180,9 @@ describe('planEvent: directories', () => {
     expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'mkdir', key: '/replica/demo/d2', ttl: null });
   });
 
-  it('dir with an expiration already passed → delete', () => {
+  it('dir with an expiration already passed → lapsed (gone, its parent kept)', () => {
     const ev = event('set', { key: '/demo/d', dir: true, expiration: '2026-11-26T02:53:00Z' });
-    expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'delete', key: '/replica/demo/d' });
+    expect(planEvent(ev, map, T0, 'mirrored')).toStrictEqual({ kind: 'lapsed', key: '/replica/demo/d', parent: '/replica/demo' });
   });
 
   it('dir set of the prefix itself → mkdir of dstRoot', () => {
@@ -225,6 +238,8 @@ describe('opFootprint', () => {
     [{ kind: 'mkdir', key: '/replica/demo/d', ttl: null }, { key: '/replica/demo/d', subtree: true }],
     [{ kind: 'delete', key: '/replica/demo/a' }, { key: '/replica/demo/a', subtree: true }],
     [{ kind: 'clearRoot' }, { key: '/replica/demo', subtree: true }],
+    [{ kind: 'lapsed', key: '/replica/demo/d/a', parent: '/replica/demo/d' }, { key: '/replica/demo/d', subtree: true }],
+    [{ kind: 'lapsed', key: '/replica/demo', parent: null }, { key: '/replica/demo', subtree: true }],
   ])('%j → %j', (op, expected) => {
     expect(opFootprint(op, map)).toEqual(expected);
   });

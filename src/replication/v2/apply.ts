@@ -3,7 +3,7 @@
 // event stream again, in order, converges to the same destination state.
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent, EtcdNode } from '../../etcd/v2/decode.js';
-import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
+import { KeyNotFoundError, NodeExistError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
 import { isWithin } from '../../etcd/v2/paths.js';
 
@@ -14,6 +14,9 @@ export type DstOp =
   | { kind: 'mkdir'; key: string; ttl: number | null }
   /** Remove a key or a whole subtree; "not found" is success. */
   | { kind: 'delete'; key: string }
+  /** A write whose TTL ran out before it got here: the key goes, but the directories the source's write made
+   * around it outlive it there. `parent` is made if missing and left as it is otherwise (null: outside the mirror). */
+  | { kind: 'lapsed'; key: string; parent: string | null }
   /** Everything the mirror owns on the destination goes (an ancestor of the source prefix was removed). */
   | { kind: 'clearRoot' };
 
@@ -34,7 +37,14 @@ export function planEvent(event: EtcdEvent, map: KeyMap, nowMs: number, scope: '
   const key = map.toDst(event.node.key);
   if (REMOVALS.has(event.action)) return key === map.dstRoot ? { kind: 'clearRoot' } : { kind: 'delete', key };
   if (!WRITES.has(event.action)) return null;
-  return planNode(event.node, key, nowMs);
+  const op = planNode(event.node, key, nowMs);
+  return op.kind === 'delete' ? { kind: 'lapsed', key, parent: parentWithin(key, map.dstRoot) } : op;
+}
+
+/** The parent of `key` if the mirror owns it on the destination (the root itself included, `/` never). */
+function parentWithin(key: string, dstRoot: string): string | null {
+  const parent = key.slice(0, key.lastIndexOf('/'));
+  return parent !== '' && key !== dstRoot && isWithin(parent, dstRoot) ? parent : null;
 }
 
 /** Operation that makes destination `key` equal to the source node (used by events and by reconcile). */
@@ -49,6 +59,7 @@ export function planNode(node: EtcdNode, key: string, nowMs: number): DstOp {
 /** The destination key an op touches, and whether it affects a whole subtree (then it orders against everything). */
 export function opFootprint(op: DstOp, map: KeyMap): { key: string; subtree: boolean } {
   if (op.kind === 'clearRoot') return { key: map.dstRoot, subtree: true };
+  if (op.kind === 'lapsed') return { key: op.parent ?? op.key, subtree: true };
   return { key: op.key, subtree: op.kind !== 'put' };
 }
 
@@ -66,6 +77,10 @@ export async function executeOp(dst: EtcdClient, op: DstOp, map: KeyMap, stats: 
       return mkdir(dst, op, stats);
     case 'delete':
       return deleteTree(dst, op.key);
+    case 'lapsed':
+      await deleteTree(dst, op.key);
+      if (op.parent !== null) await ensureDir(dst, op.parent);
+      return;
     case 'clearRoot':
       return clearRoot(dst, map);
   }
@@ -113,6 +128,15 @@ async function mkdir(dst: EtcdClient, op: Extract<DstOp, { kind: 'mkdir' }>, sta
       return mkdir(dst, op, stats, healed + 1);
     }
     throw err;
+  }
+}
+
+/** Makes `key` a directory if nothing is there (with its missing ancestors, as etcd does); an existing one keeps its TTL. */
+async function ensureDir(dst: EtcdClient, key: string): Promise<void> {
+  try {
+    await dst.put(key, { dir: true, prevExist: false });
+  } catch (err) {
+    if (!(err instanceof NodeExistError)) throw err;
   }
 }
 

@@ -380,7 +380,7 @@ class Runner {
     const leaf = leafOf(ev, op);
     if (leaf?.op.kind === 'put') return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'put', value: leaf.op.value, before: leaf.before };
     if (leaf) return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'delete', before: leaf.before };
-    return { index: ev.node.modifiedIndex, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
+    return { index: ev.node.modifiedIndex, key: opFootprint(op, map).key, kind: 'subtree' };
   }
 
   /** Backpressure for the poller. Without the pipeline: nothing is fetched until the previous event and the
@@ -491,7 +491,7 @@ class Runner {
       return;
     }
     const { key, subtree } = opFootprint(op, map);
-    const removesSubtree = op.kind === 'delete' || op.kind === 'clearRoot';
+    const removesSubtree = op.kind === 'delete' || op.kind === 'lapsed' || op.kind === 'clearRoot';
     const leaf = leafOf(ev, op);
     this.#received.set(index, Date.now());
     this.#eventsSincePersist++;
