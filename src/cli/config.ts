@@ -17,6 +17,8 @@ export interface Config extends ReplicationOptions {
   readonly debug: boolean;
   /** Optional requests per second (quiet proofs, TTL re-reads) to a source whose requests are expensive; 0 = no limit. */
   readonly srcRequestBudget: number;
+  /** How long a password-bound side's lag must keep growing before the mirror says that auth holds it back. */
+  readonly lagGrowthMs: number;
 }
 
 const APIS = ['v2', 'v3'] as const satisfies readonly Api[];
@@ -40,7 +42,7 @@ export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-
                    [--mass-delete-ratio F] [--write-concurrency N] [--checkpoint-ms N]
                    [--quiet-rearm-ms N] [--pipeline on|off] [--ordering strict|adaptive|key]
                    [--src-api v2|v3] [--dst-api v2|v3] [--dst-max-txn-ops N]
-                   [--ha [--instance-id ID] [--ha-ttl S]] [--src-request-budget N]
+                   [--ha [--instance-id ID] [--ha-ttl S]] [--src-request-budget N] [--lag-growth-ms N]
                    [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F]
                    [--src-password-file F] [--dst-password-file F] SRC DST
 
@@ -103,6 +105,8 @@ etcd-mirror options:
                             over 10 ms more than /version: v2 password auth checks bcrypt on every request)
                             (default: 5; 0: no limit). The window wins: a re-arm goes ahead above the budget
                             when the store's index rate needs it, and the mirror says so
+  --lag-growth-ms N         with a password on a side, a lag of 100+ events still growing after this long is
+                            reported as held back by that side's auth (default: 10000)
   --src-ca F, --dst-ca F    PEM CA bundle to verify that cluster's https certificates (default: system CAs)
   --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key);
                             with --client-cert-auth and v2 or v3 auth on, the certificate's CN is the etcd user:
@@ -243,6 +247,7 @@ export function parseConfig(argv: string[]): Parsed {
         'instance-id': { type: 'string' },
         'ha-ttl': { type: 'string' },
         'src-request-budget': { type: 'string' },
+        'lag-growth-ms': { type: 'string' },
       },
     });
   } catch (err) {
@@ -288,6 +293,7 @@ export function parseConfig(argv: string[]): Parsed {
     instanceId: v['instance-id'] ?? `${hostname()}:${port}`,
     haTtl: intFlag(v['ha-ttl'], '--ha-ttl', 10, 2, 3_600),
     srcRequestBudget: intFlag(v['src-request-budget'], '--src-request-budget', DEFAULT_SOURCE_BUDGET_PER_SECOND, 0, 1_000),
+    lagGrowthMs: intFlag(v['lag-growth-ms'], '--lag-growth-ms', 10_000, 1_000, 600_000),
   };
   if (!/^[\x21-\x7e]{1,128}$/.test(config.instanceId)) throw new ConfigError('--instance-id: 1 to 128 printable characters, no spaces');
 
