@@ -19,6 +19,8 @@ export interface Config extends ReplicationOptions {
   readonly srcRequestBudget: number;
   /** Seconds between consistency audits (src/replication/audit.ts); 0 = off. */
   readonly auditIntervalSeconds: number;
+  /** How long a password-bound side's lag must keep growing before the mirror says that auth holds it back. */
+  readonly lagGrowthMs: number;
 }
 
 const APIS = ['v2', 'v3'] as const satisfies readonly Api[];
@@ -43,6 +45,7 @@ export const HELP = `usage: etcd-mirror [-h] [--version] [-d] [--reload] [--src-
                    [--quiet-rearm-ms N] [--pipeline on|off] [--ordering strict|adaptive|key]
                    [--src-api v2|v3] [--dst-api v2|v3] [--dst-max-txn-ops N]
                    [--ha [--instance-id ID] [--ha-ttl S]] [--src-request-budget N] [--audit-interval S]
+                   [--lag-growth-ms N]
                    [--src-ca F] [--src-cert F --src-key F] [--dst-ca F] [--dst-cert F --dst-key F]
                    [--src-password-file F] [--dst-password-file F] SRC DST
 
@@ -108,6 +111,8 @@ etcd-mirror options:
   --audit-interval S        every S seconds, prove the replica equal to the source at one source point, or
                             find, log, count and repair from the source the keys that differ (default: 300;
                             0: off); see /state "audit" and the etcdmirror_audit_* metrics
+  --lag-growth-ms N         with a password on a side, a lag of 100+ events still growing after this long is
+                            reported as held back by that side's auth (default: 10000)
   --src-ca F, --dst-ca F    PEM CA bundle to verify that cluster's https certificates (default: system CAs)
   --src-cert F, --src-key F PEM client certificate and key for the source (same with --dst-cert, --dst-key);
                             with --client-cert-auth and v2 or v3 auth on, the certificate's CN is the etcd user:
@@ -247,6 +252,7 @@ export const DAEMON_OPTIONS = {
   'ha-ttl': { type: 'string' },
   'src-request-budget': { type: 'string' },
   'audit-interval': { type: 'string' },
+  'lag-growth-ms': { type: 'string' },
 } as const;
 
 export type Parsed = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
@@ -304,6 +310,7 @@ export function parseConfig(argv: string[]): Parsed {
     haTtl: intFlag(v['ha-ttl'], '--ha-ttl', 10, 2, 3_600),
     srcRequestBudget: intFlag(v['src-request-budget'], '--src-request-budget', DEFAULT_SOURCE_BUDGET_PER_SECOND, 0, 1_000),
     auditIntervalSeconds: intFlag(v['audit-interval'], '--audit-interval', 300, 0, 86_400),
+    lagGrowthMs: intFlag(v['lag-growth-ms'], '--lag-growth-ms', 10_000, 1_000, 600_000),
   };
   if (!/^[\x21-\x7e]{1,128}$/.test(config.instanceId)) throw new ConfigError('--instance-id: 1 to 128 printable characters, no spaces');
 

@@ -17,8 +17,7 @@ export const EXPENSIVE_REQUEST_MS = 10;
 /** Samples per measurement (the median counts) and how often it is measured again. */
 const SAMPLES = 3;
 const REFRESH_MS = 60_000;
-/** Lag growth: compared over this long, from at least this many events, ending below the second number. */
-const GROWTH_WINDOW_MS = 10_000;
+/** Lag growth: from at least this many events (over --lag-growth-ms), ending below the second number. */
 const GROWING_FROM_EVENTS = 100;
 const EPISODE_ENDS_BELOW_EVENTS = 20;
 
@@ -46,6 +45,8 @@ export class RequestCost {
     private readonly metrics: Metrics,
     /** Source side: the request budget, for the message. */
     private readonly budgetPerSecond?: number,
+    /** The lag is compared over this long. */
+    private readonly growthWindowMs = 10_000,
   ) {}
 
   /** Measures now and then every minute; the first result decides the start-up warning. */
@@ -99,7 +100,7 @@ export class RequestCost {
   observeLag(now: number, lagEvents: number | null, appliedPerSecond: number, tailing: boolean): void {
     const events = tailing && lagEvents !== null ? lagEvents : 0;
     this.#lag.push({ at: now, events });
-    while (this.#lag.length > 1 && now - this.#lag[1]!.at >= GROWTH_WINDOW_MS) this.#lag.shift();
+    while (this.#lag.length > 1 && now - this.#lag[1]!.at >= this.growthWindowMs) this.#lag.shift();
     if (this.#limiting) {
       if (events < EPISODE_ENDS_BELOW_EVENTS) {
         this.#setLimiting(false);
@@ -108,7 +109,7 @@ export class RequestCost {
       return;
     }
     const then = this.#lag[0]!;
-    const growing = now - then.at >= GROWTH_WINDOW_MS * 0.9 && events >= GROWING_FROM_EVENTS && events > then.events;
+    const growing = now - then.at >= this.growthWindowMs * 0.9 && events >= GROWING_FROM_EVENTS && events > then.events;
     if (!growing || !this.#passwordBound) return;
     this.#setLimiting(true);
     this.log.warn(
@@ -186,8 +187,8 @@ export async function requestCosts(config: Config, indexKey: string, log: Logger
     config.srcApi === 'v3' ? v3Probe(config.src, Buffer.from(config.srcPrefix)) : v2Probe(config.src, probeKey),
     config.dstApi === 'v3' ? v3Probe(config.dst, Buffer.from(indexKey)) : v2Probe(config.dst, indexKey),
   ]);
-  const source = new RequestCost('source', srcProbe, log, metrics, config.srcApi === 'v2' ? config.srcRequestBudget : undefined);
-  const destination = new RequestCost('destination', dstProbe, log, metrics);
+  const source = new RequestCost('source', srcProbe, log, metrics, config.srcApi === 'v2' ? config.srcRequestBudget : undefined, config.lagGrowthMs);
+  const destination = new RequestCost('destination', dstProbe, log, metrics, undefined, config.lagGrowthMs);
   return {
     source,
     destination,

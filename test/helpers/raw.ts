@@ -41,3 +41,16 @@ export async function storeIndex(baseUrl: string): Promise<number> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Calls `write(i)` for i = 0 … n-1, `concurrency` at a time: for bulk writes whose order does not matter (etcd then
+ * syncs its log once for several of them instead of once each).
+ */
+export async function writeMany(n: number, write: (i: number) => Promise<unknown>, concurrency = 8): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, n) }, async () => {
+      while (next < n) await write(next++);
+    }),
+  );
+}

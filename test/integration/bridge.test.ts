@@ -44,6 +44,40 @@ async function bridge(extra: string[] = []): Promise<MirrorProcess> {
   return spawnMirror([...BRIDGE, '--src-prefix', '/demo', '--dst-prefix', '/replica', '--strip', ...extra, src.clientUrl, dst.clientUrl]);
 }
 
+/**
+ * The test's own v2 TTL key, refreshed every 500 ms from before the bridge starts, so that its life never depends
+ * on how fast the machine is. Should a refresh come too late anyway, the key is set again with a new value.
+ */
+function keepRefreshed(S: string, key: string, ttl: number): { ready: Promise<void>; value(): string; stop(): Promise<void> } {
+  let sets = 0;
+  let value = '';
+  let stopped = false;
+  const set = async () => {
+    value = `r${++sets}`;
+    await ok(S, 'PUT', key, { value, ttl });
+  };
+  const ready = set();
+  const loop = (async () => {
+    await ready;
+    while (!stopped) {
+      await sleep(500);
+      if (!stopped && (await raw(S, 'PUT', key, { ttl, refresh: true, prevExist: true })).status === 404) await set();
+    }
+  })();
+  return { ready, value: () => value, stop: async () => { stopped = true; await loop; } };
+}
+
+/** The destination copy of /demo/refreshed once it holds `value`: when it was seen, and its lease's granted TTL. */
+async function copyOf(value: string): Promise<{ value: string; seenAt: number; grantedTtl: number }> {
+  const kv = await waitFor(async () => {
+    const c = (await v3Tree(d, '/replica')).get('/replica/refreshed');
+    return c?.value === value ? c : undefined;
+  }, `the copy of /demo/refreshed=${value}`);
+  const seenAt = Date.now();
+  expect(kv.lease).not.toBe('0');
+  return { value, seenAt, grantedTtl: (await d.leaseTimeToLive(kv.lease)).grantedTtl };
+}
+
 describe('v2 → v3 bridge', () => {
   it('replays the v2 action set into equal v3 keys: values, preconditions, dirs, recursive deletes, POST, TTLs', async () => {
     const S = src.clientUrl;
@@ -94,10 +128,16 @@ describe('v2 → v3 bridge', () => {
 
   it('resumes from the checkpoint after kill -9 while v2 writers go on, and keeps a refreshed TTL key alive', async () => {
     const S = src.clientUrl;
-    // Long enough to outlive the crashes below on a slow machine; refreshed to 3 s after them.
-    await ok(S, 'PUT', '/demo/refreshed', { value: 'r', ttl: 30 });
+    const refreshed = keepRefreshed(S, '/demo/refreshed', 4);
+    await refreshed.ready;
     let m = await bridge();
     await m.waitForState('tailing');
+    const crash = async () => {
+      await m.kill('SIGKILL');
+      m = await bridge();
+      await m.waitForState('tailing');
+    };
+    let copy = await copyOf(refreshed.value());
     const log = record(d, '/replica/load', (await d.status()).revision + 1);
     let writing = true;
     let n = 0;
@@ -106,21 +146,31 @@ describe('v2 → v3 bridge', () => {
     })();
     for (let round = 0; round < 2; round++) {
       await waitFor(async () => n > (round + 1) * 200, 'load');
-      await m.kill('SIGKILL');
-      m = await bridge();
-      await m.waitForState('tailing');
+      await crash();
     }
     writing = false;
     await writer;
-    // A refresh sends no watch event: the copy lives on because the bridge reads the source key's TTL.
-    const until = Date.now() + 7_000;
-    while (Date.now() < until) {
-      await ok(S, 'PUT', '/demo/refreshed', { ttl: 3, refresh: true, prevExist: true });
-      await new Promise((r) => setTimeout(r, 700));
+    // A refresh sends no watch event: the copy outlives the TTL its lease was granted with only if the bridges,
+    // the killed ones and the last one, read the source key's TTL and keep the lease alive.
+    for (let attempt = 0; ; attempt++) {
+      await sleep(copy.seenAt + copy.grantedTtl * 1000 + 1_000 - Date.now());
+      const seen = (await v3Tree(d, '/replica')).get('/replica/refreshed')?.value;
+      // Read after the copy: the source key still holding the same value was alive the whole time.
+      if (((await raw(S, 'GET', '/demo/refreshed')).body.node as { value?: string } | undefined)?.value === copy.value) {
+        expect(seen).toBe(copy.value);
+        break;
+      }
+      // The test's own refresher came too late (a very slow machine) and the key lapsed: the proof starts over.
+      if (attempt === 3) throw new Error('the test could not keep its own source key alive');
+      const lapsed = copy.value;
+      await waitFor(() => refreshed.value() !== lapsed, 'the key to be set again');
+      copy = await copyOf(refreshed.value());
+      await crash();
     }
+    await refreshed.stop();
+    await raw(S, 'DELETE', '/demo/refreshed'); // the trees below are compared without a TTL running out meanwhile
     await caughtUp();
     const tree = await v3Tree(d, '/replica');
-    expect(tree.get('/replica/refreshed')?.value).toBe('r');
     expect(values(tree)).toEqual(await v2Leaves());
     // The destination's own log across both crashes: values were written in increasing order on the source, so
     // the destination must show them increasing (nothing reordered or rewound) and each write at most once.

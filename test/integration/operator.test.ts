@@ -1,7 +1,7 @@
 // `verify` and `index` against real clusters: equal trees, diverged trees, bad input.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMirror, spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
-import { ok, raw, storeIndex } from '../helpers/raw.js';
+import { ok, raw, storeIndex, writeMany } from '../helpers/raw.js';
 
 let pair: Pair;
 beforeAll(async () => {
@@ -76,7 +76,7 @@ describe('index', () => {
     const above = await index('set', pair.dst.clientUrl, String(current + 10), '--dst-prefix', '/copy', '--src', pair.src.clientUrl);
     expect(above.code).toBe(2);
     expect(above.stderr).toMatch(/above the source's current index/);
-    for (let i = 0; i < 1_100; i++) await ok(pair.src.clientUrl, 'PUT', '/elsewhere/k', { value: String(i) });
+    await writeMany(1_100, (i) => ok(pair.src.clientUrl, 'PUT', '/elsewhere/k', { value: String(i) }));
     const old = await index('set', pair.dst.clientUrl, '5', '--dst-prefix', '/copy', '--src', pair.src.clientUrl);
     expect(old.code).toBe(2);
     expect(old.stderr).toMatch(/older than the source's history window/);

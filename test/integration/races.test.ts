@@ -7,6 +7,7 @@ import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
 import { expectTreesEqual } from '../helpers/tree.js';
+import { waitFor } from '../helpers/wait.js';
 
 let pair: Pair;
 const mirrors: MirrorProcess[] = [];
@@ -152,5 +153,25 @@ describe('destination faults', () => {
     } finally {
       await proxy.close();
     }
+  });
+});
+
+describe('late events', () => {
+  it('a TTL key that expired before the mirror applied its set still leaves the directories its set made', async () => {
+    const S = pair.src.clientUrl;
+    await ok(S, 'PUT', '/re/seed', { value: 's' });
+    const first = await start('/re');
+    await waitForIndex(pair.dstClient, '/__replication/re', await storeIndex(S));
+    await first.kill('SIGTERM');
+    // The set makes `/re/d e` and `/re/d e/x` on the source; the key expires there and its parents stay.
+    await ok(S, 'PUT', '/re/d e/x/k', { value: 'short', ttl: 1 });
+    await waitFor(async () => (await raw(S, 'GET', '/re/d e/x/k')).status === 404, 'the source key to expire', 10_000);
+    // Resumed from its checkpoint, the mirror gets the set from history after its expiration.
+    const m = await spawnMirror(['--src-prefix', '/re', '--dst-prefix', '/re', '--strip', S, pair.dst.clientUrl]);
+    mirrors.push(m);
+    await waitForIndex(pair.dstClient, '/__replication/re', await storeIndex(S));
+    await expectTreesEqual(pair.srcClient, '/re', pair.dstClient, '/re');
+    expect((await raw(pair.dst.clientUrl, 'GET', '/re/d e/x')).body.node).toMatchObject({ dir: true });
+    await m.kill('SIGTERM');
   });
 });

@@ -11,7 +11,7 @@ import type { HistoryJson } from '../../src/ui/wire.js';
 import { ARTIFACTS, launchBrowser } from '../helpers/browser.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
-import { ok, storeIndex } from '../helpers/raw.js';
+import { ok, storeIndex, writeMany } from '../helpers/raw.js';
 
 let pair: Pair;
 let link: FaultProxy;
@@ -121,7 +121,7 @@ describe('/ui history charts', () => {
       );
 
     // While stalled, the source runs more than the 1000-event window past the stored index.
-    for (let i = 0; i < 1_200; i++) await ok(S, 'PUT', `/h/churn/k${i % 100}`, { value: `v${i}` });
+    await writeMany(1_200, (i) => ok(S, 'PUT', `/h/churn/k${i % 100}`, { value: `v${i}` }));
     const stalled = await historyWhere((h) => maxDuring(h, 'stalled', 'lagEvents') > 1_000);
     expect(lagBefore).toBeLessThan(100);
     await expect.poll(() => curve(page, 'lagEvents', 'max'), { timeout: 10_000 }).toBeGreaterThan(1_000);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectTreesEqual } from '../helpers/tree.js';
 import { spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
-import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
+import { ok, raw, sleep, storeIndex, writeMany } from '../helpers/raw.js';
 
 let pair: Pair;
 beforeAll(async () => {
@@ -101,12 +101,12 @@ describe('history window', () => {
     await waitForIndex(pair.dstClient, '/__replication/win', await storeIndex(S));
     expect(await m.kill('SIGTERM')).toBe(0);
 
-    for (let i = 0; i < 1_500; i++) {
+    await writeMany(1_500, async (i) => {
       const k = `/win/churn/k${i % 40}`;
       if (i % 10 === 3) await raw(S, 'DELETE', k);
       else if (i % 50 === 7) await raw(S, 'DELETE', '/win/churn', { recursive: true });
       else await ok(S, 'PUT', k, { value: `v${i}` });
-    }
+    });
     await ok(S, 'DELETE', '/win/dir', { recursive: true });
 
     const recorder = await request(`${pair.dst.clientUrl}/v2/keys/win?wait=true&recursive=true&stream=true`, { signal: AbortSignal.timeout(20_000) });
@@ -133,14 +133,14 @@ describe('history window', () => {
     // the source now holds ~1,200 keys.
     const S = pair.src.clientUrl;
     const args = ['--src-prefix', '/grow', '--dst-prefix', '/grow', '--strip', S, pair.dst.clientUrl];
-    for (let i = 0; i < 235; i++) await ok(S, 'PUT', `/grow/old/k${i}`, { value: `v${i}` });
+    await writeMany(235, (i) => ok(S, 'PUT', `/grow/old/k${i}`, { value: `v${i}` }));
     const m = await spawnMirror(['--reload', ...args]);
     await m.waitForState('tailing');
     await waitForIndex(pair.dstClient, '/__replication/grow', await storeIndex(S));
     expect(await m.kill('SIGTERM')).toBe(0);
 
-    for (let i = 0; i < 121; i++) await ok(S, 'DELETE', `/grow/old/k${i}`);
-    for (let i = 0; i < 1_100; i++) await ok(S, 'PUT', `/grow/new/k${i}`, { value: `n${i}` });
+    await writeMany(121, (i) => ok(S, 'DELETE', `/grow/old/k${i}`));
+    await writeMany(1_100, (i) => ok(S, 'PUT', `/grow/new/k${i}`, { value: `n${i}` }));
 
     const again = await spawnMirror(args);
     try {

@@ -70,7 +70,7 @@ describe('SourceBudget', () => {
 });
 
 describe('RequestCost', () => {
-  function monitor(side: 'source' | 'destination', auth: CostProbe['auth'], costMs: number) {
+  function monitor(side: 'source' | 'destination', auth: CostProbe['auth'], costMs: number, growthWindowMs?: number) {
     const lines: Record<string, unknown>[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
@@ -79,7 +79,7 @@ describe('RequestCost', () => {
       },
     });
     const probe: CostProbe = { auth, user: 'mirror', sample: async () => ({ authenticatedMs: costMs + 1, baselineMs: 1 }) };
-    const cost = new RequestCost(side, probe, createLogger({ destination: sink }), createMetrics({ url: 'http://x:1', prefix: '/p' }), 5);
+    const cost = new RequestCost(side, probe, createLogger({ destination: sink }), createMetrics({ url: 'http://x:1', prefix: '/p' }), 5, growthWindowMs);
     return { cost, lines };
   }
 
@@ -129,5 +129,18 @@ describe('RequestCost', () => {
     const msgs = lines.filter((l) => l.side === 'destination').map((l) => String(l.msg));
     expect(msgs.filter((m) => m.startsWith('lag growing'))).toHaveLength(1);
     expect(msgs.filter((m) => m.startsWith('destination caught up'))).toHaveLength(1);
+  });
+
+  it('compares the lag over --lag-growth-ms when given', async () => {
+    const { cost } = monitor('destination', 'password', 60, 2_000);
+    cost.start();
+    await vi.advanceTimersByTimeAsync(10);
+    const t0 = performance.now();
+    cost.observeLag(t0, 100, 15, true);
+    cost.observeLag(t0 + 1_500, 150, 15, true); // not yet 90% of 2 s
+    expect(cost.view().limiting).toBe(false);
+    cost.observeLag(t0 + 2_000, 200, 15, true);
+    expect(cost.view().limiting).toBe(true);
+    cost.stop();
   });
 });

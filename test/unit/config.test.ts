@@ -310,4 +310,10 @@ describe('parseConfig: password files and the source request budget', () => {
     expect(run('--audit-interval', '0', SRC, DST).auditIntervalSeconds).toBe(0);
     expect(refused('--audit-interval=1.5', SRC, DST).message).toBe('--audit-interval: expected an integer from 0 to 86400');
   });
+
+  it('--lag-growth-ms: default 10 s, from 1 s', () => {
+    expect(run(SRC, DST).lagGrowthMs).toBe(10_000);
+    expect(run('--lag-growth-ms', '2000', SRC, DST).lagGrowthMs).toBe(2_000);
+    expect(refused('--lag-growth-ms=500', SRC, DST).message).toBe('--lag-growth-ms: expected an integer from 1000 to 600000');
+  });
 });

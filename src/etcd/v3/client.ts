@@ -7,7 +7,7 @@ import { ClusterIdMismatchError, MirrorError } from '../errors.js';
 import type { AuthKind, Cluster, CostSample } from '../endpoint.js';
 import { CompactedError, V3RequestError } from './errors.js';
 import { errorFrom, isCompactedReply, isGrpcStatus, provenNotSent, TOKEN_STALE } from './grpc-status.js';
-import { Member } from './member.js';
+import { Member, type Keepalive } from './member.js';
 import { COMPARE_FIELD, COMPARE_RESULT, COMPARE_TARGET, keyRange, keyValueOf, methodOf, requestOpOf, type RawHeader, type RawRangeResponse, type RawResponseOp, type Service } from './proto.js';
 import type { Compare, KeyValue, TxnOp, TxnResult, V3Watch } from './types.js';
 import { WatchStream, type StreamHost } from './watch.js';
@@ -34,14 +34,15 @@ export class V3Client {
   #closed = false;
   readonly #hasCert: boolean;
 
-  constructor(cluster: Cluster, opts: { requestTimeoutMs?: number } = {}) {
+  /** `keepalive`: default a ping after 10 s, given up 5 s later (etcd refuses pings more often than every 5 s). */
+  constructor(cluster: Cluster, opts: { requestTimeoutMs?: number; keepalive?: Keepalive } = {}) {
     this.origin = cluster.origin;
     this.#timeoutMs = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     const https = cluster.members[0]?.origin.startsWith('https:') ?? false;
     const credentials = https
       ? grpc.credentials.createSsl(cluster.tls?.ca ?? null, cluster.tls?.key ?? null, cluster.tls?.cert ?? null)
       : grpc.credentials.createInsecure();
-    this.#members = cluster.members.map((m) => new Member(m.origin, credentials));
+    this.#members = cluster.members.map((m) => new Member(m.origin, credentials, opts.keepalive));
     const withUser = cluster.members.find((m) => m.username !== undefined);
     const user = withUser ? { username: withUser.username!, password: withUser.password ?? '' } : undefined;
     this.#auth = new TokenAuth(user, (username, password) =>

@@ -16,14 +16,22 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': 2_000,
 };
 
+/** gRPC pings under an active call: one after `timeMs` without news, the connection given up `timeoutMs` later. */
+export interface Keepalive {
+  timeMs: number;
+  timeoutMs: number;
+}
+
 export class Member {
   readonly client: grpc.Client;
   constructor(
     readonly origin: string,
     credentials: grpc.ChannelCredentials,
+    keepalive?: Keepalive,
   ) {
+    const options = keepalive ? { ...CHANNEL_OPTIONS, 'grpc.keepalive_time_ms': keepalive.timeMs, 'grpc.keepalive_timeout_ms': keepalive.timeoutMs } : CHANNEL_OPTIONS;
     // origin is scheme://host:port with the port always spelled out (URL.host would drop a default 80 or 443).
-    this.client = new grpc.Client(origin.replace(/^https?:\/\//, ''), credentials, CHANNEL_OPTIONS);
+    this.client = new grpc.Client(origin.replace(/^https?:\/\//, ''), credentials, options);
   }
 
   unary<Res>(method: Method, request: object, metadata: grpc.Metadata, timeoutMs: number): Promise<Res> {
