@@ -45,9 +45,8 @@ export function v3Destination(keys: ByteKeyMap) {
 export const v3Name = (id: string): string => Buffer.from(id, 'latin1').toString('utf8');
 
 /**
- * v3 → v3: the destination's checkpoint says R at destination revision H (written in the same Txn as the data it
- * covers; a heal since restores keys to the source at R too), so the destination at H is the replica of the
- * source at R: both are read pinned, exactly. A compacted R or H fails the read (CompactedError): the audit tries
+ * v3 → v3: the destination's checkpoint says R, written at destination revision H in the same Txn as the data it
+ * covers, so the destination at H is the replica of the source at R: both are read pinned, exactly. A compacted R or H fails the read (CompactedError): the audit tries
  * again at a newer checkpoint.
  */
 export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, budget?: Budget): AuditReader {
@@ -55,14 +54,17 @@ export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, b
     pinned: true,
     name: v3Name,
     async point(signal) {
-      const cp = await dst.range(keys.checkpointKey);
-      const raw = cp.kvs[0]?.value.toString('utf8').trim();
-      if (raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
+      const cp = (await dst.range(keys.checkpointKey)).kvs[0];
+      const raw = cp?.value.toString('utf8').trim();
+      if (cp === undefined || raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
       const at = Number(raw);
+      // Pinned at the checkpoint's own Txn, not at the store's current revision: Txns since (the first parts of a
+      // revision split over several, a heal) would show the destination past R.
+      const held = cp.modRevision;
       return {
         at,
         source: v3Pages(src, keys.srcRange, at, (kv) => (keys.mirrors(kv.key) ? v3Entry(keys.toDst(kv.key), kv) : null), budget, signal),
-        destination: () => v3Pages(dst, keys.dstRange, cp.revision, v3Destination(keys), undefined, signal),
+        destination: () => v3Pages(dst, keys.dstRange, held, v3Destination(keys), undefined, signal),
       };
     },
   };

@@ -96,6 +96,8 @@ export class ChangeTracker {
   readonly #keys = new Map<string, number>();
   readonly #subtrees = new Map<string, number>();
   overflow = false;
+  /** A new run started meanwhile: it may have rewritten the destination from a snapshot (a resync), unnoted. */
+  interrupted = false;
 
   constructor(private readonly limit: number) {}
 
@@ -212,6 +214,7 @@ async function auditOnce(opts: AuditOptions, signal: AbortSignal, started: numbe
       repairLimit: REPAIR_LIMIT,
     });
     if (tracker?.overflow) throw new AuditAbortedError(`more than ${TRACK_LIMIT} source changes while the audit ran`);
+    if (tracker?.interrupted) throw new AuditAbortedError('the mirror started a new run during the audit');
     let repaired = 0;
     let reason: string | undefined;
     if (cmp.differing > 0) {

@@ -445,6 +445,7 @@ export class PipelineHost extends RunHost<SyncRun> {
 
   protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (revision: number) => void): SyncRun {
     this.deps.leases.start();
+    for (const t of this.deps.trackers ?? []) t.interrupted = true;
     return new SyncRun(this.deps, input, resumeFrom, report, onPersisted);
   }
 

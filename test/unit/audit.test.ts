@@ -139,6 +139,25 @@ describe('runAudit', () => {
     expect(engine.trackers.size).toBe(0);
   });
 
+  it('unpinned: aborted when a new run started while the destination was read (a resync writes unnoted)', async () => {
+    const engine = fakeEngine(5);
+    const resynced: AuditReader = {
+      pinned: false,
+      name: (id) => id,
+      point: async () => ({
+        at: 5,
+        source: pages([e('/a', 'v')]),
+        destination: () => {
+          for (const t of engine.trackers) t.interrupted = true;
+          return pages([]);
+        },
+      }),
+    };
+    const r = await runAudit({ reader: resynced, engine, guard, wait: noWait }, new AbortController().signal);
+    expect(r).toMatchObject({ result: 'aborted', differing: 0, reason: 'the mirror started a new run during the audit' });
+    expect(engine.healed).toEqual([]);
+  });
+
   it('unpinned: aborted when the mirror is not tailing', async () => {
     const r = await runAudit({ reader: reader(5, [], [], false), engine: fakeEngine(null), guard, wait: noWait }, new AbortController().signal);
     expect(r.result).toBe('aborted');

@@ -668,6 +668,7 @@ export class RunnerHost extends RunHost<Runner> {
   }
 
   protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (index: number) => void): Runner {
+    for (const t of this.deps.trackers ?? []) t.interrupted = true;
     // After a reload/recovery the previous runner's TTL keys may be stale; the snapshot seeds the new one.
     return new Runner(this.deps, input, resumeFrom, report, onPersisted, input.mode === 'tail' ? this.#ttlKeys : null);
   }
