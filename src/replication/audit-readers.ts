@@ -46,21 +46,24 @@ export const v3Name = (id: string): string => Buffer.from(id, 'latin1').toString
 
 /**
  * v3 → v3: the destination's checkpoint says R, written at destination revision H in the same Txn as the data it
- * covers, so the destination at H is the replica of the source at R: both are read pinned, exactly. A compacted R or H fails the read (CompactedError): the audit tries
- * again at a newer checkpoint.
+ * covers, so the destination at H is the replica of the source at R: both are read pinned, exactly. `pin`:
+ * - 'checkpoint' (the daemon, which has just written the checkpoint again between two Txns for the audit): the
+ *   destination at H. Later Txns (the first parts of a revision split over several, a heal) are not seen.
+ * - 'current' (the one-off command, no mirror's help): the destination at its current revision, which also shows
+ *   changes made after H by others; while a mirror runs, a split revision in progress would show too.
+ * A compacted R or H fails the read (CompactedError): the audit tries again at a newer checkpoint.
  */
-export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, budget?: Budget): AuditReader {
+export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, budget?: Budget, pin: 'checkpoint' | 'current' = 'current'): AuditReader {
   return {
     pinned: true,
     name: v3Name,
     async point(signal) {
-      const cp = (await dst.range(keys.checkpointKey)).kvs[0];
+      const { kvs, revision } = await dst.range(keys.checkpointKey);
+      const cp = kvs[0];
       const raw = cp?.value.toString('utf8').trim();
       if (cp === undefined || raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
       const at = Number(raw);
-      // Pinned at the checkpoint's own Txn, not at the store's current revision: Txns since (the first parts of a
-      // revision split over several, a heal) would show the destination past R.
-      const held = cp.modRevision;
+      const held = pin === 'checkpoint' ? cp.modRevision : revision;
       return {
         at,
         source: v3Pages(src, keys.srcRange, at, (kv) => (keys.mirrors(kv.key) ? v3Entry(keys.toDst(kv.key), kv) : null), budget, signal),

@@ -127,6 +127,9 @@ export interface AuditEngine {
   /** Restores destination keys (ids) from the source through the engine's heal path; resolves with how many
    * were written or deleted. */
   heal(ids: string[], signal: AbortSignal): Promise<number>;
+  /** Pinned (v3 → v3): writes the checkpoint again between two Txns, for the reader to pin the destination at;
+   * resolves false when the run ended first. */
+  checkpoint?(): Promise<boolean>;
 }
 
 /** The two sides at one point. `destination` is read after the source. */
@@ -205,6 +208,7 @@ async function auditOnce(opts: AuditOptions, signal: AbortSignal, started: numbe
   const tracker = reader.pinned || !engine ? null : new ChangeTracker(TRACK_LIMIT);
   if (tracker) engine!.trackers.add(tracker);
   try {
+    if (reader.pinned && engine?.checkpoint && !(await engine.checkpoint())) throw new AuditAbortedError('the mirror was not writing when the audit began');
     const point = await reader.point(signal);
     if (tracker) await caughtUp(engine!, point.at, opts.catchUpMs ?? 30_000, signal, opts.wait);
     const cmp = await compareSides(point.source, () => point.destination(), {
