@@ -64,10 +64,28 @@ export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, b
       if (cp === undefined || raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
       const at = Number(raw);
       const held = pin === 'checkpoint' ? cp.modRevision : revision;
+      /** Source keys on a lease at R: their mod revision. */
+      const leased = new Map<string, number>();
+      const keep = (kv: KeyValue): AuditEntry | null => {
+        if (!keys.mirrors(kv.key)) return null;
+        const e = v3Entry(keys.toDst(kv.key), kv);
+        if (kv.lease !== '0') leased.set(e.id, kv.modRevision);
+        return e;
+      };
       return {
         at,
-        source: v3Pages(src, keys.srcRange, at, (kv) => (keys.mirrors(kv.key) ? v3Entry(keys.toDst(kv.key), kv) : null), budget, signal),
+        source: v3Pages(src, keys.srcRange, at, keep, budget, signal),
         destination: () => v3Pages(dst, keys.dstRange, held, v3Destination(keys), undefined, signal),
+        async changedSince(ids, s) {
+          const out = new Set<string>();
+          for (const id of ids) {
+            if (!leased.has(id)) continue;
+            await budget?.take('audit', s);
+            const now = (await src.range(keys.toSrc(Buffer.from(id, 'latin1')))).kvs[0];
+            if (now?.modRevision !== leased.get(id)) out.add(id);
+          }
+          return out;
+        },
       };
     },
   };

@@ -38,6 +38,18 @@ describe('compareSides', () => {
     const cmp = await compareSides(pages([e('/a', '1'), e('/b', '1')]), () => pages([e('/a', '2'), e('/c', '1')]), { ...opts, changed: (id) => id !== '/b' });
     expect(cmp).toMatchObject({ differing: 1, inFlight: 2, listed: [{ key: '/b', kind: 'missing' }] });
   });
+
+  it('a missing copy of an expiring key the source has changed since the point is in flight (its copy ran out)', async () => {
+    const asked: string[][] = [];
+    const changedSince = async (ids: string[]) => {
+      asked.push(ids);
+      return new Set(['/expired']);
+    };
+    const src = [e('/expired', '1', true), e('/lost', '1', true), e('/kept', '1')];
+    const cmp = await compareSides(pages(src), () => pages([e('/kept', '1')]), { ...opts, changedSince });
+    expect(cmp).toMatchObject({ differing: 1, inFlight: 1, listed: [{ key: '/lost', kind: 'missing' }] });
+    expect(asked).toEqual([['/expired', '/lost']]);
+  });
 });
 
 describe('ChangeTracker', () => {
