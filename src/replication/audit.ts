@@ -125,13 +125,18 @@ export class ChangeTracker {
 
   constructor(private readonly limit: number) {}
 
-  note(id: string, index: number, subtree: boolean): void {
+  /** `parents`: the event may also have created the directories above `id` (a v2 destination). */
+  note(id: string, index: number, subtree: boolean, parents = false): void {
     const into = subtree ? this.#subtrees : this.#keys;
-    if (into.size >= this.limit) {
+    if (into.size >= this.limit || (parents && this.#keys.size >= this.limit)) {
       this.overflow = true;
       return;
     }
     into.set(id, Math.max(index, into.get(id) ?? 0));
+    for (let at = id.lastIndexOf('/'); parents && at > 0; at = id.lastIndexOf('/', at - 1)) {
+      const dir = id.slice(0, at);
+      this.#keys.set(dir, Math.max(index, this.#keys.get(dir) ?? 0));
+    }
   }
 
   /** Whether an event after `at` touched `id` (itself, or a subtree holding it). */

@@ -53,6 +53,14 @@ describe('compareSides', () => {
 });
 
 describe('ChangeTracker', () => {
+  it('a v2 event also touches the directories it may have created above its key', () => {
+    const t = new ChangeTracker(10);
+    t.note('/a/dir/sub/x', 10, false, true);
+    expect(['/a/dir', '/a/dir/sub', '/a', '/a/dir/sub/x'].map((id) => t.changedAfter(id, 9))).toEqual([true, true, true, true]);
+    expect(t.changedAfter('/a/other', 9)).toBe(false);
+    expect(t.changedAfter('/a/dir', 10)).toBe(false);
+  });
+
   it('knows keys and subtrees changed after an index; overflows instead of growing', () => {
     const t = new ChangeTracker(2);
     t.note('/a', 10, false);

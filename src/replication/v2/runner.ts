@@ -491,7 +491,7 @@ class Runner {
     this.#keeper?.observe(ev);
     if (this.deps.trackers?.size) {
       const subtree = scope === 'ancestor' || ev.node.dir === true || ev.prevNode?.dir === true;
-      for (const t of this.deps.trackers) t.note(scope === 'ancestor' ? map.dstRoot : map.toDst(ev.node.key), index, subtree);
+      for (const t of this.deps.trackers) t.note(scope === 'ancestor' ? map.dstRoot : map.toDst(ev.node.key), index, subtree, true);
     }
     if (applied) {
       this.#writer!.push({ index });
