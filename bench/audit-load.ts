@@ -1,10 +1,11 @@
 // No false alarms under load (issue 20): the real binary audits every --interval seconds while a bounded load
 // generator writes ~--rate operations/s to the mirrored prefix (puts, deletes, TTL keys and TTL refreshes, and
 // directories on a v2 source; puts, deletes, lease keys, multi-key Txns and prefix deletes on a v3 source), and
-// the mirror is restarted twice in the middle (SIGTERM, then SIGKILL). Every audit result is collected from the
-// mirror's log (all processes); an audit that reports a difference is a false alarm or a mirror defect.
+// the mirror is restarted twice in the middle (SIGTERM; then SIGKILL, down for --down-seconds: longer than a copy
+// of a lease or TTL key outlives its source key, so copies run out by themselves). Every audit result is collected
+// from the mirror's log (all processes); an audit that reports a difference is a false alarm or a mirror defect.
 //   npm run bench:audit-load -- [--scenarios v2-strict,v2-adaptive,v3,bridge] [--rate 1000] [--audits 10]
-//                               [--interval 2] [--max-seconds 180]
+//                               [--interval 2] [--max-seconds 180] [--down-seconds 7]
 // The load stops by itself: when the audits are counted, or after --max-seconds.
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     audits: { type: 'string', default: '10' },
     interval: { type: 'string', default: '2' },
     'max-seconds': { type: 'string', default: '180' },
+    'down-seconds': { type: 'string', default: '7' },
     bin: { type: 'string', default: 'dist-bench/bench/mirror-entry.js' },
   },
 });
@@ -197,6 +199,7 @@ async function scenario(s: Scenario): Promise<void> {
         else {
           m.kill();
           await m.exited;
+          await sleep(Number(values['down-seconds']) * 1000);
         }
         restarts.push(`${how} after audit ${n} (exit ${m.exitCode ?? m.exitSignal})`);
         m = await Mirror.spawn(values.bin, args, logFile);
