@@ -127,7 +127,7 @@ describe('v2 → v2 audit', () => {
       return r.equal >= equal || r.different > 0 ? r : undefined;
     };
     try {
-      const first = await spawnMirror(args(['--audit-interval', '1']));
+      const first = await spawnMirror(args(['--reload', '--audit-interval', '1']));
       const before = await waitFor(() => audited(first, 2), '2 audits before the restart', 60_000);
       expect(await first.kill('SIGTERM')).toBe(0);
       const second = await spawnMirror(args(['--audit-interval', '1']));
