@@ -156,7 +156,10 @@ function auditsInLog(file: string): AuditLine[] {
 async function scenario(s: Scenario): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'etcd-mirror-audit-load-'));
   const logFile = join(dir, 'mirror.log');
-  const [src, dst] = await Promise.all([startEtcd({ name: 'al-src' }), startEtcd({ name: 'al-dst' })]);
+  // One after the other: two started at once were once given the same free port (and the second's readiness probe
+  // answered by the first).
+  const src = await startEtcd({ name: 'al-src' });
+  const dst = await startEtcd({ name: 'al-dst' });
   const v2 = s.src === 'v2' ? new EtcdClient(parseEndpoint(src.clientUrl, 'src'), { connections: 64 }) : null;
   const v3 = s.src === 'v3' ? new V3Client(parseCluster(src.clientUrl, 'src')) : null;
   const args = [...s.flags, '--src-prefix', P, '--dst-prefix', P, '--strip', '--audit-interval', values.interval, src.clientUrl, dst.clientUrl];
