@@ -45,24 +45,47 @@ export function v3Destination(keys: ByteKeyMap) {
 export const v3Name = (id: string): string => Buffer.from(id, 'latin1').toString('utf8');
 
 /**
- * v3 → v3: the destination's checkpoint says R at destination revision H (written in the same Txn as the data it
- * covers; a heal since restores keys to the source at R too), so the destination at H is the replica of the
- * source at R: both are read pinned, exactly. A compacted R or H fails the read (CompactedError): the audit tries
- * again at a newer checkpoint.
+ * v3 → v3: the destination's checkpoint says R, written at destination revision H in the same Txn as the data it
+ * covers, so the destination at H is the replica of the source at R: both are read pinned, exactly. `pin`:
+ * - 'checkpoint' (the daemon, which has just written the checkpoint again between two Txns for the audit): the
+ *   destination at H. Later Txns (the first parts of a revision split over several, a heal) are not seen.
+ * - 'current' (the one-off command, no mirror's help): the destination at its current revision, which also shows
+ *   changes made after H by others; while a mirror runs, a split revision in progress would show too.
+ * A compacted R or H fails the read (CompactedError): the audit tries again at a newer checkpoint.
  */
-export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, budget?: Budget): AuditReader {
+export function v3PinnedReader(src: V3Client, dst: V3Client, keys: ByteKeyMap, budget?: Budget, pin: 'checkpoint' | 'current' = 'current'): AuditReader {
   return {
     pinned: true,
     name: v3Name,
     async point(signal) {
-      const cp = await dst.range(keys.checkpointKey);
-      const raw = cp.kvs[0]?.value.toString('utf8').trim();
-      if (raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
+      const { kvs, revision } = await dst.range(keys.checkpointKey);
+      const cp = kvs[0];
+      const raw = cp?.value.toString('utf8').trim();
+      if (cp === undefined || raw === undefined || !/^\d+$/.test(raw)) throw new AuditAbortedError('the destination holds no replication index yet');
       const at = Number(raw);
+      const held = pin === 'checkpoint' ? cp.modRevision : revision;
+      /** Source keys on a lease at R: their mod revision. */
+      const leased = new Map<string, number>();
+      const keep = (kv: KeyValue): AuditEntry | null => {
+        if (!keys.mirrors(kv.key)) return null;
+        const e = v3Entry(keys.toDst(kv.key), kv);
+        if (kv.lease !== '0') leased.set(e.id, kv.modRevision);
+        return e;
+      };
       return {
         at,
-        source: v3Pages(src, keys.srcRange, at, (kv) => (keys.mirrors(kv.key) ? v3Entry(keys.toDst(kv.key), kv) : null), budget, signal),
-        destination: () => v3Pages(dst, keys.dstRange, cp.revision, v3Destination(keys), undefined, signal),
+        source: v3Pages(src, keys.srcRange, at, keep, budget, signal),
+        destination: () => v3Pages(dst, keys.dstRange, held, v3Destination(keys), undefined, signal),
+        async changedSince(ids, s) {
+          const out = new Set<string>();
+          for (const id of ids) {
+            if (!leased.has(id)) continue;
+            await budget?.take('audit', s);
+            const now = (await src.range(keys.toSrc(Buffer.from(id, 'latin1')))).kvs[0];
+            if (now?.modRevision !== leased.get(id)) out.add(id);
+          }
+          return out;
+        },
       };
     },
   };

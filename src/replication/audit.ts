@@ -61,7 +61,14 @@ function kindOf(want: string, have: string): DifferenceKind {
 export async function compareSides(
   source: Pages,
   destination: () => Pages,
-  opts: { changed?: (id: string) => boolean; name: (id: string) => string; listLimit: number; repairLimit: number },
+  opts: {
+    changed?: (id: string) => boolean;
+    /** Of keys missing on the destination, those the source changed since the point (only expiring ones are read). */
+    changedSince?: (ids: string[]) => Promise<Set<string>>;
+    name: (id: string) => string;
+    listLimit: number;
+    repairLimit: number;
+  },
 ): Promise<Comparison> {
   const want = new Map<string, string>();
   for await (const page of source) for (const e of page) want.set(e.id, e.digest);
@@ -87,25 +94,49 @@ export async function compareSides(
       }
     }
   }
-  for (const id of want.keys()) note(id, 'missing');
+  // A copy on a TTL or lease may run out by itself before the mirror applies the source's own removal (the copy
+  // outlives the source key by a margin; a mirror that was down or behind applies it later): in flight when the
+  // source has changed the key since the point. Checked one key at a time, so only up to a bound.
+  const expiring: string[] = [];
+  for (const id of want.keys()) {
+    if (opts.changedSince && !opts.changed?.(id) && expiring.length < EXPIRY_CHECK_LIMIT) expiring.push(id);
+    else note(id, 'missing');
+  }
+  if (expiring.length > 0) {
+    const since = await opts.changedSince!(expiring);
+    for (const id of expiring) {
+      if (since.has(id)) out.inFlight++;
+      else note(id, 'missing');
+    }
+  }
   return out;
 }
+
+/** Missing expiring keys checked against the source's current state, at most (one request each). */
+const EXPIRY_CHECK_LIMIT = 1_000;
 
 /** Records, while an audit runs, which destination keys source events touched and at which source index. */
 export class ChangeTracker {
   readonly #keys = new Map<string, number>();
   readonly #subtrees = new Map<string, number>();
   overflow = false;
+  /** A new run started meanwhile: it may have rewritten the destination from a snapshot (a resync), unnoted. */
+  interrupted = false;
 
   constructor(private readonly limit: number) {}
 
-  note(id: string, index: number, subtree: boolean): void {
+  /** `parents`: the event may also have created the directories above `id` (a v2 destination). */
+  note(id: string, index: number, subtree: boolean, parents = false): void {
     const into = subtree ? this.#subtrees : this.#keys;
-    if (into.size >= this.limit) {
+    if (into.size >= this.limit || (parents && this.#keys.size >= this.limit)) {
       this.overflow = true;
       return;
     }
     into.set(id, Math.max(index, into.get(id) ?? 0));
+    for (let at = id.lastIndexOf('/'); parents && at > 0; at = id.lastIndexOf('/', at - 1)) {
+      const dir = id.slice(0, at);
+      this.#keys.set(dir, Math.max(index, this.#keys.get(dir) ?? 0));
+    }
   }
 
   /** Whether an event after `at` touched `id` (itself, or a subtree holding it). */
@@ -125,6 +156,9 @@ export interface AuditEngine {
   /** Restores destination keys (ids) from the source through the engine's heal path; resolves with how many
    * were written or deleted. */
   heal(ids: string[], signal: AbortSignal): Promise<number>;
+  /** Pinned (v3 → v3): writes the checkpoint again between two Txns, for the reader to pin the destination at;
+   * resolves false when the run ended first. */
+  checkpoint?(): Promise<boolean>;
 }
 
 /** The two sides at one point. `destination` is read after the source. */
@@ -133,6 +167,9 @@ export interface AuditPoint {
   at: number;
   source: Pages;
   destination(): Pages;
+  /** Of these keys missing on the destination, those that could expire (a TTL or lease, theirs or a directory's
+   * above them) and that the source has changed since the point. */
+  changedSince?(ids: string[], signal: AbortSignal): Promise<Set<string>>;
 }
 
 /** How a kind reads its point (audit-readers.ts). */
@@ -203,15 +240,18 @@ async function auditOnce(opts: AuditOptions, signal: AbortSignal, started: numbe
   const tracker = reader.pinned || !engine ? null : new ChangeTracker(TRACK_LIMIT);
   if (tracker) engine!.trackers.add(tracker);
   try {
+    if (reader.pinned && engine?.checkpoint && !(await engine.checkpoint())) throw new AuditAbortedError('the mirror was not writing when the audit began');
     const point = await reader.point(signal);
     if (tracker) await caughtUp(engine!, point.at, opts.catchUpMs ?? 30_000, signal, opts.wait);
     const cmp = await compareSides(point.source, () => point.destination(), {
       changed: tracker ? (id) => tracker.changedAfter(id, point.at) : undefined,
+      changedSince: point.changedSince ? (ids) => point.changedSince!(ids, signal) : undefined,
       name: (id) => reader.name(id),
       listLimit: LIST_LIMIT,
       repairLimit: REPAIR_LIMIT,
     });
     if (tracker?.overflow) throw new AuditAbortedError(`more than ${TRACK_LIMIT} source changes while the audit ran`);
+    if (tracker?.interrupted) throw new AuditAbortedError('the mirror started a new run during the audit');
     let repaired = 0;
     let reason: string | undefined;
     if (cmp.differing > 0) {

@@ -65,6 +65,8 @@ class SyncRun {
   readonly #heals = new Map<string, { key: Buffer; retryAt: number; audit?: boolean }>();
   /** Audits waiting for their keys to be healed, with the writes made for them so far. */
   #healWaiters: { ids: Set<string>; written: number; done: (written: number) => void }[] = [];
+  /** Audits waiting for the checkpoint to be written again (checkpointNow); told whether it was. */
+  #checkpointWaiters: ((written: boolean) => void)[] = [];
   #dstWatch: DestinationWatch | null = null;
   readonly settled: Promise<void>;
 
@@ -221,6 +223,7 @@ class SyncRun {
     const signal = this.#abort.signal;
     while (!signal.aborted) {
       if (this.#heals.size > 0) await this.#heal();
+      if (this.#checkpointWaiters.length > 0) await this.#checkpointAgain();
       if (this.#queue.length === 0) {
         await this.#idle(this.#heals.size > 0 ? HEAL_RETRY_MS : undefined);
         continue;
@@ -343,6 +346,32 @@ class SyncRun {
     });
   }
 
+  /**
+   * The audit's point (v3 → v3): the checkpoint written again, alone, between two Txns — so never inside a
+   * revision split over several, and after every heal. Its Txn is a revision at which the destination holds
+   * exactly the replica of what the checkpoint says, and a recent one (an idle source writes no checkpoints).
+   */
+  checkpointNow(): Promise<boolean> {
+    if (this.#stopped) return Promise.resolve(false);
+    return new Promise<boolean>((done) => {
+      this.#checkpointWaiters.push(done);
+      this.#wake();
+    });
+  }
+
+  async #checkpointAgain(): Promise<void> {
+    const waiters = this.#checkpointWaiters.splice(0);
+    const checkpoint = this.#applied === null ? null : this.deps.source.storable(this.#applied);
+    // Never below what is stored (a v2 source's unconfirmed claims): no point then, the audit tries next time.
+    if (checkpoint === null || checkpoint < (this.#persisted ?? Number.NEGATIVE_INFINITY)) {
+      for (const w of waiters) w(false);
+      return;
+    }
+    await this.deps.dst.commit([], checkpoint);
+    this.#setPersisted(checkpoint);
+    for (const w of waiters) w(true);
+  }
+
   /** Resolves the waiters whose keys are all handled (`all`: every one, the run is ending). */
   #settleHealWaiters(all: boolean): void {
     this.#healWaiters = this.#healWaiters.filter((w) => {
@@ -395,6 +424,7 @@ class SyncRun {
     this.#abort.abort();
     this.#dstWatch?.stop();
     this.#settleHealWaiters(true);
+    for (const w of this.#checkpointWaiters.splice(0)) w(false);
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
     if (fault.historyLost) metrics.outOfWindow.inc();
@@ -421,6 +451,7 @@ class SyncRun {
     this.#wakeReader?.();
     this.#dstWatch?.stop();
     this.#settleHealWaiters(true);
+    for (const w of this.#checkpointWaiters.splice(0)) w(false);
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
     if (this.#applied !== null) {
@@ -445,6 +476,7 @@ export class PipelineHost extends RunHost<SyncRun> {
 
   protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (revision: number) => void): SyncRun {
     this.deps.leases.start();
+    for (const t of this.deps.trackers ?? []) t.interrupted = true;
     return new SyncRun(this.deps, input, resumeFrom, report, onPersisted);
   }
 
@@ -456,6 +488,11 @@ export class PipelineHost extends RunHost<SyncRun> {
   /** The audit's repairs, through the current run's heal queue (0 between runs). */
   heal(keys: Buffer[]): Promise<number> {
     return this.current?.heal(keys) ?? Promise.resolve(0);
+  }
+
+  /** The audit's point, written by the current run (false between runs). */
+  checkpointNow(): Promise<boolean> {
+    return this.current?.checkpointNow() ?? Promise.resolve(false);
   }
 
   override async drain(deadlineMs: number): Promise<void> {

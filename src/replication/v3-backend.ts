@@ -46,7 +46,7 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
   } else {
     const srcV3 = new V3Client(config.src);
-    reader = v3PinnedReader(srcV3, client, keys, budget);
+    reader = v3PinnedReader(srcV3, client, keys, budget, 'checkpoint');
     source = new V3Source({ client: srcV3, map: keys, highWater: SOURCE_HIGH_WATER, progressEveryMs: config.quietRearmMs, onSourceRevision: seen });
   }
   const own = new OwnWrites();
@@ -79,6 +79,7 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
           return s?.phase === 'tail' ? s.appliedIndex : null;
         },
         heal: (ids) => host.heal(ids.map((id) => Buffer.from(id, 'latin1'))),
+        checkpoint: () => host.checkpointNow(),
       },
     },
     clockOffsetMs: () => clockOffsetMs(),

@@ -38,9 +38,29 @@ describe('compareSides', () => {
     const cmp = await compareSides(pages([e('/a', '1'), e('/b', '1')]), () => pages([e('/a', '2'), e('/c', '1')]), { ...opts, changed: (id) => id !== '/b' });
     expect(cmp).toMatchObject({ differing: 1, inFlight: 2, listed: [{ key: '/b', kind: 'missing' }] });
   });
+
+  it('a missing copy of an expiring key the source has changed since the point is in flight (its copy ran out)', async () => {
+    const asked: string[][] = [];
+    const changedSince = async (ids: string[]) => {
+      asked.push(ids);
+      return new Set(['/expired']);
+    };
+    const src = [e('/expired', '1', true), e('/lost', '1', true), e('/kept', '1')];
+    const cmp = await compareSides(pages(src), () => pages([e('/kept', '1')]), { ...opts, changedSince });
+    expect(cmp).toMatchObject({ differing: 1, inFlight: 1, listed: [{ key: '/lost', kind: 'missing' }] });
+    expect(asked).toEqual([['/expired', '/lost']]);
+  });
 });
 
 describe('ChangeTracker', () => {
+  it('a v2 event also touches the directories it may have created above its key', () => {
+    const t = new ChangeTracker(10);
+    t.note('/a/dir/sub/x', 10, false, true);
+    expect(['/a/dir', '/a/dir/sub', '/a', '/a/dir/sub/x'].map((id) => t.changedAfter(id, 9))).toEqual([true, true, true, true]);
+    expect(t.changedAfter('/a/other', 9)).toBe(false);
+    expect(t.changedAfter('/a/dir', 10)).toBe(false);
+  });
+
   it('knows keys and subtrees changed after an index; overflows instead of growing', () => {
     const t = new ChangeTracker(2);
     t.note('/a', 10, false);
@@ -137,6 +157,25 @@ describe('runAudit', () => {
     const r = await runAudit({ reader: unpinned, engine, guard, wait: async () => void (applied += 1) }, new AbortController().signal);
     expect(r).toMatchObject({ result: 'different', differing: 1, listed: [{ key: '/b', kind: 'value' }] });
     expect(engine.trackers.size).toBe(0);
+  });
+
+  it('unpinned: aborted when a new run started while the destination was read (a resync writes unnoted)', async () => {
+    const engine = fakeEngine(5);
+    const resynced: AuditReader = {
+      pinned: false,
+      name: (id) => id,
+      point: async () => ({
+        at: 5,
+        source: pages([e('/a', 'v')]),
+        destination: () => {
+          for (const t of engine.trackers) t.interrupted = true;
+          return pages([]);
+        },
+      }),
+    };
+    const r = await runAudit({ reader: resynced, engine, guard, wait: noWait }, new AbortController().signal);
+    expect(r).toMatchObject({ result: 'aborted', differing: 0, reason: 'the mirror started a new run during the audit' });
+    expect(engine.healed).toEqual([]);
   });
 
   it('unpinned: aborted when the mirror is not tailing', async () => {

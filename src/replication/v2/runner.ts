@@ -495,7 +495,7 @@ class Runner {
     this.#keeper?.observe(ev);
     if (this.deps.trackers?.size) {
       const subtree = scope === 'ancestor' || ev.node.dir === true || ev.prevNode?.dir === true;
-      for (const t of this.deps.trackers) t.note(scope === 'ancestor' ? map.dstRoot : map.toDst(ev.node.key), index, subtree);
+      for (const t of this.deps.trackers) t.note(scope === 'ancestor' ? map.dstRoot : map.toDst(ev.node.key), index, subtree, true);
     }
     if (applied) {
       this.#writer!.push({ index });
@@ -673,6 +673,7 @@ export class RunnerHost extends RunHost<Runner> {
   }
 
   protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (index: number) => void): Runner {
+    for (const t of this.deps.trackers ?? []) t.interrupted = true;
     // After a reload/recovery the previous runner's TTL keys may be stale; the snapshot seeds the new one.
     return new Runner(this.deps, input, resumeFrom, report, onPersisted, input.mode === 'tail' ? this.#ttlKeys : null);
   }
