@@ -83,16 +83,25 @@ function installExitHook(): void {
 }
 
 /** A currently free TCP port on 127.0.0.1 (racy by nature: someone may take it before we do). */
+/** Ports this process handed out: the kernel may offer a port again once its probe closed, before the etcd it was
+ * meant for has bound it (two etcds started at once then got the same port). */
+const handedOut = new Set<number>();
+
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('freePort: unexpected server address');
-  return address.port;
+  for (;;) {
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', resolve);
+    });
+    const address = server.address();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (address === null || typeof address === 'string') throw new Error('freePort: unexpected server address');
+    if (handedOut.has(address.port)) continue;
+    if (handedOut.size >= 10_000) handedOut.clear();
+    handedOut.add(address.port);
+    return address.port;
+  }
 }
 
 function findEtcdBinary(): string {
