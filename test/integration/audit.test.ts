@@ -6,23 +6,14 @@ import { expectTreesEqual } from '../helpers/tree.js';
 import { runMirror, spawnMirror, startPair, waitForIndex, type MirrorProcess, type Pair } from '../helpers/mirror.js';
 import { ok, raw, sleep, storeIndex } from '../helpers/raw.js';
 import { b, startV3Pair, v3Tree, waitFor, type V3Pair } from '../helpers/v3-pair.js';
+import type { AuditJson } from '../../src/ui/wire.js';
 
-interface AuditState {
-  lastAt: string | null;
-  atIndex: number | null;
-  keys: number | null;
-  differing: number | null;
-  repaired: number | null;
-  durationMs: number | null;
-  nextAt: string | null;
-  running: boolean;
-}
-const auditOf = async (m: MirrorProcess) => (await m.state()).audit as AuditState;
+const auditOf = async (m: MirrorProcess) => (await m.state()).audit as AuditJson;
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 
 /** Every audit /state reports from now on until `count` have finished, in order. */
-async function nextAudits(m: MirrorProcess, count: number): Promise<AuditState[]> {
-  const seen: AuditState[] = [];
+async function nextAudits(m: MirrorProcess, count: number): Promise<AuditJson[]> {
+  const seen: AuditJson[] = [];
   await m.waitForState(() => true); // serving /state
   let last = (await auditOf(m)).lastAt;
   await waitFor(async () => {
