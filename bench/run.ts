@@ -29,6 +29,7 @@ import {
   MODES,
   type BenchResults,
   type CatchupResult,
+  type DstCeiling,
   type Mode,
   type ModeResult,
   type ReloadModeResult,
@@ -39,6 +40,7 @@ import {
   type WriteBaseline,
 } from './lib/types.js';
 import { startAntagonist, startDelayProxy, type Antagonist, type DelayProxy } from './lib/workers.js';
+import { describeSpec, sequentialV2, startDestination, type Destination, type DestinationSpec } from './lib/dst-cluster.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -64,6 +66,12 @@ const HELP = `usage: npm run bench -- [options]
   --connections N       antagonist connections to the source (default 64)
   --max-outstanding N   antagonist requests unanswered at once; a write due beyond that is not sent (default 1000)
   --skip LIST           any of steps,catchup,reload,baseline
+  --dst-commit-ms N     the destination is a three-member etcd whose raft peer links each pass through a delay
+                        proxy (N/2 ms each way), so one write at a time commits in about N ms (the real figure
+                        is measured and printed); during every step a one-connection sequential writer to it
+                        (under /ceiling) gives strict order's ceiling under the same load
+  --dst-disk            with --dst-commit-ms: the members' data in os.tmpdir() (on disk, fsync on) instead of
+                        /dev/shm
   --mirror-args=ARGS    extra flags for every mirror started, space-separated, e.g.
                         --mirror-args="--write-concurrency 64" (the = is needed)
   --bin PATH            mirror entry to run (default dist-bench/bench/mirror-entry.js, built with the bench;
@@ -100,6 +108,7 @@ interface Options {
   bin: string;
   out: string;
   quick: boolean;
+  dst: DestinationSpec;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -125,6 +134,8 @@ function parseOptions(argv: string[]): Options | null {
       bin: { type: 'string' },
       out: { type: 'string' },
       quick: { type: 'boolean' },
+      'dst-commit-ms': { type: 'string' },
+      'dst-disk': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -172,6 +183,10 @@ function parseOptions(argv: string[]): Options | null {
     bin: path.resolve(ROOT, v.bin ?? 'dist-bench/bench/mirror-entry.js'),
     out: path.resolve(ROOT, v.out ?? 'bench/results'),
     quick,
+    dst: {
+      commitMs: v['dst-commit-ms'] === undefined ? null : num(v['dst-commit-ms'], '--dst-commit-ms', 0, 0, 1_000),
+      disk: v['dst-disk'] ?? false,
+    },
   };
 }
 
@@ -291,7 +306,7 @@ interface ModeCtx {
   mode: Mode;
   opts: Options;
   src: EtcdProcess;
-  dst: EtcdProcess;
+  dst: Destination;
   proxy: DelayProxy;
   srcPool: Pool;
   watcher: CanaryWatcher;
@@ -305,7 +320,7 @@ interface ModeCtx {
   problemCount: number;
 }
 
-function mirrorArgs(ctx: { mode: Mode; opts: Options; proxy: DelayProxy; dst: EtcdProcess }, reload: boolean): string[] {
+function mirrorArgs(ctx: { mode: Mode; opts: Options; proxy: DelayProxy; dst: Destination }, reload: boolean): string[] {
   return [
     '--src-prefix', '/bench', '--dst-prefix', '/bench', '--strip',
     ...(reload ? ['--reload'] : []),
@@ -384,9 +399,10 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
     const cpu = readCpu(pids());
     return { cpu, r: await reading() };
   });
-  const [ant, canaries] = await Promise.all([
+  const [ant, canaries, dstCeiling] = await Promise.all([
     ctx.antagonist.run({ rate, seconds: opts.stepSeconds, keyPrefix: '/bench/load', keys: 1000, tag: `r${rate}` }),
     writeCanaries(ctx.srcPool, firstSeq, opts.stepSeconds),
+    opts.dst.commitMs === null ? null : sequentialV2(ctx.dst.clientUrl, opts.stepSeconds, `${ctx.mode}-${rate}`).catch(() => null),
   ]);
   const { cpu: cpu1, r: rEnd } = await atEnd;
   const clockEnd = clockStart + stepMs;
@@ -489,7 +505,8 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
     : null;
   const tSeconds = (rEnd.at - r0.at) / 1000;
   const appliedInStep = metricDelta(r0.metrics, rEnd.metrics, 'etcdmirror_events_applied_total');
-  const dstGrowth = r0.dstIndex !== null && rEnd.dstIndex !== null ? rEnd.dstIndex - r0.dstIndex : null;
+  // The ceiling writer's own writes (+1: its warm-up write) are not the mirror's.
+  const dstGrowth = r0.dstIndex !== null && rEnd.dstIndex !== null ? rEnd.dstIndex - r0.dstIndex - (dstCeiling ? dstCeiling.writes + dstCeiling.failed + 1 : 0) : null;
   const throughput: NonNullable<StepResult['throughput']> = {
     seconds: round(tSeconds, 3),
     eventsApplied: appliedInStep,
@@ -526,6 +543,7 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
     seconds: opts.stepSeconds,
     verdict,
     restartedBefore,
+    dstCeiling,
     antagonist: {
       scheduled: ant.scheduled,
       sent: ant.sent,
@@ -592,7 +610,8 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
       `machine ${cpu.machineBusy}% busy (other work ${result.cpuPercent.other ?? '-'}%); applied ${throughput.eventsAppliedPerSecond ?? '-'} ev/s, dst ${throughput.dstWritesPerSecond ?? '-'} writes/s, ` +
       `backlogged ${throughput.backloggedEventsPerSecond ?? '-'} ev/s over ${throughput.backloggedSeconds} s (drain: ${throughput.drainBacklogEvents ?? '-'} events in ` +
       `${throughput.drainReplayMs ?? '-'} ms = ${throughput.drainReplayEventsPerSecond ?? '-'} ev/s); reordering ${ordering.reorderingSeconds ?? '-'} s ` +
-      `(/state ${ordering.reorderingSecondsState ?? '-'} s), ${ordering.reorderedWrites ?? '-'} reordered writes, ${ordering.episodes ?? '-'} episodes → ${verdict}`,
+      `(/state ${ordering.reorderingSecondsState ?? '-'} s), ${ordering.reorderedWrites ?? '-'} reordered writes, ${ordering.episodes ?? '-'} episodes → ${verdict}` +
+      (dstCeiling ? `; beside it one write at a time to the destination: ${dstCeiling.writesPerSecond} writes/s (p50 ${dstCeiling.p50Ms} ms)` : ''),
   );
   return result;
 }
@@ -676,7 +695,7 @@ async function runMode(mode: Mode, opts: Options, logDir: string): Promise<ModeR
     mirrorRestarts: 0, watcherRestarts: 0, error: null,
   };
   progress(`${mode}: starting a fresh source and destination etcd`);
-  const [src, dst] = await Promise.all([startEtcd({ name: `${mode}-src` }), startEtcd({ name: `${mode}-dst` })]);
+  const [src, dst] = await Promise.all([startEtcd({ name: `${mode}-src` }), startDestination(`${mode}-dst`, opts.dst)]);
   const stopEtcds = onCleanup(() => Promise.all([src.stop(), dst.stop()]));
   const srcUrl = new URL(src.clientUrl);
   const proxy = await startDelayProxy({ host: srcUrl.hostname, port: Number(srcUrl.port) }, opts.rttMs / 2);
@@ -742,7 +761,7 @@ async function runMode(mode: Mode, opts: Options, logDir: string): Promise<ModeR
 
 async function runWriteBaseline(opts: Options, when: string): Promise<WriteBaseline> {
   progress(`baseline (${when}): ${opts.baselineSeconds} s of one-at-a-time PUTs on one keep-alive connection to a fresh etcd`);
-  const dst = await startEtcd({ name: `write-baseline-${when}` });
+  const dst = await startDestination(`write-baseline-${when}`, opts.dst);
   const stopDst = onCleanup(() => dst.stop());
   try {
     const at = new Date().toISOString();
@@ -799,6 +818,55 @@ function strictCeiling(modes: ModeResult[], baselines: WriteBaseline[]): StrictC
   const c = strict.catchup;
   const catchup = c && c.eventsPerSecond !== null && !c.error ? { events: c.events, eventsPerSecond: c.eventsPerSecond, ratio: ratio(c.eventsPerSecond) } : null;
   return { baselineWritesPerSecond: base, drain, step, catchup };
+}
+
+function quietOf(b: WriteBaseline | undefined): DstCeiling | null {
+  return b ? { writes: b.writes, failed: b.failed, seconds: b.seconds, writesPerSecond: b.writesPerSecond, p50Ms: b.latencyMs.p50, p99Ms: b.latencyMs.p99 } : null;
+}
+
+/**
+ * A step kept up in real time: verdict ok, never 1 s with a backlog of BACKLOG_EVENTS, and 90 % of the canaries
+ * on the destination within 250 ms (a 5 s step's applied count is too coarse to judge by).
+ */
+function keptUp(s: StepResult): boolean {
+  return s.verdict === 'ok' && (s.throughput?.backloggedSeconds ?? 0) < 1 && (s.canary.delayMs.p90 ?? Infinity) <= 250;
+}
+
+/**
+ * With --dst-commit-ms: one row per step (applied rate, strict's ceiling under the same load and the ratio, canary
+ * delay), then per mode the highest rate kept up in real time, the lowest that lagged, and whether it lost the window.
+ */
+function latencyTable(modes: ModeResult[], quiet: WriteBaseline | undefined, opts: Options): string {
+  const f = (v: number | null | undefined, d = 1) => (v === null || v === undefined ? '–' : String(round(v, d)));
+  const lines = [
+    `destination: ${describeSpec(opts.dst)}; quiet one write at a time: ${f(quiet?.writesPerSecond)} writes/s, ` +
+      `p50 ${f(quiet?.latencyMs.p50, 2)} ms, p99 ${f(quiet?.latencyMs.p99, 2)} ms`,
+    '',
+    '| mode | put/s | applied ev/s | backlogged ev/s | 1-at-a-time beside it (w/s, p50 ms) | applied ÷ that | canary p50 / p90 / p99 ms | lag max | verdict |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const m of modes) {
+    for (const s of m.steps) {
+      const c = s.dstCeiling;
+      const t = s.throughput;
+      const best = t?.backloggedEventsPerSecond ?? t?.eventsAppliedPerSecond ?? null;
+      const d = s.canary.delayMs;
+      lines.push(
+        `| ${m.mode} | ${s.rate} | ${f(t?.eventsAppliedPerSecond)} | ${f(t?.backloggedEventsPerSecond)} | ${c ? `${f(c.writesPerSecond)}, ${f(c.p50Ms, 2)}` : '–'} | ` +
+          `${c && best !== null && c.writesPerSecond > 0 ? f(best / c.writesPerSecond, 2) : '–'} | ${f(d.p50)} / ${f(d.p90)} / ${f(d.p99)} | ${f(s.mirror.maxLagEvents, 0)} | ${s.verdict} |`,
+      );
+    }
+  }
+  lines.push('', '| mode | kept up in real time up to put/s | lagged from put/s | lost the window |', '|---|---|---|---|');
+  for (const m of modes) {
+    const up = m.steps.filter(keptUp).map((s) => s.rate);
+    const lag = m.steps.filter((s) => !keptUp(s)).map((s) => s.rate);
+    const lost = m.steps
+      .filter((s) => s.verdict === 'out of window' || s.verdict === 'died' || (s.mirror.maxLagEvents ?? 0) >= HISTORY_WINDOW_EVENTS)
+      .map((s) => `${s.rate} (${s.verdict === 'out of window' || s.verdict === 'died' ? s.verdict : `lag ${s.mirror.maxLagEvents}`})`);
+    lines.push(`| ${m.mode} | ${up.length ? Math.max(...up) : '–'} | ${lag.length ? Math.min(...lag) : '–'} | ${lost.length ? lost.join(', ') : 'no'} |`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -958,6 +1026,7 @@ async function main(): Promise<number> {
   for (const p of machine.busiestProcessesBefore as { pid: number; cpuPercent: number; command: string }[]) {
     if (p.cpuPercent >= 10) progress(`  busy before the run: ${p.cpuPercent}% pid ${p.pid} ${p.command.slice(0, 80)}`);
   }
+  progress(`destination: ${describeSpec(opts.dst)}`);
   progress(
     `options: rtt ${opts.rttMs} ms, rates ${opts.rates.join(',')}, ${opts.stepSeconds} s steps, modes ${opts.modes.join(',')}` +
       `${opts.skip.size ? `, skip ${[...opts.skip].join(',')}` : ''}, mirror ${path.relative(ROOT, opts.bin)}`,
@@ -1013,6 +1082,7 @@ async function main(): Promise<number> {
     modes,
     writeBaseline: baselines,
     strictCeiling: strictCeiling(modes, baselines),
+    destination: { ...opts.dst, description: describeSpec(opts.dst), quiet: quietOf(baselines[0]) },
     reload,
     targets: {},
     notes,
@@ -1025,6 +1095,7 @@ async function main(): Promise<number> {
   writeFileSync(`${base}.json`, JSON.stringify(results, null, 1) + '\n');
   writeFileSync(`${base}.svg`, renderSvg(results));
   process.stdout.write(printTable(results));
+  if (opts.dst.commitMs !== null) process.stdout.write('\n' + latencyTable(modes, baselines[0], opts));
   progress(`wrote ${path.relative(ROOT, base)}.json and .svg (${Math.round((finishedAt.getTime() - startedAt.getTime()) / 1000)} s)`);
   return modes.some((m) => m.error) ? 1 : 0;
 }

@@ -53,6 +53,7 @@ import {
   type V3BenchResults,
 } from './lib/v3-report.js';
 import { startDelayProxy } from './lib/workers.js';
+import { describeSpec, sequentialV3, startDestination, type Destination, type DestinationSpec } from './lib/dst-cluster.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -77,6 +78,9 @@ compaction while stopped, peer RSS.
   --load-channels N      gRPC connections of the load generator (default 1)
   --bin PATH             etcd-mirror entry (default dist-bench/bench/mirror-entry.js, built with the bench)
   --mirror-args=ARGS     extra etcd-mirror flags, space-separated (the = is needed)
+  --dst-commit-ms N      the destination is a three-member etcd whose raft peer links each pass through a delay
+                         proxy (N/2 ms each way): one write at a time commits in about N ms (measured and printed)
+  --dst-disk             with --dst-commit-ms: the members' data in os.tmpdir() (disk, fsync on), not /dev/shm
   -h, --help             this help
 
 Prints a markdown table on stdout, progress on stderr; writes <out>/<ISO time>-v3-rtt<N>.json.
@@ -98,6 +102,7 @@ interface Options {
   loadChannels: number;
   bin: string;
   mirrorArgs: string[];
+  dst: DestinationSpec;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -122,6 +127,8 @@ function parseOptions(argv: string[]): Options | null {
       'load-channels': { type: 'string' },
       bin: { type: 'string' },
       'mirror-args': { type: 'string' },
+      'dst-commit-ms': { type: 'string' },
+      'dst-disk': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -158,6 +165,10 @@ function parseOptions(argv: string[]): Options | null {
     loadChannels: Math.round(num(v['load-channels'], '--load-channels', 1, 1, 64)),
     bin: path.resolve(ROOT, v.bin ?? 'dist-bench/bench/mirror-entry.js'),
     mirrorArgs: (v['mirror-args'] ?? '').split(/\s+/).filter(Boolean),
+    dst: {
+      commitMs: v['dst-commit-ms'] === undefined ? null : num(v['dst-commit-ms'], '--dst-commit-ms', 0, 0, 1_000),
+      disk: v['dst-disk'] ?? false,
+    },
   };
 }
 
@@ -238,7 +249,7 @@ interface PeerCtx {
   opts: Options;
   ceiling: number | null;
   src: EtcdProcess;
-  dst: EtcdProcess;
+  dst: Destination;
   srcClient: V3Client;
   dstClient: V3Client;
   load: V3Load;
@@ -561,7 +572,7 @@ async function runPeer(name: PeerName, opts: Options, ceiling: number | null, lo
   let ctx: PeerCtx | undefined;
   try {
     progress(`${name}: starting a fresh source and destination etcd`);
-    const [src, dst] = await Promise.all([startEtcd({ name: `v3-${name}-src` }), startEtcd({ name: `v3-${name}-dst` })]);
+    const [src, dst] = await Promise.all([startEtcd({ name: `v3-${name}-src` }), startDestination(`v3-${name}-dst`, opts.dst)]);
     undo.add(() => Promise.all([src.stop(), dst.stop()]));
     const srcUrl = new URL(src.clientUrl);
     const proxy = await startDelayProxy({ host: srcUrl.hostname, port: Number(srcUrl.port) }, opts.rttMs / 2);
@@ -571,6 +582,11 @@ async function runPeer(name: PeerName, opts: Options, ceiling: number | null, lo
     undo.add(() => Promise.all([srcClient.close(), dstClient.close()]));
     const load = new V3Load({ url: src.clientUrl, channels: opts.loadChannels });
     undo.add(() => load.close());
+    if (opts.dst.commitMs !== null) {
+      const one = await sequentialV3(dstClient, 3, name);
+      result.destinationOneAtATime = one;
+      progress(`${name}: destination (${dst.description}): one put at a time ${one.writesPerSecond}/s, p50 ${one.p50Ms} ms, p99 ${one.p99Ms} ms`);
+    }
     const recorder = new DestinationRecorder(dstClient);
     recorder.start((await dstClient.status()).revision + 1);
     undo.add(() => recorder.stop());
@@ -655,6 +671,8 @@ export async function runV3Bench(argv: string[]): Promise<number> {
   for (const p of machine.busiestProcessesBefore as { pid: number; cpuPercent: number; command: string }[]) {
     if (p.cpuPercent >= 10) progress(`  busy before the run: ${p.cpuPercent}% pid ${p.pid} ${p.command.slice(0, 80)}`);
   }
+  machine.destination = describeSpec(opts.dst);
+  progress(`destination: ${machine.destination}`);
   const logDir = mkdtempSync(path.join(os.tmpdir(), 'etcd-mirror-bench-v3-'));
   progress(`peer logs in ${logDir}`);
   const notes: string[] = [];

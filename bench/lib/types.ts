@@ -44,6 +44,11 @@ export interface StepResult {
   verdict: Verdict;
   /** Why the mirror was restarted (with --reload) before this step, if it was. */
   restartedBefore: string | null;
+  /**
+   * With --dst-commit-ms: a one-connection sequential writer to the destination (under /ceiling) during the step,
+   * beside the mirror: strict order's ceiling under the same load.
+   */
+  dstCeiling?: DstCeiling | null;
   antagonist: {
     scheduled: number;
     sent: number;
@@ -267,7 +272,19 @@ export interface BenchResults {
   /** Absent in results files from before the write baseline existed. */
   writeBaseline?: WriteBaseline[];
   strictCeiling?: StrictCeiling | null;
+  /** The destination's kind (--dst-commit-ms, --dst-disk) and its quiet one-at-a-time write rate; absent before they existed. */
+  destination?: { commitMs: number | null; disk: boolean; description: string; quiet: DstCeiling | null };
   reload: ReloadResult | null;
   targets: Record<string, unknown>;
   notes: string[];
+}
+
+/** A one-connection sequential writer's result (bench/lib/dst-cluster.ts sequentialV2). */
+export interface DstCeiling {
+  writes: number;
+  failed: number;
+  seconds: number;
+  writesPerSecond: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
 }

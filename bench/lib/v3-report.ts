@@ -1,3 +1,4 @@
+import type { DstCeiling } from './types.js';
 // Results of `npm run bench -- --src-api v3 --dst-api v3`, the goals, and the markdown table printed on stdout.
 import type { Summary } from './stats.js';
 import type { LoadSummary } from './v3-load.js';
@@ -101,6 +102,8 @@ export interface SustainedResult {
 
 export interface PeerResult {
   peer: PeerName;
+  /** With --dst-commit-ms: one client putting one key at a time to the fresh destination, before the peer starts. */
+  destinationOneAtATime?: DstCeiling | null;
   command: string[];
   logFile: string;
   readyMs: number | null;

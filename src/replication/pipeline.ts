@@ -99,7 +99,7 @@ class SyncRun {
   }
 
   async #run(): Promise<void> {
-    const { source, log, metrics, config } = this.deps;
+    const { source, log } = this.deps;
     const signal = this.#abort.signal;
     try {
       this.#dstWatch = new DestinationWatch(this.deps.dst.client, this.deps.keys, this.deps.own, log, (keys) => {
@@ -112,23 +112,7 @@ class SyncRun {
         from = this.#persisted ?? 0;
         if (!this.deps.leases.seeded) await this.#adoptLeases();
       } else {
-        const started = Date.now();
-        const snapshot = await source.snapshot(signal);
-        this.#phase = 'reconcile';
-        const result = await resync(
-          { dst: this.deps.dst, keys: this.deps.keys, leases: this.deps.leases, guard: { allowMassDelete: config.allowMassDelete, massDeleteRatio: config.massDeleteRatio } },
-          snapshot,
-          (done, total) => (this.#reconcile = { done, total }),
-          signal,
-        );
-        metrics.reconcileWritten.inc(result.written);
-        metrics.reconcileDeleted.inc(result.deleted);
-        metrics.reconcileDuration.set((Date.now() - started) / 1000);
-        metrics.loadTime.observe((Date.now() - started) / 1000);
-        log.info({ revision: snapshot.revision, ...result, ms: Date.now() - started }, `destination reconciled to the source snapshot at ${snapshot.revision}`);
-        from = snapshot.revision;
-        this.#setPersisted(from);
-        if (!this.#stopped) this.report({ type: 'runner.reconciled', etcdIndex: from });
+        from = await this.#reconcileToSnapshot(signal);
       }
       this.#applied = from;
       this.#phase = 'tail';
@@ -139,6 +123,32 @@ class SyncRun {
     } catch (err) {
       if (!this.#stopped) await this.#fault(err);
     }
+  }
+
+  /**
+   * Reconciles the destination to a source snapshot; returns its revision. A method of its own: a suspended async
+   * function keeps every local it ever held, and #run suspends for the whole tailing run — the snapshot (every key
+   * and value of the prefix) would stay in memory as long.
+   */
+  async #reconcileToSnapshot(signal: AbortSignal): Promise<number> {
+    const { source, log, metrics, config } = this.deps;
+    const started = Date.now();
+    const snapshot = await source.snapshot(signal);
+    this.#phase = 'reconcile';
+    const result = await resync(
+      { dst: this.deps.dst, keys: this.deps.keys, leases: this.deps.leases, guard: { allowMassDelete: config.allowMassDelete, massDeleteRatio: config.massDeleteRatio } },
+      snapshot,
+      (done, total) => (this.#reconcile = { done, total }),
+      signal,
+    );
+    metrics.reconcileWritten.inc(result.written);
+    metrics.reconcileDeleted.inc(result.deleted);
+    metrics.reconcileDuration.set((Date.now() - started) / 1000);
+    metrics.loadTime.observe((Date.now() - started) / 1000);
+    log.info({ revision: snapshot.revision, ...result, ms: Date.now() - started }, `destination reconciled to the source snapshot at ${snapshot.revision}`);
+    this.#setPersisted(snapshot.revision);
+    if (!this.#stopped) this.report({ type: 'runner.reconciled', etcdIndex: snapshot.revision });
+    return snapshot.revision;
   }
 
   async #read(changes: AsyncIterable<SourceMessage>): Promise<void> {
