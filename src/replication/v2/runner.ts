@@ -238,48 +238,7 @@ class Runner {
         const polling = this.#poll('now', registered);
         polling.catch(() => {}); // awaited below; a failure before then surfaces through the race
         await Promise.race([isRegistered, polling]);
-        const snapshot = await takeSnapshot(src, config.srcPrefix, this.#abort.signal);
-        from = snapshot.etcdIndex;
-        this.#noteSourceIndex(from);
-        log.info({ etcdIndex: from, mode: this.input.mode }, 'source snapshot taken; reconciling the destination');
-        this.#floor = from;
-        this.#startWriter(from - 1);
-        this.#startUpkeep();
-        this.#keeper!.seed(snapshot.root);
-        this.#phase = 'reconcile';
-        // The reconcile is a barrier in the writer: live events fetched meanwhile queue up behind it.
-        this.#writer!.push({
-          index: from,
-          op: {
-            key: map.dstRoot,
-            subtree: true,
-            run: async () => {
-              const result = await reconcile(snapshot, dst, map, {
-                allowMassDelete: config.allowMassDelete,
-                massDeleteRatio: config.massDeleteRatio,
-                concurrency: config.writeConcurrency * RECONCILE_FANOUT,
-                healStats: this.#healStats,
-                onProgress: (done, total) => (this.#reconcile = { done, total }),
-                nowMs: () => src.serverNow(),
-              }, this.#abort.signal);
-              const seconds = (Date.now() - started) / 1000;
-              metrics.loadTime.observe(seconds);
-              metrics.reconcileDuration.set(seconds);
-              metrics.reconcileWritten.inc(result.written);
-              metrics.reconcileDeleted.inc(result.deleted);
-              log.info({ ...result, etcdIndex: from, seconds }, 'destination reconciled to the source snapshot');
-              await this.#persist(from);
-              this.#phase = 'tail';
-              this.#healer?.start();
-              this.report({ type: 'runner.reconciled', etcdIndex: from });
-            },
-          },
-        });
-        // Events up to the snapshot index are in the snapshot; the rest follow the reconcile in order.
-        const held = this.#held;
-        this.#held = null;
-        this.#coveredBySnapshot = from;
-        for (const item of held) this.#deliver(item);
+        from = await this.#reconcileFromSnapshot(started);
         await polling;
       }
     } catch (err) {
@@ -288,6 +247,58 @@ class Runner {
     // Let every started write settle, whatever ended the loop.
     await this.#writer?.idle();
     await this.#lane?.close().catch(() => {});
+  }
+
+  /**
+   * Takes the source snapshot, queues the reconcile to it as a barrier in the writer and then what the poller held
+   * back; returns the snapshot's index. A method of its own: #run stays suspended for the whole run, and a local of
+   * it (the snapshot: every key and value of the prefix; the held events) would stay in memory as long.
+   */
+  async #reconcileFromSnapshot(started: number): Promise<number> {
+    const { config, src, dst, map, log, metrics } = this.deps;
+    const snapshot = await takeSnapshot(src, config.srcPrefix, this.#abort.signal);
+    const from = snapshot.etcdIndex;
+    this.#noteSourceIndex(from);
+    log.info({ etcdIndex: from, mode: this.input.mode }, 'source snapshot taken; reconciling the destination');
+    this.#floor = from;
+    this.#startWriter(from - 1);
+    this.#startUpkeep();
+    this.#keeper!.seed(snapshot.root);
+    this.#phase = 'reconcile';
+    // The reconcile is a barrier in the writer: live events fetched meanwhile queue up behind it.
+    this.#writer!.push({
+      index: from,
+      op: {
+        key: map.dstRoot,
+        subtree: true,
+        run: async () => {
+          const result = await reconcile(snapshot, dst, map, {
+            allowMassDelete: config.allowMassDelete,
+            massDeleteRatio: config.massDeleteRatio,
+            concurrency: config.writeConcurrency * RECONCILE_FANOUT,
+            healStats: this.#healStats,
+            onProgress: (done, total) => (this.#reconcile = { done, total }),
+            nowMs: () => src.serverNow(),
+          }, this.#abort.signal);
+          const seconds = (Date.now() - started) / 1000;
+          metrics.loadTime.observe(seconds);
+          metrics.reconcileDuration.set(seconds);
+          metrics.reconcileWritten.inc(result.written);
+          metrics.reconcileDeleted.inc(result.deleted);
+          log.info({ ...result, etcdIndex: from, seconds }, 'destination reconciled to the source snapshot');
+          await this.#persist(from);
+          this.#phase = 'tail';
+          this.#healer?.start();
+          this.report({ type: 'runner.reconciled', etcdIndex: from });
+        },
+      },
+    });
+    // Events up to the snapshot index are in the snapshot; the rest follow the reconcile in order.
+    const held = this.#held ?? [];
+    this.#held = null;
+    this.#coveredBySnapshot = from;
+    for (const item of held) this.#deliver(item);
+    return from;
   }
 
   #poll(fromIndex: number | 'now', registered?: () => void, streamStarted?: (etcdIndex: number) => void): Promise<void> {
