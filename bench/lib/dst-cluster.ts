@@ -11,7 +11,7 @@ import path from 'node:path';
 import { request } from 'undici';
 import { freePort, startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import type { V3Client } from '../../src/etcd/v3/client.js';
-import { writeSequentiallyFor } from './etcd-http.js';
+import { writeSequentiallyFor, timeSequentialWrites } from './etcd-http.js';
 import { round, summarize } from './stats.js';
 import type { DstCeiling } from './types.js';
 import { startDelayProxy, type DelayProxy } from './workers.js';
@@ -133,46 +133,23 @@ export async function startDestination(name: string, spec: DestinationSpec): Pro
  * either on its own or beside the mirror's load.
  */
 export async function sequentialV2(clientUrl: string, seconds: number, tag: string): Promise<DstCeiling> {
-  const w = await writeSequentiallyFor(clientUrl, seconds, (i) => `/ceiling/${tag}/k${i % 100}`, (i) => `c-${i}`);
-  const s = summarize(w.latencies);
-  return {
-    writes: w.writes,
-    failed: w.failed,
-    seconds: round(w.seconds, 3),
-    writesPerSecond: round(w.writes / w.seconds, 1),
-    p50Ms: s.p50 === null ? null : round(s.p50, 2),
-    p99Ms: s.p99 === null ? null : round(s.p99, 2),
-  };
+  return ceilingOf(await writeSequentiallyFor(clientUrl, seconds, (i) => `/ceiling/${tag}/k${i % 100}`, (i) => `c-${i}`));
 }
 
 /** The same one-at-a-time writer for a v3 destination (one gRPC client, each Put waits for the previous answer). */
 export async function sequentialV3(client: V3Client, seconds: number, tag: string): Promise<DstCeiling> {
   const key = (i: number) => Buffer.from(`/ceiling/${tag}/k${i % 100}`);
   await client.put(key(0), Buffer.from('warm-up'));
-  const latencies: number[] = [];
-  let writes = 0;
-  let failed = 0;
-  const started = performance.now();
-  const end = started + seconds * 1000;
-  let now = started;
-  for (let i = 1; now < end; i++) {
-    const t0 = now;
-    try {
-      await client.put(key(i), Buffer.from(`c-${i}`));
-      writes++;
-    } catch {
-      failed++;
-    }
-    now = performance.now();
-    latencies.push(now - t0);
-  }
-  const s = summarize(latencies);
-  const secs = (now - started) / 1000;
+  return ceilingOf(await timeSequentialWrites(seconds, (i) => client.put(key(i), Buffer.from(`c-${i}`))));
+}
+
+function ceilingOf(w: { writes: number; failed: number; seconds: number; latencies: number[] }): DstCeiling {
+  const s = summarize(w.latencies);
   return {
-    writes,
-    failed,
-    seconds: round(secs, 3),
-    writesPerSecond: round(writes / secs, 1),
+    writes: w.writes,
+    failed: w.failed,
+    seconds: round(w.seconds, 3),
+    writesPerSecond: round(w.writes / w.seconds, 1),
     p50Ms: s.p50 === null ? null : round(s.p50, 2),
     p99Ms: s.p99 === null ? null : round(s.p99, 2),
   };

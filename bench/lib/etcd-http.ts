@@ -145,6 +145,16 @@ export async function writeSequentiallyFor(
   const client = new Client(baseUrl, { pipelining: 1, keepAliveTimeout: 60_000 });
   // One write before the clock starts, so the connection is open and etcd has served a write.
   await put(client, keyOf(0), valueOf(0));
+  try {
+    return await timeSequentialWrites(seconds, (i) => put(client, keyOf(i), valueOf(i)));
+  } finally {
+    await client.close();
+  }
+}
+
+/** Calls `write(1)`, `write(2)`, … one after the other for `seconds`: the writes that succeeded, the failed ones,
+ * the exact seconds and each answer's latency (ms). Any API's one-at-a-time writer. */
+export async function timeSequentialWrites(seconds: number, write: (i: number) => Promise<unknown>): Promise<{ writes: number; failed: number; seconds: number; latencies: number[] }> {
   let writes = 0;
   let failed = 0;
   const latencies: number[] = [];
@@ -154,7 +164,7 @@ export async function writeSequentiallyFor(
   for (let i = 1; now < end; i++) {
     const t0 = now;
     try {
-      await put(client, keyOf(i), valueOf(i));
+      await write(i);
       writes++;
     } catch {
       failed++;
@@ -162,6 +172,5 @@ export async function writeSequentiallyFor(
     now = performance.now();
     latencies.push(now - t0);
   }
-  await client.close();
   return { writes, failed, seconds: (now - started) / 1000, latencies };
 }
