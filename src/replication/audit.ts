@@ -291,18 +291,6 @@ async function caughtUp(engine: AuditEngine, at: number, limitMs: number, signal
   }
 }
 
-/** What /state shows (src/ui/wire.ts AuditJson). */
-export interface AuditView {
-  lastAt: string | null;
-  atIndex: number | null;
-  keys: number | null;
-  differing: number | null;
-  repaired: number | null;
-  durationMs: number | null;
-  nextAt: string | null;
-  running: boolean;
-}
-
 export interface SchedulerOptions {
   intervalMs: number;
   /** Whether an audit makes sense now (the mirror is tailing); while not, the audit waits. */
@@ -365,7 +353,8 @@ export class AuditScheduler {
     }
   }
 
-  view(): AuditView {
+  /** What /state shows: its type is src/ui/wire.ts AuditJson, which the compiler checks where /state is built. */
+  view() {
     const l = this.#last;
     return {
       lastAt: this.#lastAt === null ? null : new Date(this.#lastAt).toISOString(),

@@ -2,7 +2,9 @@
 // a range delete of the same Txn covers ("duplicate key given in txn request"), and it need not: the Txn is
 // one destination revision, so only the state after its last source revision is ever visible. A later write of
 // a key replaces an earlier one; a range delete that overlaps anything already in the batch starts a new Txn.
-import type { DstWrite } from './v3-destination.js';
+import type { DstWrite, V3Destination } from './v3-destination.js';
+import type { Log, ReplicationMetrics } from './ports.js';
+import type { Change } from './types.js';
 import { keyId } from './keyspace.js';
 
 const inRange = (key: Buffer, w: { key: Buffer; rangeEnd: Buffer }): boolean => key.compare(w.key) >= 0 && key.compare(w.rangeEnd) < 0;
@@ -53,4 +55,36 @@ export class TxnBatch {
   writes(): DstWrite[] {
     return [...this.#ranges.map((r): DstWrite => ({ kind: 'delete', key: r.key, rangeEnd: r.rangeEnd })), ...this.#single.values()];
   }
+}
+
+/**
+ * A source revision with more operations than one Txn may carry (a range delete of 300 keys): one range delete
+ * when the deleted keys are all the destination holds between the first and the last of them; otherwise it is
+ * split over several Txns — logged and counted, since the destination then shows part of a revision.
+ */
+export async function oversizeRevision(
+  { dst, log, metrics }: { dst: V3Destination; log: Log; metrics: Pick<ReplicationMetrics, 'rangeDeletes' | 'splitRevisions'> },
+  change: Change,
+  writes: DstWrite[],
+): Promise<DstWrite[]> {
+  if (writes.every((w) => w.kind === 'delete' && !w.rangeEnd)) {
+    const sorted = writes.map((w) => w.key).sort(Buffer.compare);
+    const first = sorted[0]!;
+    const last = sorted[sorted.length - 1]!;
+    const deleting = new Set(sorted.map(keyId));
+    const present = await dst.keysBetween(first, last);
+    if (present.every((k) => deleting.has(keyId(k)))) {
+      metrics.rangeDeletes.inc();
+      return [{ kind: 'delete', key: first, rangeEnd: Buffer.concat([last, Buffer.from([0])]) }];
+    }
+  }
+  const per = dst.maxOps - 1;
+  metrics.splitRevisions.inc();
+  log.warn(
+    { revision: change.revision, operations: writes.length, maxTxnOps: dst.maxOps, txns: Math.ceil(writes.length / per) },
+    'a source revision has more operations than a destination Txn may carry: it is applied in several Txns (the destination shows part of it in between)',
+  );
+  let i = 0;
+  for (; i + per < writes.length; i += per) await dst.commit(writes.slice(i, i + per), null);
+  return writes.slice(i);
 }

@@ -9,7 +9,7 @@ import { subtreeRanges, type DstWrite, type V3Destination } from './v3-destinati
 import type { Log, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import { RunHost, type RunnerStatus } from './run-host.js';
 import type { OwnWrites } from './own-writes.js';
-import { TxnBatch } from './batch.js';
+import { oversizeRevision, TxnBatch } from './batch.js';
 import { DestinationWatch } from './dst-watch.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 import type { LeaseMirror } from './leases.js';
@@ -252,7 +252,7 @@ class SyncRun {
         if (!batch.tryAdd(q.writes)) {
           if (batch.size > 0) break;
           // Alone it does not fit: a revision larger than a Txn may carry.
-          writes = await this.#oversize(q.msg.change, q.writes);
+          writes = await oversizeRevision(this.deps, q.msg.change, q.writes);
           upTo = q.msg.change.revision;
           taken++;
           break;
@@ -389,35 +389,6 @@ class SyncRun {
       w.done(w.written);
       return false;
     });
-  }
-
-  /**
-   * A source revision with more operations than one Txn may carry (a range delete of 300 keys): one range delete
-   * when the deleted keys are all the destination holds between the first and the last of them; otherwise it is
-   * split over several Txns — logged and counted, since the destination then shows part of a revision.
-   */
-  async #oversize(change: Change, writes: DstWrite[]): Promise<DstWrite[]> {
-    const { dst, log, metrics } = this.deps;
-    if (writes.every((w) => w.kind === 'delete' && !w.rangeEnd)) {
-      const sorted = writes.map((w) => w.key).sort(Buffer.compare);
-      const first = sorted[0]!;
-      const last = sorted[sorted.length - 1]!;
-      const deleting = new Set(sorted.map(keyId));
-      const present = await dst.keysBetween(first, last);
-      if (present.every((k) => deleting.has(keyId(k)))) {
-        metrics.rangeDeletes.inc();
-        return [{ kind: 'delete', key: first, rangeEnd: Buffer.concat([last, Buffer.from([0])]) }];
-      }
-    }
-    const per = dst.maxOps - 1;
-    metrics.splitRevisions.inc();
-    log.warn(
-      { revision: change.revision, operations: writes.length, maxTxnOps: dst.maxOps, txns: Math.ceil(writes.length / per) },
-      'a source revision has more operations than a destination Txn may carry: it is applied in several Txns (the destination shows part of it in between)',
-    );
-    let i = 0;
-    for (; i + per < writes.length; i += per) await dst.commit(writes.slice(i, i + per), null);
-    return writes.slice(i);
   }
 
   #setPersisted(revision: number): void {
