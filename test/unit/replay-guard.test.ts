@@ -32,6 +32,24 @@ describe('replay guard', () => {
     expect(alreadyApplied(back, new Map([['/a', 'v']])).size).toBe(0);
   });
 
+  it('a key whose copy fits several points: the keys that fit one decide how far strict order got', () => {
+    // /k deleted twice in the window: its absence fits after 12 and after 14. /n1 and /n2 (written once each) say
+    // the run got past 15 but not to 16: /k's events all happened, replaying 13–14 would bring /k back for a moment.
+    const items = [put(11, '/k', 'v1', 'v0'), del(12, '/k', 'v1'), put(13, '/k', 'v2', null), del(14, '/k', 'v2'), put(15, '/n1', 'a', null), put(16, '/n2', 'b', null)];
+    const dst = new Map<string, string | null>([['/k', null], ['/n1', 'a'], ['/n2', null]]);
+    expect([...alreadyApplied(items, dst)].sort()).toEqual([11, 12, 13, 14, 15]);
+    // The run stopped between 12 and 13: the first point.
+    const early = new Map<string, string | null>([['/k', null], ['/n1', null], ['/n2', null]]);
+    expect([...alreadyApplied([put(11, '/k', 'v1', 'v0'), del(12, '/k', 'v1'), put(12.5, '/n1', 'a', null), put(13, '/k', 'v2', null), del(14, '/k', 'v2')], early)].sort()).toEqual([11, 12]);
+  });
+
+  it('keys that no single strict run explains (writes overlapped): a repeating key keeps its first point', () => {
+    // /a says the run got past 20, /b says it stopped before 15: per-key order only. /k's absence fits 12 and 14.
+    const items = [put(11, '/k', 'v1', 'v0'), del(12, '/k', 'v1'), put(13, '/k', 'v2', null), del(14, '/k', 'v2'), put(15, '/b', 'b1', null), put(20, '/a', 'a1', null)];
+    const dst = new Map<string, string | null>([['/k', null], ['/a', 'a1'], ['/b', null]]);
+    expect([...alreadyApplied(items, dst)].sort()).toEqual([11, 12, 20]);
+  });
+
   it('keys the destination did not answer for (directories, failed reads) are replayed', () => {
     expect(alreadyApplied([put(11, '/a', 'a1', null)], new Map()).size).toBe(0);
   });

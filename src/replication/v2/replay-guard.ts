@@ -7,8 +7,11 @@
 // Why it is safe in every --ordering mode: all of them apply the events of one key in source order. So a key's
 // copy shows the outcome of its last applied event, and once the copy shows the outcome of event j — a state the
 // key had at no earlier point of the window, nor right before it — every event of that key up to j was applied.
-// With values that repeat, the first such event is taken: a later repeat may then be replayed once more (as
-// before), but nothing is skipped that was not applied.
+// With values that repeat (a key deleted twice, a flag toggled back), the copy fits several points of its key's
+// events: the other keys decide. Strict order applies a prefix of the window, so the keys whose copy fits one
+// point bound how far it got, and the repeating key's point inside that bound is taken. Where they do not decide
+// (writes overlapped), the first point is taken: a later repeat may then be replayed once more (moving the key
+// back for a moment), but nothing is skipped that was not applied.
 //
 // Subtree operations (a directory's creation or recursive removal, the whole root) change keys without naming
 // them: with one of them in the window, every event is replayed as before.
@@ -44,25 +47,50 @@ export function keysToRead(items: readonly ReplayItem[]): string[] | null {
 
 /** Indexes of the events the destination provably already shows (to be skipped). */
 export function alreadyApplied(items: readonly ReplayItem[], dst: DestinationState): Set<number> {
-  // Per key: the outcomes seen so far (the state before the first event included), and the event proven applied.
-  const seen = new Map<string, Set<string | null>>();
-  const proven = new Map<string, number>();
+  // Per key, its events in the window and where the copy's state fits: after event p (p = 0: before the first).
+  const events = new Map<string, ReplayItem[]>();
   for (const item of items) {
-    if (item.kind !== 'put' && item.kind !== 'delete') continue;
-    const key = item.key!;
-    if (!dst.has(key) || proven.has(key)) continue;
-    let states = seen.get(key);
-    if (!states) seen.set(key, (states = new Set([item.before ?? null])));
-    const outcome = item.kind === 'put' ? item.value! : null;
-    // The copy shows this outcome, and the key showed it at no earlier point: this event was applied.
-    if (dst.get(key) === outcome && !states.has(outcome)) proven.set(key, item.index);
-    states.add(outcome);
+    if ((item.kind !== 'put' && item.kind !== 'delete') || !dst.has(item.key!)) continue;
+    const list = events.get(item.key!);
+    if (list) list.push(item);
+    else events.set(item.key!, [item]);
+  }
+  const candidates = new Map<string, number[]>();
+  for (const [key, list] of events) {
+    const copy = dst.get(key);
+    const fits: number[] = (list[0]!.before ?? null) === copy ? [0] : [];
+    list.forEach((item, i) => {
+      if ((item.kind === 'put' ? item.value! : null) === copy) fits.push(i + 1);
+    });
+    candidates.set(key, fits);
+  }
+  // Where a value repeats, the copy fits several points. The keys it fits once say how far a strict-order run got:
+  // everything up to some index J, nothing after. A point of a repeating key is taken when it alone agrees with J.
+  const span = (list: readonly ReplayItem[], p: number): [number, number] => [p === 0 ? Number.NEGATIVE_INFINITY : list[p - 1]!.index, p === list.length ? Number.POSITIVE_INFINITY : list[p]!.index];
+  let lo = Number.NEGATIVE_INFINITY;
+  let hi = Number.POSITIVE_INFINITY;
+  for (const [key, fits] of candidates) {
+    if (fits.length !== 1) continue;
+    const [from, to] = span(events.get(key)!, fits[0]!);
+    lo = Math.max(lo, from);
+    hi = Math.min(hi, to);
   }
   const skip = new Set<number>();
-  for (const item of items) {
-    if (item.kind !== 'put' && item.kind !== 'delete') continue;
-    const through = proven.get(item.key!);
-    if (through !== undefined && item.index <= through) skip.add(item.index);
+  for (const [key, fits] of candidates) {
+    if (fits.length === 0) continue;
+    const list = events.get(key)!;
+    let through = fits[0]!;
+    if (fits.length > 1 && lo < hi) {
+      // One strict run explains every key: the point that agrees with it. Otherwise (writes overlapped, or the run
+      // does not narrow it down) the first point: a later repeat may then be replayed once more, but nothing is
+      // skipped that was not applied.
+      const agree = fits.filter((p) => {
+        const [from, to] = span(list, p);
+        return from < hi && to > lo;
+      });
+      if (agree.length === 1) through = agree[0]!;
+    }
+    for (let i = 0; i < through; i++) skip.add(list[i]!.index);
   }
   return skip;
 }
