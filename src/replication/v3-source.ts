@@ -3,11 +3,14 @@
 // proof (two range reads) that nothing in it changed lets the checkpoint follow the store revision. Progress
 // notifications only trigger a proof: etcd 3.4.23 answers a progress request with the store revision even while
 // the watch is still catching up (v3rpc sends it on its control stream), so taken alone it would skip events.
+// A backlog longer than one of etcd's catch-up batches is read through several watches at once (catch-up.ts).
 import type { ByteKeyMap } from './keyspace.js';
 import { Channel } from './channel.js';
 import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from './types.js';
 import { isRetryable, UnreachableError } from '../etcd/errors.js';
 import type { KeyValue, V3Client, V3Event } from '../etcd/v3/client.js';
+import { catchUpWatch } from '../etcd/v3/catch-up.js';
+import type { V3Watch } from '../etcd/v3/types.js';
 
 const SNAPSHOT_PAGE = 1000;
 /** A source that answers nothing (watch, proofs) for this long is reported unreachable: the machine stalls. */
@@ -78,7 +81,7 @@ export class V3Source implements Source {
   changes(from: number, signal: AbortSignal): AsyncIterable<SourceMessage> {
     const { client, map, highWater, progressEveryMs, onSourceRevision } = this.opts;
     const out = new Channel<SourceMessage>(highWater);
-    const watch = client.watch(map.srcRange.key, map.srcRange.rangeEnd, { startRevision: from + 1, progressNotify: true });
+    const watch = this.#watch(from + 1);
     /** Everything up to here was handed over (events) or proven unchanged. */
     let handedOver = from;
     /** The prefix's key count at `handedOver`, when a proof learned it. */
@@ -153,6 +156,12 @@ export class V3Source implements Source {
       }
     })();
     return out;
+  }
+
+  /** The prefix watched from `start`, a long backlog in parallel slices (catch-up.ts). */
+  #watch(start: number): V3Watch {
+    const { client, map } = this.opts;
+    return catchUpWatch((startRevision, last) => client.watch(map.srcRange.key, map.srcRange.rangeEnd, { startRevision, progressNotify: last }), { from: start });
   }
 
   /**

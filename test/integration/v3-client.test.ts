@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcd, type EtcdProcess } from '../../src/etcd/process.js';
 import { parseCluster } from '../../src/etcd/endpoint.js';
 import { ClusterIdMismatchError, isRetryable } from '../../src/etcd/errors.js';
+import { catchUpWatch } from '../../src/etcd/v3/catch-up.js';
 import { V3Client, prefixEnd, type V3Event, type V3Watch, type WatchMessage } from '../../src/etcd/v3/client.js';
 import { CompactedError, TooManyOpsError, V3AuthError, V3RequestError } from '../../src/etcd/v3/errors.js';
 import { makePki, type Pki } from '../helpers/certs.js';
@@ -351,6 +352,48 @@ describe('V3Client against etcd 3.4.23', () => {
       await viaProxy.close();
       await proxy.close();
     }
+  });
+
+  it('catches a long backlog up through parallel slices: every revision of the prefix once, in order, then live', async () => {
+    const start = (await client.status()).revision + 1;
+    // A dense stretch, a stretch where the prefix takes one write in three (slices wider than etcd's batches), a
+    // stretch of other keys only (a slice that hears nothing), then the prefix again.
+    const dense = await putMany(client, 'slices/', 0, 2500);
+    const mixed: number[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const { revision } = await client.put(b(i % 3 === 0 ? `slices/m${i}` : `elsewhere/${i}`), b('x'));
+      if (i % 3 === 0) mixed.push(revision);
+    }
+    await putMany(client, 'elsewhere/gap', 0, 2500);
+    const after = await putMany(client, 'slices/late', 0, 1200);
+    const backlog = [...dense, ...mixed, ...after];
+    const opened: number[] = [];
+    const watch = catchUpWatch((startRevision, last) => {
+      opened.push(startRevision);
+      return client.watch(b('slices/'), prefixEnd(b('slices/')), { startRevision, progressNotify: last });
+    }, { from: start, stallMs: 300 });
+    const seen: number[] = [];
+    const it = watch[Symbol.asyncIterator]();
+    await collect(it, (all) => eventCount(all) >= backlog.length, 'the backlog').then((all) => seen.push(...eventsOf(all).map((e) => e.kv.modRevision)));
+    const live = (await client.put(b('slices/live'), b('1'))).revision;
+    await collect(it, (all) => eventCount(all) >= 1, 'the live write').then((all) => seen.push(...eventsOf(all).map((e) => e.kv.modRevision)));
+    watch.close();
+    expect(seen).toEqual([...backlog, live]);
+    expect(opened.length).toBeGreaterThan(2); // it did slice
+  });
+
+  it('a short backlog stays one watch', async () => {
+    const start = (await client.status()).revision + 1;
+    const backlog = await putMany(client, 'short/', 0, 300);
+    const opened: number[] = [];
+    const watch = catchUpWatch((startRevision, last) => {
+      opened.push(startRevision);
+      return client.watch(b('short/'), prefixEnd(b('short/')), { startRevision, progressNotify: last });
+    }, { from: start });
+    const all = await collect(watch[Symbol.asyncIterator](), (m) => eventCount(m) >= backlog.length, 'the backlog');
+    watch.close();
+    expect(eventsOf(all).map((e) => e.kv.modRevision)).toEqual(backlog);
+    expect(opened).toEqual([start]);
   });
 
   it('leases: grant, keepalive, time-to-live, revoke (keys go), unknown leases and ids beyond 2^53', async () => {

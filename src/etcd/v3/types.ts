@@ -17,8 +17,12 @@ export interface V3Event {
 }
 
 export type WatchMessage =
-  /** One watch response (fragments merged): never empty, and never splits a revision. */
-  | { kind: 'events'; revision: number; events: V3Event[] }
+  /**
+   * One watch response (fragments merged): never empty, and never splits a revision. `through`: this watch has
+   * now delivered every event up to that revision (the header revision, unless the response is one of etcd's
+   * catch-up batches cut at 1,000 revisions, whose header runs ahead of its events: then its last event's).
+   */
+  | { kind: 'events'; revision: number; events: V3Event[]; through: number }
   /** A progress notification: the header revision of an empty response. */
   | { kind: 'progress'; revision: number };
 

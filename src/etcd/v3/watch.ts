@@ -11,6 +11,11 @@ const WATCH_BACKOFF_MIN_MS = 100;
 const WATCH_BACKOFF_MAX_MS = 2_000;
 /** Watch responses queued for a slow consumer before the stream is paused (gRPC flow control holds the rest). */
 const WATCH_QUEUE_HIGH_WATER = 16;
+/**
+ * etcd's watchBatchMaxRevs (mvcc/watchable_store.go): a catch-up response carries at most this many revisions.
+ * Fewer means the watcher had nothing more up to the response's header revision.
+ */
+export const WATCH_BATCH_MAX_REVS = 1000;
 
 /** What a watch needs from its client. */
 export interface StreamHost {
@@ -127,12 +132,21 @@ export class WatchStream implements V3Watch {
     this.#fragments = [];
     const revision = Number(res.header?.revision ?? 0);
     if (events.length === 0) return this.#push({ kind: 'progress', revision });
+    // Counted over the response as etcd sent it, before the filter below.
+    let revisions = 0;
+    let previous = -1;
+    for (const e of events) {
+      const r = Number(e.kv!.mod_revision);
+      if (r !== previous) revisions++;
+      previous = r;
+    }
     // A revision already delivered (after a resume, or etcd #15275) is dropped whole: a response never splits one.
     const fresh = events.filter((e) => Number(e.kv!.mod_revision) > this.#lastEventRevision);
     const last = fresh[fresh.length - 1];
     if (!last) return;
     this.#lastEventRevision = Number(last.kv!.mod_revision);
-    this.#push({ kind: 'events', revision, events: fresh.map(eventOf) });
+    const through = revisions < WATCH_BATCH_MAX_REVS ? Math.max(revision, this.#lastEventRevision) : this.#lastEventRevision;
+    this.#push({ kind: 'events', revision, events: fresh.map(eventOf), through });
   }
 
   #onCanceled(res: RawWatchResponse, member: Member, metadata: grpc.Metadata): void {
