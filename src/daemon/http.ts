@@ -94,7 +94,7 @@ export async function startHttp(opts: {
         return send(503, 'text/plain; charset=utf-8', v.state === 'standby' ? `${v.readyReason}\n` : `not ready: ${v.readyReason}\n`);
       }
       case '/metrics':
-        opts.metrics.registry.metrics().then(
+        opts.metrics.scrape().then(
           (text) => send(200, opts.metrics.registry.contentType, text),
           (err: unknown) => send(500, 'text/plain', `metrics failed: ${String(err)}\n`),
         );

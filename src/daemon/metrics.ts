@@ -1,16 +1,40 @@
 // The one registry and every metric. Names of the reference tool are kept (alerts are built on them);
 // our own carry their unit in the name.
-import { Counter, Gauge, Histogram, Registry, Summary, collectDefaultMetrics } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as Prom from 'prom-client';
 import { REMOVAL_ACTIONS, WRITE_ACTIONS } from '../etcd/v2/decode.js';
+
+// prom-client's classes from their own modules, and its process metrics only when first needed: its index also
+// loads the Pushgateway (http, https) and OpenTelemetry (for exemplars), ~50 ms at every start, which a restarting
+// mirror spends while the source's history window moves on. The lockfile pins the version.
+const require = createRequire(import.meta.url);
+const Registry = require('prom-client/lib/registry.js') as typeof Prom.Registry;
+const Counter = require('prom-client/lib/counter.js') as typeof Prom.Counter;
+const Gauge = require('prom-client/lib/gauge.js') as typeof Prom.Gauge;
+const Histogram = require('prom-client/lib/histogram.js') as typeof Prom.Histogram;
+const Summary = require('prom-client/lib/summary.js') as typeof Prom.Summary;
+/** After start-up, the process metrics (CPU, memory, event-loop delay) join the registry by themselves. */
+const PROCESS_METRICS_AFTER_MS = 1_000;
 
 export const STATES = ['idle', 'standby', 'starting', 'reloading', 'recovering', 'tailing', 'stalled', 'outOfWindow', 'fenced', 'stopping', 'stopped', 'failed'] as const;
 
 export function createMetrics(labels: { url: string; prefix: string }) {
   const registry = new Registry();
   const r = [registry];
-  collectDefaultMetrics({ register: registry, prefix: 'etcdmirror_process_' });
+  let processMetrics = false;
+  const withProcessMetrics = () => {
+    if (processMetrics) return;
+    processMetrics = true;
+    (require('prom-client/lib/defaultMetrics.js') as typeof Prom.collectDefaultMetrics)({ register: registry, prefix: 'etcdmirror_process_' });
+  };
+  setTimeout(withProcessMetrics, PROCESS_METRICS_AFTER_MS).unref();
   const m = {
     registry,
+    /** The exposition text (/metrics): the process metrics are in it from the first scrape on. */
+    scrape(): Promise<string> {
+      withProcessMetrics();
+      return registry.metrics();
+    },
     // Reference names.
     replicatedEvents: new Counter({ name: 'etcdmirror_replicated_events_total', help: 'Source events handled (written or deliberately skipped)', registers: r }),
     writeLatency: new Histogram({

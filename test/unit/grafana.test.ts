@@ -28,7 +28,10 @@ const panels = allPanels(dashboard.panels).filter((p) => p.type !== 'row');
 
 /** Exported metric names, with the series names Prometheus derives from histograms and summaries. */
 async function exportedSeries(): Promise<Set<string>> {
-  const metrics = await createMetrics({ url: 'http://x:1', prefix: '/p' }).registry.getMetricsAsJSON();
+  // As /metrics serves it: scrape() adds the process metrics, which join the registry after start-up.
+  const exported = createMetrics({ url: 'http://x:1', prefix: '/p' });
+  await exported.scrape();
+  const metrics = await exported.registry.getMetricsAsJSON();
   const names = new Set<string>();
   for (const m of metrics) {
     names.add(m.name);

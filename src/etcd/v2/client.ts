@@ -2,8 +2,8 @@
 // current member and fail over to the next on a connection failure; every answer must carry the same cluster id,
 // and every answer's `Date` header feeds the estimate of the cluster's wall clock (serverNow()).
 import { createInterface } from 'node:readline';
-import { Client, Pool } from 'undici';
 import type { Dispatcher } from 'undici';
+import { Client, Pool } from './undici.js';
 import { ServerClock } from './clock.js';
 import { decodeEvent, decodeKeys, header, parseIndex, type EtcdEvent, type KeysResult } from './decode.js';
 import { AbortedError, ClusterIdMismatchError, EtcdError, FencedError, KeyNotFoundError, NotADirectoryError, TlsError, TransportError, UnexpectedResponseError, UnreachableError } from '../errors.js';

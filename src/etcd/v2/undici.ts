@@ -1,0 +1,15 @@
+// undici's Client and Pool with its request API, without the rest of its index (fetch, WebSocket, caches, mocks):
+// the index costs ~120 ms at every start, which a restarting mirror spends while the source's history window moves
+// on. This does what the index does for them (index.js: `Object.assign(Dispatcher.prototype, api)`); the classes
+// are the very ones it exports, and the lockfile pins the version.
+import { createRequire } from 'node:module';
+import type { Client as UndiciClient, Dispatcher as UndiciDispatcher, Pool as UndiciPool } from 'undici';
+
+const require = createRequire(import.meta.url);
+const Dispatcher = require('undici/lib/dispatcher/dispatcher.js') as typeof UndiciDispatcher;
+Object.assign(Dispatcher.prototype, require('undici/lib/api/index.js'));
+
+export const Client = require('undici/lib/dispatcher/client.js') as typeof UndiciClient;
+export type Client = UndiciClient;
+export const Pool = require('undici/lib/dispatcher/pool.js') as typeof UndiciPool;
+export type Pool = UndiciPool;
