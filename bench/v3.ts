@@ -501,6 +501,9 @@ async function sustainedPhase(ctx: PeerCtx): Promise<SustainedResult> {
   const destinationEventsPerSecond = round(recorder.eventsBetween(from, to) / secs, 1);
   const sourcePutsPerSecond = round(acksBetween(run, from, to) / secs, 1);
   const caughtAt = await waitObserved(ctx, phase, run, opts.settleSeconds * 1000);
+  const cpu1 = readCpu(pids());
+  const peerCpuSeconds = ((cpuBetween(cpu0, cpu1).peer ?? Number.NaN) / 100) * ((cpu1.at - cpu0.at) / 1000);
+  const applied = recorder.phase(phase).order.length;
   sampling = false;
   await sampler;
   let checkpointRevisionsPerSecond: number | null = null;
@@ -521,12 +524,13 @@ async function sustainedPhase(ctx: PeerCtx): Promise<SustainedResult> {
     behindAtEnd: Math.max(0, run.acked - recorder.phase(phase).order.length),
     waitedSeconds: round((epochNow() - to) / 1000, 1),
     cpuPercent: cpu,
+    cpuMicrosPerEvent: applied > 0 && Number.isFinite(peerCpuSeconds) ? round((peerCpuSeconds * 1e6) / applied, 1) : null,
   };
   progress(
     `${peer.name}: sustained: source ${result.sourcePutsPerSecond} put/s, destination ${destinationEventsPerSecond} events/s over the steady part ` +
       `(${result.percentOfCeiling ?? '–'} % of the ceiling; checkpoint ${checkpointRevisionsPerSecond ?? '–'} rev/s), caught up ` +
       `${result.caughtUpMs === null ? `no (${result.behindAtEnd} behind after ${result.waitedSeconds} s)` : `${result.caughtUpMs} ms after the load`}; ` +
-      `peer CPU ${cpu.peer ?? '–'}%, src ${cpu.srcEtcd ?? '–'}%, dst ${cpu.dstEtcd ?? '–'}%, bench ${cpu.bench}%, machine ${cpu.machineBusy}% busy`,
+      `peer CPU ${cpu.peer ?? '–'}% (${result.cpuMicrosPerEvent ?? '–'} µs per applied event until caught up), src ${cpu.srcEtcd ?? '–'}%, dst ${cpu.dstEtcd ?? '–'}%, bench ${cpu.bench}%, machine ${cpu.machineBusy}% busy`,
   );
   return result;
 }

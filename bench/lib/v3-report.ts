@@ -98,6 +98,9 @@ export interface SustainedResult {
   behindAtEnd: number;
   waitedSeconds: number;
   cpuPercent: Record<string, number | null>;
+  /** The peer's CPU from the load's start until it had applied everything (or the wait ended), in µs per event it
+   * applied over that time: what mirroring one event costs, whatever the peer's pace. */
+  cpuMicrosPerEvent: number | null;
 }
 
 export interface PeerResult {
@@ -215,6 +218,7 @@ export function renderMarkdown(r: V3BenchResults): string {
     return s.caughtUpMs !== null ? `${fmt(s.caughtUpMs, 0)} ms` : `no: ${s.behindAtEnd} events behind after ${fmt(s.waitedSeconds, 0)} s`;
   });
   row('sustained: peer CPU (% of one core)', (p) => fmt(p.sustained?.cpuPercent.peer));
+  row('sustained: peer CPU per applied event (µs), load start → caught up', (p) => fmt(p.sustained?.cpuMicrosPerEvent ?? null));
   row('canaries: background load achieved (put/s)', (p) => fmt(p.canary?.background.putsPerSecond));
   row('canary latency p50 / p99 / max (ms)', (p) => {
     const l = p.canary?.latencyMs;
