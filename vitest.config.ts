@@ -19,8 +19,9 @@ export default defineConfig({
           environment: 'node',
           testTimeout: 120_000,
           hookTimeout: 60_000,
-          // One file at a time: the machine has 2 cores and each etcd needs them.
-          fileParallelism: false,
+          // Two files at a time: most of an integration test is waiting (TTLs, history windows, outages), and each
+          // test starts its own etcds on free ports. More would crowd the 2 cores the etcds need.
+          maxWorkers: 2,
         },
       },
     ],
