@@ -240,7 +240,7 @@ class SyncRun {
       const { skipped } = msg.change;
       metrics.eventsSkipped.labels({ reason: skipped }).inc();
       if (skipped === 'ignored') metrics.replicatedEvents.inc();
-      if (skipped === 'unknown') log.warn({ index: revision, action: msg.change.action }, 'unknown action, not replicated');
+      if (skipped === 'unknown') log.warn({ index: revision, action: msg.change.event?.action, key: msg.change.event?.node.key }, 'unknown action, not replicated');
       run.push({ kind: 'progress', revision });
     } else {
       if (msg.kind === 'change') this.#changesSincePersist++;
@@ -431,12 +431,13 @@ class SyncRun {
     this.#settleHealWaiters(true);
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
-    if (fault.historyLost) metrics.outOfWindow.inc();
+    const e = err as { claimFrom?: unknown };
+    // A contradicted claim also asks for a resync, but the window was not left.
+    if (fault.historyLost && typeof e.claimFrom !== 'number') metrics.outOfWindow.inc();
     if (err instanceof MassDeleteRefusedError) metrics.massDeleteRefused.inc();
     // A contradicted quiet claim (v2 source): nothing above its start is stored from now on; should the stored
     // checkpoint already be past it (a claim confirmed by time, then contradicted after all), it is put back
     // before anyone hears of the fault, so that a crash before the resync resumes below the event.
-    const e = err as { claimFrom?: unknown };
     if (typeof e.claimFrom === 'number') {
       const below = e.claimFrom - 1;
       this.#ceiling = Math.min(this.#ceiling, below);

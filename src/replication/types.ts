@@ -3,7 +3,7 @@
 // the concurrency it chooses, and stores the checkpoint (inside its Txns, or as a write of its own). Keys and
 // values are bytes: what the source holds is what the destination gets.
 
-import type { EtcdNode } from '../etcd/v2/decode.js';
+import type { EtcdEvent, EtcdNode } from '../etcd/v2/decode.js';
 
 /** How long a copy may live without the source saying its original still does. */
 export interface LeaseRef {
@@ -14,31 +14,22 @@ export interface LeaseRef {
   grantedTtl: number;
 }
 
-/** What a v2 source says about a key beyond its value, for a v2 destination (a v3 destination ignores it). */
-export interface V2Detail {
-  /** The source's absolute expiration (its clock): the copy gets the remaining time plus the margin. */
-  expiration?: string;
-  /** The key's value right before the change (null: it did not exist); absent when it was a directory. */
-  before?: string | null;
-}
-
 /** One operation of a change, on a source key (the destination maps it to its own keys). */
 export type ChangeOp =
-  | { kind: 'put'; key: Buffer; value: Buffer; lease?: LeaseRef; v2?: V2Detail }
-  | { kind: 'delete'; key: Buffer; v2?: V2Detail }
+  | { kind: 'put'; key: Buffer; value: Buffer; lease?: LeaseRef }
+  | { kind: 'delete'; key: Buffer }
   /** v2 recursive delete or directory expiry: the key and everything below it (`key/...`). Above the prefix
    * (a v2 delete of an ancestor), it is the prefix itself. */
-  | { kind: 'deleteTree'; key: Buffer }
-  /** v2 directory set/update: the directory exists (with this expiration). A v3 destination has no directories. */
-  | { kind: 'dir'; key: Buffer; v2: V2Detail };
+  | { kind: 'deleteTree'; key: Buffer };
 
 /** Everything one source revision (v3) or index (v2) did inside the mirrored prefix: applied atomically. */
 export interface Change {
   revision: number;
   ops: ChangeOp[];
-  /** v2: the event's action (set, delete, expire, …), for the metrics of applied events. */
-  action?: string;
-  /** v2: nothing to write, and why (the key is outside the prefix, hidden, ignored, or the action unknown). */
+  /** v2 source: the event as read. A v2 destination replays it as such (directories, TTLs, the value before it
+   * for the replay guard); a v3 destination uses `ops`. */
+  event?: EtcdEvent;
+  /** v2 source: nothing to write, and why (the key is outside the prefix, hidden, ignored, or the action unknown). */
   skipped?: 'outside' | 'hidden' | 'ignored' | 'unknown';
 }
 

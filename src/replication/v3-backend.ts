@@ -11,6 +11,7 @@ import { OwnWrites } from './own-writes.js';
 import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';
+import { V3Target } from './v3-writer.js';
 import type { HaGate } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
 import { v3PinnedReader } from './audit-readers.js';
@@ -64,7 +65,8 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     ha = haController(lock);
   }
   const trackers = new Set<ChangeTracker>();
-  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor, trackers });
+  const target = new V3Target({ config, dst, keys, leases, log, metrics, own, leaseFor, trackers });
+  const host = new PipelineHost({ config, source, dst: target, log, metrics, sourceRevision: () => sourceRevision, trackers });
   const fence = new FenceWatch(async () => (await client.range(dst.fenceKey)).kvs[0]?.value.toString('utf8') ?? null);
   return {
     host,

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { subtreeRanges } from '../../src/replication/v3-destination.js';
 import { KeyMap } from '../../src/replication/keys.js';
-import { TxnBatch } from '../../src/replication/batch.js';
+import { TxnBatch } from '../../src/replication/v3-writer.js';
 import { Channel } from '../../src/replication/channel.js';
 import { ByteKeyMap, coversKey, rangeOf } from '../../src/replication/keyspace.js';
 
