@@ -133,6 +133,7 @@ class V2Run implements DestinationRun {
    * said which of it is already applied (replay-guard.ts). */
   #replay: { upTo: number | null; items: Held[]; releasing: boolean } | null = null;
   #from = 0;
+  #hooks: WriterHooks | null = null;
   /** Highest index handed to the writer. */
   #last = Number.NEGATIVE_INFINITY;
   #sourceIndex: number | null = null;
@@ -232,6 +233,7 @@ class V2Run implements DestinationRun {
     const { metrics, config, ordering } = this.deps;
     this.#from = from;
     this.#last = from;
+    this.#hooks = hooks;
     // --ha on v2: no write waits inside the HTTP client, where the fence check before each write cannot see it —
     // after a stop-the-world pause such a write would go out late, behind the new active's.
     const laneDepth = this.deps.fence ? 1 : LANE_DEPTH;
@@ -279,8 +281,12 @@ class V2Run implements DestinationRun {
   }
 
   #deliver(item: Held): void {
-    // A proof of progress may come after the event it covers: the writer's checkpoint is past it already.
-    if (item.index <= this.#last) return;
+    // A proof is confirmed after the events that followed it arrived: the writer is past it already, but the
+    // pipeline is told again, since what may be stored can have moved with the confirmation.
+    if (item.index <= this.#last) {
+      if (this.#writer && this.#writer.size === 0) this.#hooks?.applied(this.#writer.checkpoint);
+      return;
+    }
     this.#last = item.index;
     if (item.ev) this.#onEvent(item.ev);
     else this.#writer!.push({ index: item.index });
