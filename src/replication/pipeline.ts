@@ -149,9 +149,11 @@ class SyncRun {
         await Promise.race([isRegistered, reading]);
         const from = await this.#reconcileToSnapshot(signal);
         this.#startAfterReconcile(from, hooks);
-        const held = this.#held ?? [];
+        // The reader keeps appending while the held messages are handed over (each may wait for room): they go
+        // straight to the writer only once none is left before them.
+        const held = this.#held;
+        while (held.length > 0 && !signal.aborted) await this.#deliver(held.shift()!);
         this.#held = null;
-        for (const msg of held) await this.#deliver(msg);
         await reading;
         return;
       } else {

@@ -244,7 +244,10 @@ class V3Run implements DestinationRun {
     const outcome: HealOutcome = new Map();
     const writes: DstWrite[] = [];
     for (const h of items) {
-      if (writes.length + 1 >= dst.maxOps) break; // the rest waits for the next heal
+      if (writes.length + 1 >= dst.maxOps) {
+        outcome.set(h.id, { retryAt: at }); // the next heal, right after this one
+        continue;
+      }
       try {
         const state = await this.ctx.source.keyAt(keys.toSrc(h.key), at, this.ctx.signal);
         if ('retryAt' in state) {
