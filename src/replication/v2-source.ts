@@ -106,19 +106,15 @@ export class V2Source implements Source {
     const { src, map, highWater, pipeline, rearmMs, gaps, onSourceIndex, onPoll, log } = this.opts;
     // Lock-step without the pipeline: the next event is fetched once the one before is written.
     const out = new Channel<SourceMessage>(pipeline ? highWater : 0);
-    // The checkpoint may move to what was handed over (events and quiet claims) but never past what is confirmed.
+    // A quiet claim is handed over at once (the writer passes it, as it passes an event); what may be stored stays
+    // below every unconfirmed claim (storable()). A confirmation is handed over too, as a proof the writer is
+    // already past: the checkpoint may move with it.
     const start = from === 'now' ? Number.NEGATIVE_INFINITY : from;
     let handedOver = start;
     let confirmed = start;
-    let progressed = start;
+    let told = start;
     this.#claimedUpTo = Number.NEGATIVE_INFINITY;
     this.#confirmed = start;
-    const progress = () => {
-      const to = Math.min(handedOver, confirmed);
-      if (to <= progressed) return;
-      progressed = to;
-      out.push({ kind: 'progress', revision: to });
-    };
     runPoller({
       src,
       prefix: map.srcPrefix,
@@ -130,7 +126,7 @@ export class V2Source implements Source {
       gaps,
       budget: this.opts.budget,
       registered: (etcdIndex) => {
-        handedOver = progressed = etcdIndex;
+        handedOver = told = etcdIndex;
         out.push({ kind: 'registered', revision: etcdIndex });
       },
       streamStarted: (etcdIndex) => out.push({ kind: 'live', revision: etcdIndex }),
@@ -139,17 +135,19 @@ export class V2Source implements Source {
           handedOver = Math.max(handedOver, ev.node.modifiedIndex);
           out.push({ kind: 'change', change: this.change(ev) });
         },
-        // A quiet claim may still be contradicted: it moves the checkpoint once confirmed.
         quiet: (index) => {
           log?.debug({ index }, 'quiet watch: no prefix event up to this index');
           handedOver = Math.max(handedOver, index);
           this.#claimedUpTo = Math.max(this.#claimedUpTo, index);
-          progress();
+          out.push({ kind: 'progress', revision: index });
         },
         confirmed: (index) => {
           confirmed = Math.max(confirmed, index);
           this.#confirmed = confirmed;
-          progress();
+          const to = Math.min(handedOver, confirmed);
+          if (to <= told) return;
+          told = to;
+          out.push({ kind: 'progress', revision: to });
         },
         sourceIndex: onSourceIndex,
         room: () => out.room(),
