@@ -69,6 +69,7 @@ export class V2Source implements Source {
   async snapshot(signal?: AbortSignal): Promise<SourceSnapshot> {
     const { src, map } = this.opts;
     const snap = await takeSnapshot(src, map.srcPrefix, signal);
+    this.opts.onSourceIndex(snap.etcdIndex);
     if (this.opts.treeSnapshots) return { revision: snap.etcdIndex, entries: [], v2Tree: snap.root };
     const now = src.serverNow();
     const entries = [];
