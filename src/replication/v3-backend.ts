@@ -44,7 +44,18 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
     reader = v2BridgeReader(v2Client, map, client, keys, budget);
-    source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
+    source = new V2Source({
+      src: v2Client,
+      map,
+      highWater: SOURCE_HIGH_WATER,
+      pipeline: config.pipeline,
+      rearmMs: config.quietRearmMs,
+      gaps: new BodyGaps(),
+      budget,
+      log,
+      onPoll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
+      onSourceIndex: seen,
+    });
   } else {
     const srcV3 = new V3Client(config.src);
     reader = v3PinnedReader(srcV3, client, keys, budget, 'checkpoint');
