@@ -210,11 +210,14 @@ class V2Run implements DestinationRun {
 
   async reconcile(snapshot: SourceSnapshot, onProgress: (done: number, total: number) => void) {
     const { config, src, dst, map } = this.deps;
-    const root = snapshot.v2Tree ?? null;
-    this.#keeper.seed(root);
+    // reconcile() lets go of the tree once planned, so a large snapshot can be collected while the writes run:
+    // nothing else may hold it meanwhile.
+    const tree = { etcdIndex: snapshot.revision, root: snapshot.v2Tree ?? null };
+    snapshot.v2Tree = null;
+    this.#keeper.seed(tree.root);
     this.#keeper.start();
     return reconcile(
-      { etcdIndex: snapshot.revision, root },
+      tree,
       dst,
       map,
       {
