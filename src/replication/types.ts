@@ -35,7 +35,8 @@ export interface Change {
 
 export type SourceMessage =
   | { kind: 'change'; change: Change }
-  /** Nothing in the prefix changed up to `revision` (a proof of progress): the checkpoint may move there. */
+  /** Nothing in the prefix changed up to `revision` (a proof of progress): the checkpoint may move there, as far
+   * as storable() allows (a v2 quiet claim counts once confirmed; its confirmation comes as another proof). */
   | { kind: 'progress'; revision: number }
   /** The live stream starts after `revision`: what came before it was history (after a restart, a replay). */
   | { kind: 'live'; revision: number }
