@@ -14,7 +14,7 @@ afterAll(async () => {
   await pair?.stop();
 });
 
-const args = () => ['--pipeline', 'off', '--src-prefix', '/sync', '--dst-prefix', '/sync', pair.src.clientUrl, pair.dst.clientUrl];
+const args = () => ['--pipeline', 'off', '--src-prefix', '/sync', '--dst-prefix', '/sync', '--strip', pair.src.clientUrl, pair.dst.clientUrl];
 
 describe('--pipeline off', () => {
   it('reloads, tails, stops and resumes from the stored index, event by event', async () => {
