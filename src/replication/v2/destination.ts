@@ -110,7 +110,11 @@ export class V2Target implements Destination {
 
   open(ctx: RunContext): DestinationRun {
     // After a reload/recovery the previous run's TTL keys may be stale; the snapshot seeds the new one.
-    const run = new V2Run(this.deps, ctx, ctx.mode === 'tail' ? this.#ttlKeys : null, (keys) => (this.#ttlKeys = keys));
+    const run = new V2Run(this.deps, ctx, ctx.mode === 'tail' ? this.#ttlKeys : null, (keys) => {
+      this.#ttlKeys = keys;
+      // A run that has ended no longer feeds adaptive ordering.
+      if (this.#run === run) this.#run = null;
+    });
     this.#run = run;
     return run;
   }
