@@ -58,6 +58,8 @@ class SyncRun {
   #covered = 0;
   /** Where a tailing run resumed: a source whose stream starts below it is another cluster. */
   #tailFrom: number | null = null;
+  /** Why the reader stopped, when it failed. */
+  #readFailure: { err: unknown } | null = null;
   /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision). */
   readonly #heals = new Map<string, HealItem>();
   #healScheduled = false;
@@ -163,7 +165,7 @@ class SyncRun {
       }
       await this.#read(changes);
     } catch (err) {
-      if (!this.#stopped) await this.#fault(err);
+      if (!this.#stopped) await this.#fault(this.#readFailure ? this.#readFailure.err : err);
     } finally {
       // Every write started settles before the run does: none may land behind the next run's.
       await this.#run?.close();
@@ -215,6 +217,8 @@ class SyncRun {
         else await this.#deliver(msg);
       }
     } catch (err) {
+      // The run ends with this error, not with the abort it causes elsewhere (a reconcile in progress).
+      this.#readFailure ??= { err };
       this.#abort.abort();
       throw err;
     }

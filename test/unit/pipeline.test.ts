@@ -3,7 +3,7 @@
 // the final checkpoint on stop, the source-history check.
 import { describe, expect, it } from 'vitest';
 import type { MirrorEvent } from '../../machines/types.js';
-import { ResyncNeededError } from '../../src/etcd/errors.js';
+import { EventIndexClearedError, ResyncNeededError } from '../../src/etcd/errors.js';
 import { Channel } from '../../src/replication/channel.js';
 import { PipelineHost } from '../../src/replication/pipeline.js';
 import type { ReplicationMetrics, ReplicationOptions } from '../../src/replication/ports.js';
@@ -27,8 +27,9 @@ class ScriptedSource implements Source {
   async currentRevision() {
     return 0;
   }
-  async snapshot() {
-    await this.snapshotTaken;
+  async snapshot(signal?: AbortSignal) {
+    // As a real read, it fails once the run is aborted.
+    await Promise.race([this.snapshotTaken, new Promise((_r, reject) => signal?.addEventListener('abort', () => reject(new Error('This operation was aborted'))))]);
     return { revision: this.snapshotRevision, entries: [] };
   }
   changes(_from: number | 'now', signal: AbortSignal): AsyncIterable<SourceMessage> {
@@ -177,5 +178,22 @@ describe('pipeline', () => {
     stop();
     await h.drain(2_000);
     expect(dst.checkpoints.at(-1)).toBe(20);
+  });
+
+  it('a reader that loses the history during a reload ends the run with that fault, not the reconcile it aborts', async () => {
+    const source = new ScriptedSource();
+    source.liveBeforeSnapshot = true;
+    source.snapshotTaken = new Promise(() => {}); // a long snapshot read
+    const dst = new MemoryDestination();
+    const { h, events, report } = host(source, dst);
+    const stop = h.start({ mode: 'recover', appliedIndex: null }, report);
+    source.out.push({ kind: 'registered', revision: 5 });
+    await new Promise((r) => setTimeout(r, 10));
+    source.out.end(new EventIndexClearedError(401, 'The event in requested index is outdated and cleared', 'the requested history has been cleared [53/25]', 1052, 400));
+    await until(() => events.some((e) => e.type === 'runner.fault'));
+    const fault = events.find((e) => e.type === 'runner.fault') as Extract<MirrorEvent, { type: 'runner.fault' }>;
+    expect(fault.fault).toMatchObject({ code: 'EM_ERR_EVENT_INDEX_CLEARED', historyLost: true });
+    stop();
+    await h.drain(2_000);
   });
 });
