@@ -429,7 +429,7 @@ class SyncRun {
   async #fault(err: unknown): Promise<void> {
     if (this.#faulted || this.#stopped) return;
     this.#faulted = true;
-    const { metrics, log } = this.deps;
+    const { metrics } = this.deps;
     this.#run?.halt();
     this.#abort.abort();
     clearTimeout(this.#timer);
