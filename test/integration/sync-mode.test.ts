@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnMirror, startPair, waitForIndex, type Pair } from '../helpers/mirror.js';
 import { ok, storeIndex } from '../helpers/raw.js';
 import { expectTreesEqual } from '../helpers/tree.js';
+import { V3Client } from '../../src/etcd/v3/client.js';
+import { parseCluster } from '../../src/etcd/endpoint.js';
+import { waitFor } from '../helpers/wait.js';
 
 let pair: Pair;
 beforeAll(async () => {
@@ -48,6 +51,29 @@ describe('--pipeline off', () => {
       await expectTreesEqual(pair.srcClient, '/sync', pair.dstClient, '/sync');
     } finally {
       expect(await second.kill('SIGTERM')).toBe(0);
+    }
+  });
+
+  it('the v2 → v3 bridge too: a reload, then each event with its checkpoint', async () => {
+    const src = pair.src.clientUrl;
+    // The source as the first test left it. etcd 3.4 serves both APIs: the pair's destination is the v3
+    // destination here, under its own prefix.
+    const d = new V3Client(parseCluster(pair.dst.clientUrl, 'dst'));
+    const bridge = await spawnMirror(['--reload', '--src-api', 'v2', '--dst-api', 'v3', '--pipeline', 'off', '--src-prefix', '/sync', '--dst-prefix', '/bridge', '--strip', src, pair.dst.clientUrl]);
+    try {
+      await bridge.waitForState('tailing');
+      await ok(src, 'PUT', '/sync/c', { value: '4' });
+      await ok(src, 'DELETE', '/sync/b');
+      const index = await storeIndex(src);
+      await waitFor(async () => Number((await d.range(Buffer.from('/__replication/bridge'))).kvs[0]?.value.toString() ?? -1) >= index, `checkpoint ≥ ${index}`);
+      const kvs = (await d.rangeAll(Buffer.from('/bridge/'), Buffer.from('/bridge0'))).kvs;
+      const got = Object.fromEntries(kvs.map((kv) => [kv.key.toString(), kv.value.toString()]));
+      expect(got).toMatchObject({ '/bridge/a': '2', '/bridge/c': '4', '/bridge/pre/1': 'v1' });
+      expect(got['/bridge/b']).toBeUndefined();
+      expect(got['/bridge/pre/0']).toBeUndefined();
+    } finally {
+      expect(await bridge.kill('SIGTERM')).toBe(0);
+      await d.close();
     }
   });
 });
