@@ -7,6 +7,7 @@ export class Channel<T> implements AsyncIterable<T> {
   #wakeConsumer: (() => void) | null = null;
   #roomWaiters: (() => void)[] = [];
 
+  /** `highWater` 0: lock-step, the producer gets room only once the consumer waits with nothing queued. */
   constructor(private readonly highWater: number) {}
 
   get size(): number {
@@ -30,7 +31,8 @@ export class Channel<T> implements AsyncIterable<T> {
 
   /** Resolves when the queue is below its high-water mark (or the channel ended). */
   room(): Promise<void> {
-    if (this.#items.length < this.highWater || this.#done) return Promise.resolve();
+    const room = this.highWater > 0 ? this.#items.length < this.highWater : this.#items.length === 0 && this.#wakeConsumer !== null;
+    if (room || this.#done) return Promise.resolve();
     return new Promise((r) => this.#roomWaiters.push(r));
   }
 
@@ -58,7 +60,10 @@ export class Channel<T> implements AsyncIterable<T> {
         if (this.#error !== undefined) throw this.#error;
         return;
       }
-      await new Promise<void>((r) => (this.#wakeConsumer = r));
+      await new Promise<void>((r) => {
+        this.#wakeConsumer = r;
+        if (this.highWater === 0) this.#releaseRoom();
+      });
     }
   }
 }

@@ -1,37 +1,25 @@
-// The replication pipeline for a v3 destination, on the seams of ./types.ts: the source's changes (v2 or v3)
-// are read ahead into a queue while one writer applies them in source order, as Txns that each carry whole
-// revisions — as many as fit the destination's operation limit — and the checkpoint after them. One Txn in
-// flight at a time: two could be applied by the destination in either order.
+// The replication pipeline, for every source and destination kind (v2 → v2, v2 → v3, v3 → v3), on the seams of
+// ./types.ts: the source's changes are read ahead while the destination's run applies them in source order with
+// the concurrency it chooses (v3: whole revisions per Txn, one in flight; v2: one ordered lane, or lanes by key).
+// What every kind shares lives here once: reading and backpressure, the reconcile to a snapshot, the checkpoint
+// policy, the rollback of a contradicted quiet claim, the heal queue, faults, stop and status.
 import type { MirrorEvent, RunnerInput } from '../../machines/types.js';
-import { faultFrom } from '../etcd/errors.js';
-import { TooManyOpsError } from '../etcd/v3/errors.js';
-import { subtreeRanges, type DstWrite, type V3Destination } from './v3-destination.js';
+import { faultFrom, MassDeleteRefusedError, SourceHistoryMismatchError } from '../etcd/errors.js';
 import type { Log, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import { RunHost, type RunnerStatus } from './run-host.js';
-import type { OwnWrites } from './own-writes.js';
-import { oversizeRevision, TxnBatch } from './batch.js';
-import { DestinationWatch } from './dst-watch.js';
-import { keyId, type ByteKeyMap } from './keyspace.js';
-import type { LeaseMirror } from './leases.js';
-import { resync } from './resync.js';
-import type { Change, LeaseRef, Source, SourceMessage } from './types.js';
+import { keyId } from './keyspace.js';
+import type { Destination, DestinationRun, HealItem, Source, SourceMessage } from './types.js';
 import type { ChangeTracker } from './audit.js';
 
 export interface PipelineDeps {
   config: ReplicationOptions;
   source: Source;
-  dst: V3Destination;
-  keys: ByteKeyMap;
-  leases: LeaseMirror;
+  dst: Destination;
   log: Log;
   metrics: ReplicationMetrics;
   /** Latest source revision/index seen by any request. */
   sourceRevision(): number | null;
-  /** The source lease a destination key's lease stands for (adopting leases after a restart). */
-  leaseFor(dstKey: Buffer, dstLease: string): LeaseRef;
-  /** Our destination writes (Txns), to tell foreign changes from them. */
-  own: OwnWrites;
-  /** Audits in progress: told of every source change read (src/replication/audit.ts). */
+  /** Audits in progress: told of every source change read (src/replication/audit.ts; the destination notes them). */
   trackers?: Set<ChangeTracker>;
 }
 
@@ -39,35 +27,45 @@ export interface PipelineDeps {
 const HIGH_WATER = 10_000;
 /** How soon a heal that must wait for the destination to catch up is tried again. */
 const HEAL_RETRY_MS = 200;
-
-interface Queued {
-  msg: SourceMessage;
-  at: number;
-  /** The change's destination writes, planned once (leases granted). */
-  writes?: DstWrite[];
-}
+/** Stored-checkpoint lag (in source indexes) above which a 'separate' checkpoint is written early. */
+const INDEX_LAG_BOUND = 100;
+const FAST_CHECKPOINT_MS = 10;
 
 class SyncRun {
   readonly #abort = new AbortController();
-  readonly #queue: Queued[] = [];
   #phase: RunnerStatus['phase'] = 'snapshot';
   #reconcile: { done: number; total: number } | null = null;
   /** Source revision up to which everything is on the destination. */
   #applied: number | null = null;
   #persisted: number | null;
+  /** Lowest checkpoint that may be stored: below it the destination is not known to match (reconcile pending). */
+  #floor = Number.POSITIVE_INFINITY;
+  /** Highest checkpoint that may be stored: below a contradicted quiet claim. */
+  #ceiling = Number.POSITIVE_INFINITY;
   #lastCheckpointAt = 0;
-  #inFlight = 0;
+  /** Changes pushed since the last checkpoint write ('separate' style: a quiet advance is written sooner). */
+  #changesSincePersist = 0;
+  #persisting: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #timerDue = 0;
+  #rollingBack: Promise<void> | null = null;
   #stopped = false;
-  #wakeWriter: (() => void) | null = null;
-  #wakeReader: (() => void) | null = null;
-  /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision);
-   * `audit`: an audit found it differing. */
-  readonly #heals = new Map<string, { key: Buffer; retryAt: number; audit?: boolean }>();
+  #faulted = false;
+  #run: DestinationRun | null = null;
+  /** Reload with a short-history source: what the reader delivered before the snapshot's revision was known. */
+  #held: SourceMessage[] | null = null;
+  /** Changes at or below it are in the snapshot the destination was reconciled to. */
+  #covered = 0;
+  /** Where a tailing run resumed: a source whose stream starts below it is another cluster. */
+  #tailFrom: number | null = null;
+  /** Why the reader stopped, when it failed. */
+  #readFailure: { err: unknown } | null = null;
+  /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision). */
+  readonly #heals = new Map<string, HealItem>();
+  #healScheduled = false;
+  #healTimer: NodeJS.Timeout | undefined;
   /** Audits waiting for their keys to be healed, with the writes made for them so far. */
   #healWaiters: { ids: Set<string>; written: number; done: (written: number) => void }[] = [];
-  /** Audits waiting for the checkpoint to be written again (checkpointNow); told whether it was. */
-  #checkpointWaiters: ((written: boolean) => void)[] = [];
-  #dstWatch: DestinationWatch | null = null;
   readonly settled: Promise<void>;
 
   constructor(
@@ -78,308 +76,345 @@ class SyncRun {
     private readonly onPersisted: (revision: number) => void,
   ) {
     this.#persisted = input.mode === 'tail' ? Math.max(input.appliedIndex ?? 0, resumeFrom ?? 0) : null;
-    this.settled = this.#run();
+    this.settled = this.#main();
   }
 
   status(): RunnerStatus {
-    const first = this.#queue.find((q) => q.msg.kind === 'change');
+    const w = this.#run?.status();
     return {
       mode: this.input.mode,
       phase: this.#phase,
-      queue: this.#queue.length,
-      inFlight: this.#inFlight,
+      queue: w?.queue ?? 0,
+      inFlight: w?.inFlight ?? 0,
       appliedIndex: this.#applied,
       persistedIndex: this.#persisted,
       sourceIndex: this.deps.sourceRevision(),
       reconcile: this.#reconcile,
-      oldestUnappliedAt: first?.at ?? null,
-      confirmedIndex: null,
-      ordering: 'strict',
+      oldestUnappliedAt: w?.oldestUnappliedAt ?? null,
+      confirmedIndex: this.deps.source.confirmedUpTo(),
+      ordering: w?.ordering ?? 'strict',
+      ...(w?.lane !== undefined ? { lane: w.lane } : {}),
+      ...(w?.received !== undefined ? { received: w.received } : {}),
     };
   }
 
-  async #run(): Promise<void> {
-    const { source, log } = this.deps;
+  async #main(): Promise<void> {
+    const { source, log, dst } = this.deps;
     const signal = this.#abort.signal;
     try {
-      this.#dstWatch = new DestinationWatch(this.deps.dst.client, this.deps.keys, this.deps.own, log, (keys) => {
-        for (const key of keys) this.#heals.set(keyId(key), { key, retryAt: 0 });
-        this.#wake();
+      const run = dst.open({
+        mode: this.input.mode,
+        source,
+        signal,
+        foreign: (keys) => {
+          for (const key of keys) {
+            const id = keyId(key);
+            if (!this.#heals.has(id)) this.#heals.set(id, { id, key, retryAt: 0 });
+          }
+          this.#scheduleHeal();
+        },
+        stored: () => this.#persisted,
       });
-      this.#dstWatch.start((await this.deps.dst.client.status()).revision + 1);
-      let from: number;
+      this.#run = run;
+      const hooks = {
+        applied: (revision: number) => this.#onApplied(revision),
+        failed: (err: unknown) => void this.#fault(err),
+        checkpointFor: (upTo: number) => {
+          const storable = this.#storable(upTo);
+          return {
+            checkpoint: this.#canPersist(storable) ? storable : null,
+            waitMs: this.deps.config.checkpointMs - (Date.now() - this.#lastCheckpointAt),
+          };
+        },
+        persisted: (revision: number) => this.#setPersisted(revision),
+      };
+      let changes: AsyncIterable<SourceMessage>;
       if (this.input.mode === 'tail') {
-        from = this.#persisted ?? 0;
-        if (!this.deps.leases.seeded) await this.#adoptLeases();
+        const from = this.#persisted ?? 0;
+        this.#floor = from;
+        this.#tailFrom = from;
+        await run.resume();
+        run.start(from, hooks);
+        this.#applied = from;
+        this.#phase = 'tail';
+        log.info({ fromIndex: from + 1 }, 'tailing the source');
+        changes = source.changes(from, signal);
+      } else if (source.liveBeforeSnapshot) {
+        // Register the live reader before reading the snapshot: the catch-up after a long snapshot and reconcile
+        // can then never ask for a cleared index. Until the snapshot's revision is known, what it delivers is held.
+        this.#held = [];
+        changes = source.changes('now', signal);
+        let registered!: () => void;
+        const isRegistered = new Promise<void>((r) => (registered = r));
+        const reading = this.#read(changes, registered);
+        reading.catch(() => {}); // awaited below; a failure before then surfaces through the race
+        await Promise.race([isRegistered, reading]);
+        const from = await this.#reconcileToSnapshot(signal);
+        this.#startAfterReconcile(from, hooks);
+        // The reader keeps appending while the held messages are handed over (each may wait for room): they go
+        // straight to the writer only once none is left before them.
+        const held = this.#held;
+        while (held.length > 0 && !signal.aborted) await this.#deliver(held.shift()!);
+        this.#held = null;
+        await reading;
+        return;
       } else {
-        from = await this.#reconcileToSnapshot(signal);
+        const from = await this.#reconcileToSnapshot(signal);
+        this.#startAfterReconcile(from, hooks);
+        changes = source.changes(from, signal);
       }
-      this.#applied = from;
-      this.#phase = 'tail';
-      // Both loops end before the run settles: a fault must not leave a Txn in flight behind the next run.
-      const ended = await Promise.allSettled([this.#read(source.changes(from, signal)), this.#write()]);
-      const failed = ended.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
+      await this.#read(changes);
     } catch (err) {
-      if (!this.#stopped) await this.#fault(err);
+      if (!this.#stopped) await this.#fault(this.#readFailure ? this.#readFailure.err : err);
+    } finally {
+      // Every write started settles before the run does: none may land behind the next run's.
+      await this.#run?.close();
     }
+  }
+
+  #startAfterReconcile(from: number, hooks: Parameters<DestinationRun['start']>[1]): void {
+    this.#covered = from;
+    this.#applied = from;
+    this.#run!.start(from, hooks);
+    this.#phase = 'tail';
   }
 
   /**
    * Reconciles the destination to a source snapshot; returns its revision. A method of its own: a suspended async
-   * function keeps every local it ever held, and #run suspends for the whole tailing run — the snapshot (every key
-   * and value of the prefix) would stay in memory as long.
+   * function keeps every local it ever held, and #main suspends for the whole tailing run — the snapshot (every
+   * key and value of the prefix) would stay in memory as long.
    */
   async #reconcileToSnapshot(signal: AbortSignal): Promise<number> {
-    const { source, log, metrics, config } = this.deps;
+    const { source, log, metrics, dst } = this.deps;
     const started = Date.now();
     const snapshot = await source.snapshot(signal);
+    const revision = snapshot.revision;
+    log.info({ etcdIndex: revision, mode: this.input.mode }, 'source snapshot taken; reconciling the destination');
+    this.#floor = revision;
     this.#phase = 'reconcile';
-    const result = await resync(
-      { dst: this.deps.dst, keys: this.deps.keys, leases: this.deps.leases, guard: { allowMassDelete: config.allowMassDelete, massDeleteRatio: config.massDeleteRatio } },
-      snapshot,
-      (done, total) => (this.#reconcile = { done, total }),
-      signal,
-    );
+    const result = await this.#run!.reconcile(snapshot, (done, total) => (this.#reconcile = { done, total }));
+    const seconds = (Date.now() - started) / 1000;
     metrics.reconcileWritten.inc(result.written);
     metrics.reconcileDeleted.inc(result.deleted);
-    metrics.reconcileDuration.set((Date.now() - started) / 1000);
-    metrics.loadTime.observe((Date.now() - started) / 1000);
-    log.info({ revision: snapshot.revision, ...result, ms: Date.now() - started }, `destination reconciled to the source snapshot at ${snapshot.revision}`);
-    this.#setPersisted(snapshot.revision);
-    if (!this.#stopped) this.report({ type: 'runner.reconciled', etcdIndex: snapshot.revision });
-    return snapshot.revision;
+    metrics.reconcileDuration.set(seconds);
+    metrics.loadTime.observe(seconds);
+    log.info({ ...result, etcdIndex: revision, seconds }, 'destination reconciled to the source snapshot');
+    if (dst.checkpointStyle === 'txn') this.#setPersisted(revision);
+    else await this.#persist(revision);
+    if (!this.#stopped) this.report({ type: 'runner.reconciled', etcdIndex: revision });
+    return revision;
   }
 
-  async #read(changes: AsyncIterable<SourceMessage>): Promise<void> {
+  async #read(changes: AsyncIterable<SourceMessage>, registered?: () => void): Promise<void> {
     try {
       for await (const msg of changes) {
         if (this.#abort.signal.aborted) return;
-        const trackers = this.deps.trackers;
-        if (msg.kind === 'change' && trackers?.size) {
-          for (const op of msg.change.ops) for (const t of trackers) t.note(keyId(this.deps.keys.toDst(op.key)), msg.change.revision, op.kind === 'deleteTree');
+        if (msg.kind === 'registered') {
+          registered?.();
+          continue;
         }
-        this.#queue.push({ msg, at: Date.now() });
-        this.#wake();
-        while (this.#queue.length >= HIGH_WATER && !this.#abort.signal.aborted) await new Promise<void>((r) => (this.#wakeReader = r));
+        if (this.#held) this.#held.push(msg);
+        else await this.#deliver(msg);
       }
     } catch (err) {
+      // The run ends with this error, not with the abort it causes elsewhere (a reconcile in progress).
+      this.#readFailure ??= { err };
       this.#abort.abort();
       throw err;
-    } finally {
-      this.#wake();
     }
   }
 
-  #wake(): void {
-    const w = this.#wakeWriter;
-    this.#wakeWriter = null;
-    w?.();
-  }
-
-  #idle(ms?: number): Promise<void> {
-    return new Promise<void>((r) => {
-      const timer = ms === undefined ? undefined : setTimeout(r, ms);
-      this.#wakeWriter = () => {
-        clearTimeout(timer);
-        r();
-      };
-    });
-  }
-
-  /** After a restart: copies already on destination leases are kept alive from now on, as if just written. */
-  async #adoptLeases(): Promise<void> {
-    const { dst, leases, leaseFor, log } = this.deps;
-    let adopted = 0;
-    for (const entry of (await dst.readTree()).values()) {
-      if (!entry.lease || entry.lease === '0') continue;
-      leases.adopt(leaseFor(entry.key, entry.lease), entry.lease);
-      adopted++;
-    }
-    leases.seeded = true;
-    if (adopted > 0) log.info({ keys: adopted, leases: leases.size }, 'destination copies on leases found; their source leases are followed again');
-  }
-
-  /** The destination writes for one change: keys mapped, leases granted. */
-  async #plan(change: Change): Promise<DstWrite[]> {
-    const { keys, leases } = this.deps;
-    const writes: DstWrite[] = [];
-    for (const op of change.ops) {
-      const key = keys.toDst(op.key);
-      if (op.kind === 'put') {
-        const lease = op.lease ? await leases.attach(op.lease) : undefined;
-        writes.push({ kind: 'put', key, value: op.value, ...(lease ? { lease } : {}) });
-      } else if (op.kind === 'delete') writes.push({ kind: 'delete', key });
-      else {
-        writes.push({ kind: 'delete', key });
-        for (const r of subtreeRanges(key)) writes.push({ kind: 'delete', key: r.key, rangeEnd: r.rangeEnd });
+  /** Hands one message to the destination's writer, after what only the pipeline decides. */
+  async #deliver(msg: SourceMessage): Promise<void> {
+    const run = this.#run!;
+    const { metrics, log } = this.deps;
+    if (msg.kind === 'registered') return;
+    if (msg.kind === 'live') {
+      // A store index never goes back: below the stored index, the source is not the cluster it was taken from.
+      if (this.#tailFrom !== null && msg.revision < this.#tailFrom) {
+        throw new SourceHistoryMismatchError(
+          `the source's store index ${msg.revision} is below the stored replication index ${this.#tailFrom}: SRC is another cluster than the one replicated so far, or was restored from a backup; resynchronise with --reload`,
+        );
       }
+      run.push(msg);
+      return;
     }
-    return writes;
-  }
-
-  async #write(): Promise<void> {
-    try {
-      await this.#writeLoop();
-    } catch (err) {
-      this.#abort.abort();
-      this.#wakeReader?.();
-      throw err;
+    const revision = msg.kind === 'change' ? msg.change.revision : msg.revision;
+    // The reader, registered before the snapshot, may still be catching up through what the snapshot holds.
+    if (revision <= this.#covered) return;
+    if (msg.kind === 'change' && msg.change.skipped) {
+      const { skipped } = msg.change;
+      metrics.eventsSkipped.labels({ reason: skipped }).inc();
+      if (skipped === 'ignored') metrics.replicatedEvents.inc();
+      if (skipped === 'unknown') log.warn({ index: revision, action: msg.change.event?.action, key: msg.change.event?.node.key }, 'unknown action, not replicated');
+      run.push({ kind: 'progress', revision });
+    } else {
+      if (msg.kind === 'change') this.#changesSincePersist++;
+      run.push(msg);
+    }
+    if (this.deps.config.pipeline) await run.waitForRoom(HIGH_WATER);
+    else {
+      // The reference tool's loop: nothing is read until the change and the checkpoint are written.
+      await run.idle();
+      const storable = this.#applied === null ? null : this.#storable(this.#applied);
+      if (storable !== null && this.#canPersist(storable) && this.deps.dst.checkpointStyle === 'separate') await this.#persist(storable);
     }
   }
 
-  async #writeLoop(): Promise<void> {
-    const { dst, source, metrics } = this.deps;
-    const signal = this.#abort.signal;
-    while (!signal.aborted) {
-      if (this.#heals.size > 0) await this.#heal();
-      if (this.#checkpointWaiters.length > 0) await this.#checkpointAgain();
-      if (this.#queue.length === 0) {
-        await this.#idle(this.#heals.size > 0 ? HEAL_RETRY_MS : undefined);
-        continue;
-      }
-      const batch = new TxnBatch(dst.maxOps);
-      let writes: DstWrite[] | null = null;
-      let taken = 0;
-      let upTo = this.#applied ?? 0;
-      for (const q of this.#queue) {
-        if (q.msg.kind === 'progress') {
-          upTo = Math.max(upTo, q.msg.revision);
-          taken++;
-          continue;
-        }
-        q.writes ??= await this.#plan(q.msg.change);
-        if (!batch.tryAdd(q.writes)) {
-          if (batch.size > 0) break;
-          // Alone it does not fit: a revision larger than a Txn may carry.
-          writes = await oversizeRevision(this.deps, q.msg.change, q.writes);
-          upTo = q.msg.change.revision;
-          taken++;
-          break;
-        }
-        upTo = q.msg.change.revision;
-        taken++;
-      }
-      writes ??= batch.writes();
-      const storable = source.storable(upTo);
-      const checkpoint = storable > (this.#persisted ?? Number.NEGATIVE_INFINITY) ? storable : null;
-      if (writes.length === 0) {
-        const wait = this.deps.config.checkpointMs - (Date.now() - this.#lastCheckpointAt);
-        // Proofs of progress alone: the checkpoint follows them at most every --checkpoint-ms.
-        if (checkpoint !== null && wait > 0) {
-          await this.#idle(wait);
-          continue;
-        }
-      }
-      const started = performance.now();
-      this.#inFlight = 1;
-      try {
-        if (writes.length > 0 || checkpoint !== null) await dst.commit(writes, checkpoint);
-      } catch (err) {
-        if (err instanceof TooManyOpsError) {
-          this.deps.log.warn({ maxOps: dst.maxOps }, 'the destination allows fewer operations per Txn than configured; batches are cut smaller');
-          continue;
-        }
-        throw err;
-      } finally {
-        this.#inFlight = 0;
-      }
-      if (writes.length > 0) metrics.writeLatency.observe((performance.now() - started) / 1000);
-      const done = this.#queue.splice(0, taken);
-      for (const q of done) {
-        if (q.msg.kind !== 'change') continue;
-        metrics.replicatedEvents.inc();
-        for (const op of q.msg.change.ops) metrics.eventsApplied.labels({ action: op.kind }).inc();
-      }
-      if (this.#wakeReader && this.#queue.length < HIGH_WATER) {
-        const r = this.#wakeReader;
-        this.#wakeReader = null;
-        r();
-      }
-      this.#applied = upTo;
-      metrics.lastApplyAt = Date.now();
-      metrics.lastApply.set(metrics.lastApplyAt / 1000);
-      if (checkpoint !== null) this.#setPersisted(checkpoint);
-    }
+  #onApplied(revision: number): void {
+    this.#applied = revision;
+    const { metrics } = this.deps;
+    metrics.lastApplyAt = Date.now();
+    metrics.lastApply.set(metrics.lastApplyAt / 1000);
+    if (this.deps.dst.checkpointStyle === 'separate') this.#schedulePersist();
+    if (this.#heals.size > 0) this.#scheduleHeal();
+  }
+
+  /** The highest checkpoint that may be stored once everything up to `applied` is on the destination. */
+  #storable(applied: number): number {
+    return Math.min(this.deps.source.storable(applied), this.#ceiling);
+  }
+
+  #canPersist(checkpoint: number): boolean {
+    return checkpoint >= this.#floor && checkpoint <= this.#ceiling && (this.#persisted === null || checkpoint > this.#persisted);
   }
 
   /**
-   * Restores keys someone else changed on the destination to the source's state at the revision the destination
-   * is at, in one Txn between two batches: the replica stays a state the source had, and no replayed event
-   * is in flight meanwhile.
+   * 'separate' style: one checkpoint write per --checkpoint-ms. When the store races ahead around a quiet prefix
+   * (the checkpoint moves by quiet proofs, hardly by changes), write sooner, so the stored index never trails by
+   * more than a fraction of etcd's 1000-event window; changes themselves never cost more than one checkpoint
+   * write per --checkpoint-ms.
    */
-  async #heal(): Promise<void> {
-    const { source, dst, keys, leases, log, metrics } = this.deps;
-    const at = this.#applied;
-    if (at === null) return;
-    const writes: DstWrite[] = [];
-    for (const [id, h] of this.#heals) {
-      if (h.retryAt > at || writes.length + 1 >= dst.maxOps) continue;
-      try {
-        const state = await source.keyAt(keys.toSrc(h.key), at, this.#abort.signal);
-        if ('retryAt' in state) {
-          h.retryAt = state.retryAt;
-          continue;
-        }
-        this.#heals.delete(id);
-        if ('superseded' in state) continue;
-        const e = state.entry;
-        const lease = e?.lease ? await leases.attach(e.lease) : undefined;
-        writes.push(e ? { kind: 'put', key: h.key, value: e.value, ...(lease ? { lease } : {}) } : { kind: 'delete', key: h.key });
-        metrics.healed.labels({ reason: h.audit ? 'audit' : e ? 'foreign change' : 'foreign create' }).inc();
-        for (const w of this.#healWaiters) if (w.ids.has(id)) w.written++;
-      } catch (err) {
-        this.#heals.delete(id);
-        log.warn({ err, key: h.key.toString('utf8') }, 'could not read the source to heal a destination key; it is healed when the source changes it');
-      }
+  #schedulePersist(): void {
+    if (this.#stopped || this.#faulted || this.#applied === null) return;
+    const behind = this.#storable(this.#applied) - (this.#persisted ?? 0);
+    const quietAdvance = behind >= INDEX_LAG_BOUND && this.#changesSincePersist * 20 < behind;
+    const spacing = quietAdvance ? Math.min(FAST_CHECKPOINT_MS, this.deps.config.checkpointMs) : this.deps.config.checkpointMs;
+    const due = this.#lastCheckpointAt + spacing;
+    if (this.#timer && this.#timerDue <= due) return;
+    clearTimeout(this.#timer);
+    this.#timerDue = due;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#maybePersist();
+    }, Math.max(0, due - Date.now()));
+  }
+
+  async #maybePersist(): Promise<void> {
+    if (this.#persisting || this.#faulted || this.#applied === null || !this.#canPersist(this.#storable(this.#applied))) return;
+    try {
+      await this.#persist(this.#storable(this.#applied));
+    } catch (err) {
+      void this.#fault(err);
     }
-    if (writes.length > 0) {
-      await dst.commit(writes, null);
-      log.warn({ keys: writes.map((w) => w.key.toString('utf8')).slice(0, 20), count: writes.length, atRevision: at }, 'destination keys changed by someone else were restored to the source');
+  }
+
+  /** 'separate' style: stores `checkpoint` (one write at a time). */
+  async #persist(checkpoint: number): Promise<void> {
+    while (this.#persisting) await this.#persisting.catch(() => {});
+    if (!this.#canPersist(checkpoint)) return;
+    this.#lastCheckpointAt = Date.now();
+    this.#changesSincePersist = 0;
+    this.#persisting = (async () => {
+      await this.#run!.writeCheckpoint(checkpoint, this.#stopped ? undefined : this.#abort.signal);
+      this.#setPersisted(checkpoint);
+    })();
+    try {
+      await this.#persisting;
+    } finally {
+      this.#persisting = null;
+      // What became storable while this write was on its way: the timer that fired meanwhile found it busy.
+      if (!this.#faulted && this.#applied !== null && this.#canPersist(this.#storable(this.#applied))) this.#schedulePersist();
+    }
+  }
+
+  #setPersisted(revision: number): void {
+    this.#persisted = revision;
+    this.#lastCheckpointAt = Date.now();
+    this.onPersisted(revision);
+    this.deps.metrics.appliedIndex.set(revision);
+    this.deps.metrics.indexWrites.inc();
+    this.#run?.stored?.(revision);
+    if (!this.#stopped) this.report({ type: 'runner.progress', appliedIndex: revision, sourceIndex: this.deps.sourceRevision() });
+  }
+
+  /** Heals go through the destination's writer as a barrier: no replicated change is in flight meanwhile. */
+  #scheduleHeal(): void {
+    if (this.#healScheduled || this.#stopped || this.#faulted || !this.#run || this.#phase !== 'tail') return;
+    const at = this.#applied;
+    if (at === null || ![...this.#heals.values()].some((h) => h.retryAt <= at)) {
+      this.#healTimer ??= setTimeout(() => {
+        this.#healTimer = undefined;
+        this.#scheduleHeal();
+      }, HEAL_RETRY_MS);
+      return;
+    }
+    this.#healScheduled = true;
+    const run = this.#run;
+    run.barrier(() => this.#heal(run)).then(
+      () => {
+        this.#healScheduled = false;
+        if (this.#heals.size > 0) this.#scheduleHeal();
+      },
+      (err: unknown) => {
+        this.#healScheduled = false;
+        if (!this.#abort.signal.aborted) this.deps.log.warn({ err }, 'could not heal destination keys');
+      },
+    );
+  }
+
+  async #heal(run: DestinationRun): Promise<void> {
+    const at = this.#applied;
+    if (at === null || this.#abort.signal.aborted) return;
+    const due = [...this.#heals.values()].filter((h) => h.retryAt <= at);
+    if (due.length === 0) return;
+    const outcome = await run.heal(due, at);
+    for (const item of due) {
+      const o = outcome.get(item.id);
+      if (o && 'retryAt' in o) {
+        item.retryAt = o.retryAt;
+        continue;
+      }
+      this.#heals.delete(item.id);
+      for (const w of this.#healWaiters) if (w.ids.has(item.id)) w.written += o?.written ?? 0;
     }
     this.#settleHealWaiters(false);
   }
 
-  /** The audit's repairs: restored to the source between two Txns, as foreign changes are; resolves with the
-   * keys written (0 for those the run ends before). */
+  /** The audit's repairs: through the same queue as foreign changes; resolves with the keys written (0 for those
+   * the run ends before). */
   heal(keys: Buffer[]): Promise<number> {
     if (this.#stopped || keys.length === 0) return Promise.resolve(0);
     const ids = new Set<string>();
     for (const key of keys) {
       const id = keyId(key);
       ids.add(id);
-      this.#heals.set(id, { key, retryAt: 0, audit: true });
+      this.#heals.set(id, { id, key, retryAt: 0, audit: true });
     }
     return new Promise<number>((done) => {
       this.#healWaiters.push({ ids, written: 0, done });
-      this.#wake();
+      this.#scheduleHeal();
     });
   }
 
   /**
-   * The audit's point (v3 → v3): the checkpoint written again, alone, between two Txns — so never inside a
+   * The audit's point ('txn' style): the checkpoint written again, alone, between two Txns — so never inside a
    * revision split over several, and after every heal. Its Txn is a revision at which the destination holds
    * exactly the replica of what the checkpoint says, and a recent one (an idle source writes no checkpoints).
    */
   checkpointNow(): Promise<boolean> {
-    if (this.#stopped) return Promise.resolve(false);
-    return new Promise<boolean>((done) => {
-      this.#checkpointWaiters.push(done);
-      this.#wake();
-    });
-  }
-
-  async #checkpointAgain(): Promise<void> {
-    const waiters = this.#checkpointWaiters.splice(0);
-    const checkpoint = this.#applied === null ? null : this.deps.source.storable(this.#applied);
-    // Never below what is stored (a v2 source's unconfirmed claims): no point then, the audit tries next time.
-    if (checkpoint === null || checkpoint < (this.#persisted ?? Number.NEGATIVE_INFINITY)) {
-      for (const w of waiters) w(false);
-      return;
-    }
-    await this.deps.dst.commit([], checkpoint);
-    this.#setPersisted(checkpoint);
-    for (const w of waiters) w(true);
+    const run = this.#run;
+    if (this.#stopped || !run || this.#phase !== 'tail') return Promise.resolve(false);
+    return run
+      .barrier(async () => {
+        const checkpoint = this.#applied === null ? null : this.#storable(this.#applied);
+        // Never below what is stored (a v2 source's unconfirmed claims): no point then, the audit tries next time.
+        if (checkpoint === null || checkpoint < (this.#persisted ?? Number.NEGATIVE_INFINITY) || this.#abort.signal.aborted) return false;
+        await run.writeCheckpoint(checkpoint);
+        this.#setPersisted(checkpoint);
+        return true;
+      })
+      .catch(() => false);
   }
 
   /** Resolves the waiters whose keys are all handled (`all`: every one, the run is ending). */
@@ -391,79 +426,88 @@ class SyncRun {
     });
   }
 
-  #setPersisted(revision: number): void {
-    this.#persisted = revision;
-    this.#lastCheckpointAt = Date.now();
-    this.onPersisted(revision);
-    this.deps.metrics.appliedIndex.set(revision);
-    this.deps.metrics.indexWrites.inc();
-    if (!this.#stopped) this.report({ type: 'runner.progress', appliedIndex: revision, sourceIndex: this.deps.sourceRevision() });
-  }
-
   async #fault(err: unknown): Promise<void> {
-    const { metrics, dst, log } = this.deps;
+    if (this.#faulted || this.#stopped) return;
+    this.#faulted = true;
+    const { metrics } = this.deps;
+    this.#run?.halt();
     this.#abort.abort();
-    this.#dstWatch?.stop();
+    clearTimeout(this.#timer);
+    clearTimeout(this.#healTimer);
     this.#settleHealWaiters(true);
-    for (const w of this.#checkpointWaiters.splice(0)) w(false);
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
-    if (fault.historyLost) metrics.outOfWindow.inc();
-    // A contradicted quiet claim (v2 source): the checkpoint goes back below the event it skipped before anyone
-    // hears of it, so a crash before the resync resumes below it.
     const e = err as { claimFrom?: unknown };
-    const below = typeof e.claimFrom === 'number' ? e.claimFrom - 1 : null;
-    if (below !== null && this.#persisted !== null && this.#persisted > below) {
-      await dst.commit([], below).then(
-        () => this.#setPersisted(below),
-        (rollbackErr: unknown) => log.error({ err: rollbackErr }, 'could not put the stored replication index back'),
-      );
+    // A contradicted claim also asks for a resync, but the window was not left.
+    if (fault.historyLost && typeof e.claimFrom !== 'number') metrics.outOfWindow.inc();
+    if (err instanceof MassDeleteRefusedError) metrics.massDeleteRefused.inc();
+    // A contradicted quiet claim (v2 source): nothing above its start is stored from now on; should the stored
+    // checkpoint already be past it (a claim confirmed by time, then contradicted after all), it is put back
+    // before anyone hears of the fault, so that a crash before the resync resumes below the event.
+    if (typeof e.claimFrom === 'number') {
+      const below = e.claimFrom - 1;
+      this.#ceiling = Math.min(this.#ceiling, below);
+      this.#rollingBack = this.#rollBack(below);
+      await this.#rollingBack;
     }
     this.report({ type: 'runner.fault', fault });
   }
 
-  /** Stop reading, let the Txn in flight land, store the checkpoint of what is applied. */
+  async #rollBack(below: number): Promise<void> {
+    const { log } = this.deps;
+    while (this.#persisting) await this.#persisting.catch(() => {}); // a checkpoint write on its way lands first
+    if (this.#persisted === null || this.#persisted <= below || !this.#run) return;
+    log.warn({ from: this.#persisted, to: below }, 'a quiet proof was contradicted; the stored replication index goes back below it');
+    await this.#run.writeCheckpoint(below).then(
+      () => this.#setPersisted(below),
+      (rollbackErr: unknown) => log.error({ err: rollbackErr }, 'could not put the stored replication index back'),
+    );
+  }
+
+  /** Stop reading, let the writes in flight land, store the checkpoint of what is applied. */
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#phase = 'stopping';
     this.#abort.abort();
-    this.#wake();
-    this.#wakeReader?.();
-    this.#dstWatch?.stop();
+    clearTimeout(this.#timer);
+    clearTimeout(this.#healTimer);
     this.#settleHealWaiters(true);
-    for (const w of this.#checkpointWaiters.splice(0)) w(false);
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
-    if (this.#applied !== null) {
-      const storable = this.deps.source.storable(this.#applied);
-      if (storable > (this.#persisted ?? Number.NEGATIVE_INFINITY)) {
-        const stored = this.deps.dst.commit([], storable).then(
-          () => this.#setPersisted(storable),
-          (err: unknown) => this.deps.log.warn({ err }, 'could not store the final replication index'),
-        );
+    if (this.#rollingBack) await Promise.race([this.#rollingBack, deadline]);
+    // What is storable only ever covers applied changes and confirmed proofs, so it is safe even after a fault.
+    if (this.#applied !== null && this.#run) {
+      const storable = this.#storable(this.#applied);
+      if (this.#canPersist(storable)) {
+        const stored = this.#persistFinal(storable).catch((err: unknown) => this.deps.log.warn({ err }, 'could not store the final replication index'));
         await Promise.race([stored, deadline]);
       }
     }
     this.#phase = 'stopped';
   }
+
+  async #persistFinal(checkpoint: number): Promise<void> {
+    if (this.deps.dst.checkpointStyle === 'separate') return this.#persist(checkpoint);
+    await this.#run!.writeCheckpoint(checkpoint);
+    this.#setPersisted(checkpoint);
+  }
 }
 
-/** The v3 destination's runs; the lease mirror follows source leases only while a run is on. */
+/** Every destination kind's runs; the destination keeps leases (and TTL copies) alive only while a run is on. */
 export class PipelineHost extends RunHost<SyncRun> {
   constructor(private readonly deps: PipelineDeps) {
     super(deps);
   }
 
   protected create(input: RunnerInput, resumeFrom: number | null, report: (e: MirrorEvent) => void, onPersisted: (revision: number) => void): SyncRun {
-    this.deps.leases.start();
     for (const t of this.deps.trackers ?? []) t.interrupted = true;
     return new SyncRun(this.deps, input, resumeFrom, report, onPersisted);
   }
 
   // No lease keepalives between runs (nor from a standby: --ha).
   protected override stopped(): void {
-    this.deps.leases.stop();
+    this.deps.dst.pause?.();
   }
 
   /** The audit's repairs, through the current run's heal queue (0 between runs). */
@@ -478,6 +522,6 @@ export class PipelineHost extends RunHost<SyncRun> {
 
   override async drain(deadlineMs: number): Promise<void> {
     await super.drain(deadlineMs);
-    this.deps.leases.stop();
+    this.deps.dst.pause?.();
   }
 }

@@ -1,7 +1,7 @@
-// Wiring for a v2 destination: the source and destination clients, the --ha lock and fence, and the v2 runner
-// (src/replication/v2/runner.ts) with its ordered writer, healer and TTL keeper.
+// Wiring for a v2 destination: the source and destination clients, the --ha lock and fence, the v2 source and
+// destination (src/replication/v2/destination.ts: ordered writer, healer, TTL keeper) on the pipeline.
 import { EtcdClient, type WriteTracker } from '../etcd/v2/client.js';
-import { BadCheckpointError, FencedError, KeyNotFoundError, SwitchoverFencedError } from '../etcd/errors.js';
+import { FencedError, KeyNotFoundError, SwitchoverFencedError } from '../etcd/errors.js';
 import { FenceWatch, fenceKey } from './fence.js';
 import type { Backend, BackendDeps } from './backend.js';
 import { V2Fence, V2Lock } from './ha-lock.js';
@@ -9,9 +9,14 @@ import { KeyMap } from './keys.js';
 import { OwnWrites } from './own-writes.js';
 import type { HaGate } from './ports.js';
 import { BodyGaps } from './v2/body-gaps.js';
-import { RunnerHost } from './v2/runner.js';
+import { V2Target } from './v2/destination.js';
+import { PipelineHost } from './pipeline.js';
+import { V2Source } from './v2-source.js';
 import { v2TreeReader } from './audit-readers-v2.js';
 import type { ChangeTracker } from './audit.js';
+
+/** Prefetched source changes before the poller waits for the pipeline. */
+const SOURCE_HIGH_WATER = 10_000;
 
 export function createV2Backend<H extends HaGate>({ config, log, metrics, ordering, budget, haController }: BackendDeps<H>): Backend<H> {
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
@@ -56,7 +61,27 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
     fence = new V2Fence(() => controller.mayWrite());
   }
   const trackers = new Set<ChangeTracker>();
-  const host = new RunnerHost({ config, src, dst, map, log, metrics, own, ordering, gaps: new BodyGaps(), fence, budget, trackers });
+  const target = new V2Target({ config, src, dst, map, log, metrics, own, ordering, fence, budget, trackers });
+  let sourceRevision: number | null = null;
+  const source = new V2Source({
+    src,
+    map,
+    highWater: SOURCE_HIGH_WATER,
+    pipeline: config.pipeline,
+    rearmMs: config.quietRearmMs,
+    gaps: new BodyGaps(),
+    budget,
+    treeSnapshots: true,
+    log,
+    onPoll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
+    onSourceIndex: (index) => {
+      if (sourceRevision !== null && index <= sourceRevision) return;
+      sourceRevision = index;
+      metrics.sourceIndex.set(index);
+      target.sourceIndexSeen(index);
+    },
+  });
+  const host = new PipelineHost({ config, source, dst: target, log, metrics, sourceRevision: () => sourceRevision, trackers });
   return {
     host,
     ha,
@@ -68,28 +93,11 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
           const s = host.status();
           return s?.phase === 'tail' ? s.appliedIndex : null;
         },
-        heal: (ids) => host.heal(ids),
+        heal: (ids) => host.heal(ids.map((id) => Buffer.from(id))),
       },
     },
     fence: switchover,
-    async loadIndex() {
-      try {
-        const node = (await dst.get(map.indexKey, { quorum: true })).body.node;
-        // An instance that just became active writes its first checkpoint as a swap on what it read here.
-        if (fence) fence.prevIndex = node.modifiedIndex;
-        const raw = node.value ?? '';
-        if (!/^\d+$/.test(raw.trim())) {
-          throw new BadCheckpointError(`the replication index at ${map.indexKey} is not a decimal number`);
-        }
-        return Number(raw.trim());
-      } catch (err) {
-        if (err instanceof KeyNotFoundError) {
-          if (fence) fence.prevIndex = null;
-          return null;
-        }
-        throw err;
-      }
-    },
+    loadIndex: () => target.readCheckpoint(),
     clockOffsetMs: () => src.clockOffsetMs(),
     close: async () => {
       switchover.stop();

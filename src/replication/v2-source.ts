@@ -1,6 +1,7 @@
-// A v2 cluster as a replication source for pipelines that write to a v3 destination (the v2 → v3 bridge). The
-// v2 poller (src/replication/v2/poller.ts) does the hard part — history catch-up, the live stream, quiet proofs that keep the
-// stored index inside etcd's 1000-event window — and this turns what it hands over into normalised changes.
+// A v2 cluster as a replication source, for either destination kind. The v2 poller (src/replication/v2/poller.ts)
+// does the hard part — history catch-up, the live stream, quiet proofs that keep the stored index inside etcd's
+// 1000-event window — and this turns what it hands over into normalised changes, each with its v2 event (a v2
+// destination replays the event itself: directories, TTLs, the value before it for the replay guard).
 import type { EtcdClient } from '../etcd/v2/client.js';
 import { REMOVAL_ACTIONS, WRITE_ACTIONS, type EtcdEvent, type EtcdNode } from '../etcd/v2/decode.js';
 import { KeyNotFoundError } from '../etcd/errors.js';
@@ -19,13 +20,20 @@ export interface V2SourceOptions {
   map: KeyMap;
   /** Prefetched changes the pipeline may be behind by before the poller waits. */
   highWater: number;
+  /** false: the reference tool's loop, one long-poll per event, fetched only once the pipeline has written the one
+   * before. */
   pipeline: boolean;
+  /** The destination is v2: snapshots keep the tree as read (directories, TTLs) instead of flat entries. */
+  treeSnapshots?: boolean;
   rearmMs: number;
   gaps: BodyGaps;
   /** An expensive source's request budget. */
   budget?: SourceBudget;
   /** Each source store index seen (for lag). */
   onSourceIndex(index: number): void;
+  /** Each watch's outcome (metrics). */
+  onPoll?(outcome: 'event' | 'quiet' | 'empty' | 'error' | 'stalled'): void;
+  log?: { debug(fields: object, message?: string): void };
 }
 
 /** v2 TTL keys become lease-backed: one lease per key and write, so a rewrite never shortens another key's life. */
@@ -38,6 +46,8 @@ function leaseOf(node: EtcdNode, nowMs: number): LeaseRef | undefined {
 export class V2Source implements Source {
   readonly api = 'v2';
   readonly origin: string;
+  /** etcd v2 keeps 1,000 events: a reload registers its reader before a snapshot that may take longer. */
+  readonly liveBeforeSnapshot = true;
 
   /** Highest index a quiet claim covered, and up to where every claim is confirmed. */
   #claimedUpTo = Number.NEGATIVE_INFINITY;
@@ -59,6 +69,8 @@ export class V2Source implements Source {
   async snapshot(signal?: AbortSignal): Promise<SourceSnapshot> {
     const { src, map } = this.opts;
     const snap = await takeSnapshot(src, map.srcPrefix, signal);
+    this.opts.onSourceIndex(snap.etcdIndex);
+    if (this.opts.treeSnapshots) return { revision: snap.etcdIndex, entries: [], v2Tree: snap.root };
     const now = src.serverNow();
     const entries = [];
     for (const [key, node] of flatten(snap.root)) {
@@ -76,6 +88,9 @@ export class V2Source implements Source {
     const key = ev.node.key;
     const dir = ev.node.dir === true || ev.prevNode?.dir === true;
     const scope = map.scope(key, dir, ev.action);
+    const revision = ev.node.modifiedIndex;
+    if (scope === 'outside' || scope === 'hidden' || scope === 'ignored') return { revision, ops: [], skipped: scope };
+    if (scope === 'mirrored' && !REMOVAL_ACTIONS.has(ev.action) && !WRITE_ACTIONS.has(ev.action)) return { revision, ops: [], skipped: 'unknown', event: ev };
     const ops: ChangeOp[] = [];
     if (scope === 'ancestor') ops.push({ kind: 'deleteTree', key: Buffer.from(map.srcPrefix) });
     else if (scope === 'mirrored') {
@@ -85,51 +100,59 @@ export class V2Source implements Source {
         ops.push({ kind: 'put', key: Buffer.from(key), value: Buffer.from(ev.node.value ?? ''), ...(lease ? { lease } : {}) });
       }
     }
-    return { revision: ev.node.modifiedIndex, ops };
+    return { revision, ops, event: ev };
   }
 
-  changes(from: number, signal: AbortSignal): AsyncIterable<SourceMessage> {
-    const { src, map, highWater, pipeline, rearmMs, gaps, onSourceIndex } = this.opts;
-    const out = new Channel<SourceMessage>(highWater);
-    // The checkpoint may move to what was handed over (events and quiet claims) but never past what is confirmed.
-    let handedOver = from;
-    let confirmed = Number.NEGATIVE_INFINITY;
-    let progressed = from;
-    const progress = () => {
-      const to = Math.min(handedOver, confirmed);
-      if (to <= progressed) return;
-      progressed = to;
-      out.push({ kind: 'progress', revision: to });
-    };
+  changes(from: number | 'now', signal: AbortSignal): AsyncIterable<SourceMessage> {
+    const { src, map, highWater, pipeline, rearmMs, gaps, onSourceIndex, onPoll, log } = this.opts;
+    // Lock-step without the pipeline: the next event is fetched once the one before is written.
+    const out = new Channel<SourceMessage>(pipeline ? highWater : 0);
+    // A quiet claim is handed over at once (the writer passes it, as it passes an event); what may be stored stays
+    // below every unconfirmed claim (storable()). A confirmation is handed over too, as a proof the writer is
+    // already past: the checkpoint may move with it.
+    const start = from === 'now' ? Number.NEGATIVE_INFINITY : from;
+    let handedOver = start;
+    let confirmed = start;
+    let told = start;
+    this.#claimedUpTo = Number.NEGATIVE_INFINITY;
+    this.#confirmed = start;
     runPoller({
       src,
       prefix: map.srcPrefix,
       fromIndex: from,
       signal,
       pipeline,
-      rearmMinMs: Math.min(50, rearmMs),
+      rearmMinMs: Math.min(15, rearmMs),
       rearmMaxMs: rearmMs,
       gaps,
       budget: this.opts.budget,
+      registered: (etcdIndex) => {
+        handedOver = told = etcdIndex;
+        out.push({ kind: 'registered', revision: etcdIndex });
+      },
+      streamStarted: (etcdIndex) => out.push({ kind: 'live', revision: etcdIndex }),
       sink: {
         event: (ev) => {
           handedOver = Math.max(handedOver, ev.node.modifiedIndex);
           out.push({ kind: 'change', change: this.change(ev) });
         },
-        // A quiet claim may still be contradicted: it moves the checkpoint once confirmed.
         quiet: (index) => {
+          log?.debug({ index }, 'quiet watch: no prefix event up to this index');
           handedOver = Math.max(handedOver, index);
           this.#claimedUpTo = Math.max(this.#claimedUpTo, index);
-          progress();
+          out.push({ kind: 'progress', revision: index });
         },
         confirmed: (index) => {
           confirmed = Math.max(confirmed, index);
           this.#confirmed = confirmed;
-          progress();
+          const to = Math.min(handedOver, confirmed);
+          if (to <= told) return;
+          told = to;
+          out.push({ kind: 'progress', revision: to });
         },
         sourceIndex: onSourceIndex,
         room: () => out.room(),
-        poll: () => {},
+        poll: (outcome) => onPoll?.(outcome),
       },
     }).then(
       () => out.end(),
@@ -173,6 +196,10 @@ export class V2Source implements Source {
       if (err instanceof KeyNotFoundError) return -1;
       throw err;
     }
+  }
+
+  confirmedUpTo(): number | null {
+    return Number.isFinite(this.#confirmed) ? this.#confirmed : null;
   }
 
   async close(): Promise<void> {

@@ -11,6 +11,7 @@ import { OwnWrites } from './own-writes.js';
 import { ByteKeyMap } from './keyspace.js';
 import { LeaseMirror } from './leases.js';
 import { PipelineHost } from './pipeline.js';
+import { V3Target } from './v3-writer.js';
 import type { HaGate } from './ports.js';
 import type { LeaseRef, Source } from './types.js';
 import { v3PinnedReader } from './audit-readers.js';
@@ -43,7 +44,18 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
     reader = v2BridgeReader(v2Client, map, client, keys, budget);
-    source = new V2Source({ src: v2Client, map, highWater: SOURCE_HIGH_WATER, pipeline: config.pipeline, rearmMs: config.quietRearmMs, gaps: new BodyGaps(), budget, onSourceIndex: seen });
+    source = new V2Source({
+      src: v2Client,
+      map,
+      highWater: SOURCE_HIGH_WATER,
+      pipeline: config.pipeline,
+      rearmMs: config.quietRearmMs,
+      gaps: new BodyGaps(),
+      budget,
+      log,
+      onPoll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
+      onSourceIndex: seen,
+    });
   } else {
     const srcV3 = new V3Client(config.src);
     reader = v3PinnedReader(srcV3, client, keys, budget, 'checkpoint');
@@ -64,7 +76,8 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
     ha = haController(lock);
   }
   const trackers = new Set<ChangeTracker>();
-  const host = new PipelineHost({ config, source, dst, keys, leases, log, metrics, own, sourceRevision: () => sourceRevision, leaseFor, trackers });
+  const target = new V3Target({ config, dst, keys, leases, log, metrics, own, leaseFor, trackers });
+  const host = new PipelineHost({ config, source, dst: target, log, metrics, sourceRevision: () => sourceRevision, trackers });
   const fence = new FenceWatch(async () => (await client.range(dst.fenceKey)).kvs[0]?.value.toString('utf8') ?? null);
   return {
     host,

@@ -28,6 +28,8 @@ export interface V3SourceOptions {
 export class V3Source implements Source {
   readonly api = 'v3';
   readonly origin: string;
+  /** etcd v3 keeps history until compacted: a reload reads the snapshot first, then watches from its revision. */
+  readonly liveBeforeSnapshot = false;
   /** Source lease facts, by lease id: learned once per lease (keys share their lease). */
   readonly #leases = new Map<string, Promise<LeaseRef>>();
 
@@ -78,7 +80,8 @@ export class V3Source implements Source {
     return { revision, ops };
   }
 
-  changes(from: number, signal: AbortSignal): AsyncIterable<SourceMessage> {
+  changes(from: number | 'now', signal: AbortSignal): AsyncIterable<SourceMessage> {
+    if (from === 'now') throw new Error('a v3 source watches from a revision');
     const { client, map, highWater, progressEveryMs, onSourceRevision } = this.opts;
     const out = new Channel<SourceMessage>(highWater);
     const watch = this.#watch(from + 1);
@@ -193,6 +196,11 @@ export class V3Source implements Source {
   /** etcd truncates to whole seconds (0 in the last one) and answers -1 for a lease it no longer has. */
   async leaseRemaining(lease: LeaseRef): Promise<number> {
     return (await this.opts.client.leaseTimeToLive(lease.id)).ttl;
+  }
+
+  /** A v3 watch makes no claims to confirm. */
+  confirmedUpTo(): null {
+    return null;
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { subtreeRanges } from '../../src/replication/v3-destination.js';
 import { KeyMap } from '../../src/replication/keys.js';
-import { TxnBatch } from '../../src/replication/batch.js';
+import { TxnBatch } from '../../src/replication/v3-writer.js';
 import { Channel } from '../../src/replication/channel.js';
 import { ByteKeyMap, coversKey, rangeOf } from '../../src/replication/keyspace.js';
 
@@ -119,5 +119,23 @@ describe('Channel', () => {
     expect((await it.next()).value).toBe(2);
     expect((await it.next()).value).toBe(3);
     await expect(it.next()).rejects.toThrow('source gone');
+  });
+
+  it('high-water 0 is lock-step: the producer gets room only once the consumer is done with the item before', async () => {
+    const ch = new Channel<number>(0);
+    let roomy = false;
+    const it = ch[Symbol.asyncIterator]();
+    const first = it.next();
+    await ch.room(); // the consumer waits with nothing queued
+    ch.push(1);
+    expect((await first).value).toBe(1);
+    const room = ch.room().then(() => (roomy = true));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(roomy).toBe(false); // the consumer is still on item 1
+    const second = it.next();
+    await room;
+    expect(roomy).toBe(true);
+    ch.push(2);
+    expect((await second).value).toBe(2);
   });
 });

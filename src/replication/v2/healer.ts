@@ -1,8 +1,9 @@
-// Heals the destination when someone else changes it. The mirror watches its own destination subtree; any event
-// whose store index is not one of its own writes is foreign (a hand edit, a delete, a copy expiring early). Each
-// affected subtree is then reconciled to the source — as a barrier in the writer, so that no replicated event is
-// in flight meanwhile and every later one is applied after it — and the repairs are counted. The snapshot a heal
-// uses is newer than the writer's position: the runner skips the events it already contains (no rewinds).
+// Heals a v2 destination when someone else changes it. The mirror watches its own destination subtree; any event
+// whose store index is not one of its own writes is foreign (a hand edit, a delete, a copy expiring early). The
+// affected keys go to the pipeline's heal queue (src/replication/pipeline.ts), which has each subtree reconciled
+// to the source here — between two writes, so that no replicated event is in flight meanwhile and every later one
+// is applied after it — and the repairs are counted. The snapshot a heal uses is newer than the writer's position:
+// the destination skips the events it already contains (no rewinds, coverage.ts).
 import { isWithin } from '../../etcd/v2/paths.js';
 import { KeyMap } from '../keys.js';
 import type { GuardOptions } from '../guard.js';
@@ -10,7 +11,6 @@ import { reconcile, takeSnapshot } from './reconcile.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import { ForeignChanges, type OwnWrites } from '../own-writes.js';
 import type { Log, ReplicationMetrics } from '../ports.js';
-import type { OrderedWriter } from './writer.js';
 
 export interface HealerDeps {
   src: EtcdClient;
@@ -19,7 +19,8 @@ export interface HealerDeps {
   log: Log;
   metrics: ReplicationMetrics;
   own: OwnWrites;
-  writer: () => OrderedWriter | null;
+  /** Destination keys (top-most subtrees) someone else changed, to heal. */
+  foreign: (dstKeys: string[]) => void;
   concurrency: number;
   /** The same mass-delete guard as every reconcile. */
   guard: Pick<GuardOptions, 'allowMassDelete' | 'massDeleteRatio'>;
@@ -30,7 +31,7 @@ export interface HealerDeps {
 /** A heal holds the writer: it must not wait long for an unreachable source. */
 const HEAL_READ_TIMEOUT_MS = 5_000;
 /** More foreign keys than this in one batch: reconcile the whole subtree once instead. */
-const MAX_KEYS_PER_BATCH = 200;
+export const MAX_KEYS_PER_BATCH = 200;
 /** Unclassified events kept at most; beyond, the whole root is healed once (a flood of foreign changes). */
 const MAX_PENDING = 10_000;
 
@@ -89,33 +90,6 @@ export class Healer {
     }
   }
 
-  /**
-   * Heals `keys` (destination keys) from the source as one barrier in the writer, as foreign changes are; resolves
-   * with the keys written or deleted (0 when the healer stops first).
-   */
-  healKeys(keys: string[], reason: string): Promise<number> {
-    const writer = this.deps.writer();
-    if (!writer || keys.length === 0) return Promise.resolve(0);
-    let top = topMost(keys);
-    if (top.length > MAX_KEYS_PER_BATCH) top = [this.deps.map.dstRoot];
-    return new Promise<number>((resolve) => {
-      const stopped = () => resolve(0);
-      this.#abort.signal.addEventListener('abort', stopped, { once: true });
-      writer.pushBarrier(async () => {
-        let repaired = 0;
-        for (const key of top) {
-          try {
-            repaired += await this.#heal(key, reason);
-          } catch (err) {
-            if (!this.#abort.signal.aborted) this.deps.log.warn({ err, key }, 'could not heal a destination key');
-          }
-        }
-        this.#abort.signal.removeEventListener('abort', stopped);
-        resolve(repaired);
-      });
-    });
-  }
-
   #classify(): void {
     const { map } = this.deps;
     const taken = this.#changes.take();
@@ -126,21 +100,11 @@ export class Healer {
     let keys = topMost(foreign);
     if (keys.length > MAX_KEYS_PER_BATCH) keys = [map.dstRoot];
     this.deps.log.warn({ keys: keys.slice(0, 20), count: keys.length }, 'destination changed by someone else; healing from the source');
-    const writer = this.deps.writer();
-    if (!writer) return;
-    writer.pushBarrier(async () => {
-      for (const key of keys) {
-        try {
-          await this.#heal(key, 'foreign change');
-        } catch (err) {
-          // A failed heal must not stop replication; the key is healed when it changes next, or by a reload.
-          if (!this.#abort.signal.aborted) this.deps.log.warn({ err, key }, 'could not heal a destination key');
-        }
-      }
-    });
+    this.deps.foreign(keys);
   }
 
-  async #heal(dstKey: string, reason: string): Promise<number> {
+  /** Reconciles one destination subtree to the source; returns the keys written or deleted. */
+  async heal(dstKey: string, reason: string): Promise<number> {
     const { src, dst, map, metrics, log, concurrency, guard } = this.deps;
     const srcKey = map.toSrc(dstKey);
     const snapshot = await takeSnapshot(src, srcKey, this.#abort.signal, HEAL_READ_TIMEOUT_MS);
