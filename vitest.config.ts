@@ -9,6 +9,8 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
           environment: 'node',
+          // Unit tests first, then the integration files (projects with different maxWorkers run as groups).
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -22,6 +24,7 @@ export default defineConfig({
           // Two files at a time: most of an integration test is waiting (TTLs, history windows, outages), and each
           // test starts its own etcds on free ports. More would crowd the 2 cores the etcds need.
           maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
     ],
