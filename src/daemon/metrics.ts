@@ -44,6 +44,13 @@ export function createMetrics(labels: { url: string; prefix: string }) {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: r,
     }).labels(labels),
+    // Ours, beside it: the mirror's own share of an event's delay, to tell it from the destination's.
+    eventWait: new Histogram({
+      name: 'etcdmirror_event_wait_seconds',
+      help: 'From the source answer carrying an event reaching the mirror to the destination write applying it being sent (queueing, planning, ordering); the write itself is etcdmirror_write_latency',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: r,
+    }),
     lag: new Gauge({ name: 'etcdmirror_lag', help: 'Source store index minus the applied replication index (reference name)', labelNames: ['url', 'prefix'] as const, registers: r }).labels(labels),
     loadTime: new Summary({ name: 'etcdmirror_load_time', help: 'Reload/reconcile duration, seconds (reference name)', registers: r }),
     // Ours.

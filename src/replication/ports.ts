@@ -74,6 +74,7 @@ export interface Labelled<L extends string, M> {
 export interface ReplicationMetrics {
   replicatedEvents: Count;
   writeLatency: Timed;
+  eventWait: Observed;
   loadTime: Observed;
   eventsApplied: Labelled<'action', Count>;
   eventsSkipped: Labelled<'reason', Count>;

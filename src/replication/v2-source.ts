@@ -134,7 +134,7 @@ export class V2Source implements Source {
       sink: {
         event: (ev) => {
           handedOver = Math.max(handedOver, ev.node.modifiedIndex);
-          out.push({ kind: 'change', change: this.change(ev) });
+          out.push({ kind: 'change', change: { ...this.change(ev), receivedAt: performance.now() } });
         },
         quiet: (index) => {
           log?.debug({ index }, 'quiet watch: no prefix event up to this index');

@@ -144,6 +144,7 @@ export class V3Source implements Source {
             handedOver = rev;
             countAt = null;
             const change = await this.#change(rev, events);
+            change.receivedAt = msg.receivedAt;
             // Writes outside the mirrored keys (P!x in the watched range) still move the checkpoint.
             out.push(change.ops.length > 0 ? { kind: 'change', change } : { kind: 'progress', revision: rev });
           }

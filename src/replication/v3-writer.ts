@@ -387,6 +387,10 @@ class V3Run implements DestinationRun {
         continue;
       }
       const started = performance.now();
+      for (let i = 0; i < taken; i++) {
+        const m = this.#queue[i]!.msg;
+        if (m.kind === 'change' && m.change.receivedAt !== undefined) metrics.eventWait.observe((started - m.change.receivedAt) / 1000);
+      }
       this.#inFlight = 1;
       try {
         if (writes.length > 0 || checkpoint !== null) await dst.commit(writes, checkpoint);

@@ -84,5 +84,7 @@ describe('every v2 operation', () => {
     expect(names(queue)).toEqual(names(srcQueue));
     const metrics = await mirror.metrics();
     expect(metrics).toMatch(/etcdmirror_replicated_events_total [1-9]\d*/);
+    // The mirror's own share of each event's delay is measured, event by event.
+    expect(metrics).toMatch(/etcdmirror_event_wait_seconds_count [1-9]\d*/);
   });
 });

@@ -88,6 +88,7 @@ describe('v3 → v3: write kinds', () => {
 
     const metrics = await m.metrics();
     expect(metrics).toMatch(/etcdmirror_range_deletes_total 1/);
+    expect(metrics).toMatch(/etcdmirror_event_wait_seconds_count [1-9]\d*/);
     const state = await m.state();
     expect(state.source).toMatchObject({ api: 'v3' });
     expect(state.destination).toMatchObject({ api: 'v3', indexKey: CHECKPOINT });

@@ -51,7 +51,7 @@ export function cutAtEnd(msg: WatchMessage, end: number): { events: WatchMessage
   if (i === 0) return { events: null, complete };
   if (i === msg.events.length) return { events: msg, complete };
   const events = msg.events.slice(0, i);
-  return { events: { kind: 'events', revision: msg.revision, events, through: events[events.length - 1]!.kv.modRevision }, complete };
+  return { events: { kind: 'events', revision: msg.revision, events, through: events[events.length - 1]!.kv.modRevision, receivedAt: msg.receivedAt }, complete };
 }
 
 interface Slice {

@@ -22,7 +22,7 @@ export type WatchMessage =
    * now delivered every event up to that revision (the header revision, unless the response is one of etcd's
    * catch-up batches cut at 1,000 revisions, whose header runs ahead of its events: then its last event's).
    */
-  | { kind: 'events'; revision: number; events: V3Event[]; through: number }
+  | { kind: 'events'; revision: number; events: V3Event[]; through: number; receivedAt?: number }
   /** A progress notification: the header revision of an empty response. */
   | { kind: 'progress'; revision: number };
 

@@ -146,7 +146,7 @@ export class WatchStream implements V3Watch {
     if (!last) return;
     this.#lastEventRevision = Number(last.kv!.mod_revision);
     const through = revisions < WATCH_BATCH_MAX_REVS ? Math.max(revision, this.#lastEventRevision) : this.#lastEventRevision;
-    this.#push({ kind: 'events', revision, events: fresh.map(eventOf), through });
+    this.#push({ kind: 'events', revision, events: fresh.map(eventOf), through, receivedAt: performance.now() });
   }
 
   #onCanceled(res: RawWatchResponse, member: Member, metadata: grpc.Metadata): void {

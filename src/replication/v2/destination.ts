@@ -125,7 +125,7 @@ export class V2Target implements Destination {
   }
 }
 
-type Held = { index: number; ev?: EtcdEvent };
+type Held = { index: number; ev?: EtcdEvent; receivedAt?: number };
 
 class V2Run implements DestinationRun {
   #writer: OrderedWriter | null = null;
@@ -278,7 +278,7 @@ class V2Run implements DestinationRun {
       }
       return;
     }
-    const item: Held = msg.kind === 'change' ? { index: msg.change.revision, ...(msg.change.event ? { ev: msg.change.event } : {}) } : { index: msg.revision };
+    const item: Held = msg.kind === 'change' ? { index: msg.change.revision, ...(msg.change.event ? { ev: msg.change.event, receivedAt: msg.change.receivedAt } : {}) } : { index: msg.revision };
     if (this.#replay) {
       this.#replay.items.push(item);
       if (this.#replay.upTo !== null && item.index >= this.#replay.upTo) void this.#releaseReplay();
@@ -295,7 +295,7 @@ class V2Run implements DestinationRun {
       return;
     }
     this.#last = item.index;
-    if (item.ev) this.#onEvent(item.ev);
+    if (item.ev) this.#onEvent(item.ev, false, item.receivedAt);
     else this.#writer!.push({ index: item.index });
   }
 
@@ -334,7 +334,7 @@ class V2Run implements DestinationRun {
     for (const item of items) {
       if (item.ev && skip.has(item.index) && item.index > this.#last) {
         this.#last = item.index;
-        this.#onEvent(item.ev, true);
+        this.#onEvent(item.ev, true, item.receivedAt);
       } else this.#deliver(item);
     }
     if (window.length > 0) {
@@ -356,7 +356,7 @@ class V2Run implements DestinationRun {
   }
 
   /** `applied`: the destination already shows it (a replay after a restart): tracked, not written again. */
-  #onEvent(ev: EtcdEvent, applied = false): void {
+  #onEvent(ev: EtcdEvent, applied = false, receivedAt?: number): void {
     const { map, metrics, dst, src, log } = this.deps;
     const writer = this.#writer!;
     const index = ev.node.modifiedIndex;
@@ -407,6 +407,7 @@ class V2Run implements DestinationRun {
             log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
             return;
           }
+          if (receivedAt !== undefined) metrics.eventWait.observe((performance.now() - receivedAt) / 1000);
           if (onLane && this.#lane && leaf) await this.#lane.apply(leaf.op, index, leaf.before, write);
           else await write();
           metrics.eventsApplied.labels({ action: ev.action }).inc();
