@@ -91,16 +91,29 @@ export class V2Source implements Source {
     const revision = ev.node.modifiedIndex;
     if (scope === 'outside' || scope === 'hidden' || scope === 'ignored') return { revision, ops: [], skipped: scope };
     if (scope === 'mirrored' && !REMOVAL_ACTIONS.has(ev.action) && !WRITE_ACTIONS.has(ev.action)) return { revision, ops: [], skipped: 'unknown', event: ev };
-    const ops: ChangeOp[] = [];
-    if (scope === 'ancestor') ops.push({ kind: 'deleteTree', key: Buffer.from(map.srcPrefix) });
-    else if (scope === 'mirrored') {
-      if (REMOVAL_ACTIONS.has(ev.action)) ops.push(dir ? { kind: 'deleteTree', key: Buffer.from(key) } : { kind: 'delete', key: Buffer.from(key) });
-      else if (WRITE_ACTIONS.has(ev.action) && !ev.node.dir) {
-        const lease = leaseOf(ev.node, src.serverNow());
-        ops.push({ kind: 'put', key: Buffer.from(key), value: Buffer.from(ev.node.value ?? ''), ...(lease ? { lease } : {}) });
+    // The ops in v3 terms are built when first read: a v2 destination replays `event` and never reads them, and
+    // their copies of key and value cost every event of a v2 → v2 mirror (the clock is read now, as before).
+    const now = src.serverNow();
+    const build = (): ChangeOp[] => {
+      const ops: ChangeOp[] = [];
+      if (scope === 'ancestor') ops.push({ kind: 'deleteTree', key: Buffer.from(map.srcPrefix) });
+      else if (scope === 'mirrored') {
+        if (REMOVAL_ACTIONS.has(ev.action)) ops.push(dir ? { kind: 'deleteTree', key: Buffer.from(key) } : { kind: 'delete', key: Buffer.from(key) });
+        else if (WRITE_ACTIONS.has(ev.action) && !ev.node.dir) {
+          const lease = leaseOf(ev.node, now);
+          ops.push({ kind: 'put', key: Buffer.from(key), value: Buffer.from(ev.node.value ?? ''), ...(lease ? { lease } : {}) });
+        }
       }
-    }
-    return { revision, ops, event: ev };
+      return ops;
+    };
+    let ops: ChangeOp[] | undefined;
+    return {
+      revision,
+      event: ev,
+      get ops() {
+        return (ops ??= build());
+      },
+    };
   }
 
   changes(from: number | 'now', signal: AbortSignal): AsyncIterable<SourceMessage> {
@@ -134,7 +147,9 @@ export class V2Source implements Source {
       sink: {
         event: (ev) => {
           handedOver = Math.max(handedOver, ev.node.modifiedIndex);
-          out.push({ kind: 'change', change: { ...this.change(ev), receivedAt: performance.now() } });
+          const change = this.change(ev);
+          change.receivedAt = performance.now();
+          out.push({ kind: 'change', change });
         },
         quiet: (index) => {
           log?.debug({ index }, 'quiet watch: no prefix event up to this index');
