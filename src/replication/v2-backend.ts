@@ -8,15 +8,11 @@ import { V2Fence, V2Lock } from './ha-lock.js';
 import { KeyMap } from './keys.js';
 import { OwnWrites } from './own-writes.js';
 import type { HaGate } from './ports.js';
-import { BodyGaps } from './v2/body-gaps.js';
 import { V2Target } from './v2/destination.js';
 import { PipelineHost } from './pipeline.js';
-import { V2Source } from './v2-source.js';
+import { v2SourceFor } from './v2-source.js';
 import { v2TreeReader } from './audit-readers-v2.js';
 import type { ChangeTracker } from './audit.js';
-
-/** Prefetched source changes before the poller waits for the pipeline. */
-const SOURCE_HIGH_WATER = 10_000;
 
 export function createV2Backend<H extends HaGate>({ config, log, metrics, ordering, budget, haController }: BackendDeps<H>): Backend<H> {
   const map = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
@@ -63,17 +59,14 @@ export function createV2Backend<H extends HaGate>({ config, log, metrics, orderi
   const trackers = new Set<ChangeTracker>();
   const target = new V2Target({ config, src, dst, map, log, metrics, own, ordering, fence, budget, trackers });
   let sourceRevision: number | null = null;
-  const source = new V2Source({
+  const source = v2SourceFor({
     src,
     map,
-    highWater: SOURCE_HIGH_WATER,
-    pipeline: config.pipeline,
-    rearmMs: config.quietRearmMs,
-    gaps: new BodyGaps(),
+    config,
     budget,
-    treeSnapshots: true,
     log,
-    onPoll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
+    metrics,
+    treeSnapshots: true,
     onSourceIndex: (index) => {
       if (sourceRevision !== null && index <= sourceRevision) return;
       sourceRevision = index;

@@ -7,11 +7,12 @@ import { REMOVAL_ACTIONS, WRITE_ACTIONS, type EtcdEvent, type EtcdNode } from '.
 import { KeyNotFoundError } from '../etcd/errors.js';
 import { remainingTtl } from './v2/apply.js';
 import type { KeyMap } from './keys.js';
-import type { BodyGaps } from './v2/body-gaps.js';
+import { BodyGaps } from './v2/body-gaps.js';
 import { runPoller } from './v2/poller.js';
 import type { SourceBudget } from './v2/source-budget.js';
 import { flatten, takeSnapshot } from './v2/reconcile.js';
 import { Channel } from './channel.js';
+import type { Log, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import type { Change, ChangeOp, KeyState, LeaseRef, Source, SourceMessage, SourceSnapshot } from './types.js';
 
 
@@ -34,6 +35,32 @@ export interface V2SourceOptions {
   /** Each watch's outcome (metrics). */
   onPoll?(outcome: 'event' | 'quiet' | 'empty' | 'error' | 'stalled'): void;
   log?: { debug(fields: object, message?: string): void };
+}
+
+/** A v2 source as either destination kind's wiring builds it: the daemon's options and metrics, 10,000 read ahead. */
+export function v2SourceFor(o: {
+  src: EtcdClient;
+  map: KeyMap;
+  config: Pick<ReplicationOptions, 'pipeline' | 'quietRearmMs'>;
+  budget: SourceBudget | undefined;
+  log: Log;
+  metrics: Pick<ReplicationMetrics, 'watchPolls'>;
+  treeSnapshots?: boolean;
+  onSourceIndex(index: number): void;
+}): V2Source {
+  return new V2Source({
+    src: o.src,
+    map: o.map,
+    highWater: 10_000,
+    pipeline: o.config.pipeline,
+    rearmMs: o.config.quietRearmMs,
+    gaps: new BodyGaps(),
+    ...(o.budget ? { budget: o.budget } : {}),
+    ...(o.treeSnapshots ? { treeSnapshots: true } : {}),
+    log: o.log,
+    onPoll: (outcome) => o.metrics.watchPolls.labels({ outcome }).inc(),
+    onSourceIndex: o.onSourceIndex,
+  });
 }
 
 /** v2 TTL keys become lease-backed: one lease per key and write, so a rewrite never shortens another key's life. */

@@ -35,27 +35,15 @@ export async function createV3Backend<H extends HaGate>({ config, log, metrics, 
   let source: Source;
   let reader: AuditReader;
   if (config.srcApi === 'v2') {
-    const [{ EtcdClient }, { V2Source }, { BodyGaps }, { v2BridgeReader }] = await Promise.all([
+    const [{ EtcdClient }, { v2SourceFor }, { v2BridgeReader }] = await Promise.all([
       import('../etcd/v2/client.js'),
       import('./v2-source.js'),
-      import('./v2/body-gaps.js'),
       import('./audit-readers-v2.js'),
     ]);
     const v2Client = new EtcdClient(config.src, { connections: 96 });
     clockOffsetMs = () => v2Client.clockOffsetMs();
     reader = v2BridgeReader(v2Client, map, client, keys, budget);
-    source = new V2Source({
-      src: v2Client,
-      map,
-      highWater: SOURCE_HIGH_WATER,
-      pipeline: config.pipeline,
-      rearmMs: config.quietRearmMs,
-      gaps: new BodyGaps(),
-      budget,
-      log,
-      onPoll: (outcome) => metrics.watchPolls.labels({ outcome }).inc(),
-      onSourceIndex: seen,
-    });
+    source = v2SourceFor({ src: v2Client, map, config, budget, log, metrics, onSourceIndex: seen });
   } else {
     const srcV3 = new V3Client(config.src);
     reader = v3PinnedReader(srcV3, client, keys, budget, 'checkpoint');
