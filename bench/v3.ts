@@ -40,6 +40,7 @@ import {
 } from './lib/v3-destination.js';
 import { acksBetween, summarizeLoad, V3Load, loadKey, type V3LoadResult } from './lib/v3-load.js';
 import { EtcdMirrorPeer, MakeMirrorPeer, PEERS, RssSampler, type Peer, type PeerName } from './lib/v3-peers.js';
+import type { MetricsSnapshot } from './lib/mirror.js';
 import {
   evaluateGoals,
   renderMarkdown,
@@ -292,6 +293,8 @@ async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
   const { opts, recorder } = ctx;
   const phase = 'a-live';
   progress(`${ctx.peer.name}: canaries every 100 ms for ${opts.seconds} s over ${opts.backgroundRate} put/s of background load`);
+  const mirror = isEtcdMirror(ctx.peer) ? ctx.peer.current : null;
+  const before = await mirror?.metrics().catch(() => null);
   const [bg, canaries] = await Promise.all([
     ctx.load.run({ loop: 'open', rate: opts.backgroundRate, seconds: opts.seconds, concurrency: 1_000, keyPrefix: `${LOAD_DIR}/${phase}`, valueBytes: opts.valueBytes }),
     writeV3Canaries(ctx.srcClient, 1, opts.seconds),
@@ -326,13 +329,41 @@ async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
     presentUnobserved,
     latencyMs: roundSummary(summarize(latency), 2),
     fromSendMs: roundSummary(summarize(fromSend), 2),
+    inside: null,
   };
+  const after = await mirror?.metrics().catch(() => null);
+  if (before && after) {
+    const q = (name: string, p: number) => bucketQuantile(before, after, name, p);
+    const lag = after.sums.get('etcdmirror_process_nodejs_eventloop_lag_p99_seconds');
+    result.inside = {
+      waitP50: q('etcdmirror_event_wait_seconds', 0.5),
+      waitP99: q('etcdmirror_event_wait_seconds', 0.99),
+      writeP50: q('etcdmirror_write_latency', 0.5),
+      writeP99: q('etcdmirror_write_latency', 0.99),
+      loopDelayP99: lag === undefined ? null : round(lag * 1000, 2),
+    };
+  }
   const l = result.latencyMs;
   progress(
     `${ctx.peer.name}: canaries ${result.seen}/${result.acked} seen, latency p50 ${l.p50} p99 ${l.p99} max ${l.max} ms, missing ${result.missing}; ` +
       `background ${result.background.putsPerSecond} put/s (${result.background.notSent} not sent, ${result.background.errors} errors)`,
   );
   return result;
+}
+
+/**
+ * The `p` quantile of a Prometheus histogram over the interval between two scrapes, as the upper bound (ms) of the
+ * bucket it falls in; null without observations.
+ */
+function bucketQuantile(before: MetricsSnapshot, after: MetricsSnapshot, name: string, p: number): number | null {
+  const buckets = [...(after.labelled.get(`${name}_bucket`) ?? [])]
+    .map(([labels, count]) => ({ le: Number(/le="([^"]+)"/.exec(labels)?.[1]?.replace('+Inf', 'Infinity')), count: count - (before.labelled.get(`${name}_bucket`)?.get(labels) ?? 0) }))
+    .filter((b) => !Number.isNaN(b.le))
+    .sort((a, b) => a.le - b.le);
+  const total = buckets[buckets.length - 1]?.count ?? 0;
+  if (total <= 0) return null;
+  const hit = buckets.find((b) => b.count >= p * total)!;
+  return Number.isFinite(hit.le) ? round(hit.le * 1000, 2) : null;
 }
 
 /** Writes `n` puts under `phase` with the peer stopped; returns the run and the source revision after it. */

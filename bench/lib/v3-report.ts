@@ -44,6 +44,9 @@ export interface CanaryResult {
   latencyMs: Summary;
   /** Destination arrival − send, ms. */
   fromSendMs: Summary;
+  /** etcd-mirror: where an event's time goes inside the mirror over the phase, from its own histograms (bucket
+   * upper bounds, ms): received → write sent, and the destination write; the event-loop delay p99 (ms). */
+  inside?: { waitP50: number | null; waitP99: number | null; writeP50: number | null; writeP99: number | null; loopDelayP99: number | null } | null;
 }
 
 export interface BacklogResult {
@@ -220,6 +223,12 @@ export function renderMarkdown(r: V3BenchResults): string {
   row('sustained: peer CPU (% of one core)', (p) => fmt(p.sustained?.cpuPercent.peer));
   row('sustained: peer CPU per applied event (µs), load start → caught up', (p) => fmt(p.sustained?.cpuMicrosPerEvent ?? null));
   row('canaries: background load achieved (put/s)', (p) => fmt(p.canary?.background.putsPerSecond));
+  row('inside the mirror at 1,000 put/s: received → write sent p50 / p99, destination write p50 / p99, event-loop delay p99 (ms; histogram bucket bounds)', (p) => {
+    const i = p.canary?.inside;
+    if (!i) return '–';
+    const f = (x: number | null) => (x === null ? '–' : `≤ ${x}`);
+    return `${f(i.waitP50)} / ${f(i.waitP99)}, ${f(i.writeP50)} / ${f(i.writeP99)}, ${i.loopDelayP99 ?? '–'}`;
+  });
   row('canary latency p50 / p99 / max (ms)', (p) => {
     const l = p.canary?.latencyMs;
     return l ? `${fmt(l.p50)} / ${fmt(l.p99)} / ${fmt(l.max)}` : '–';
