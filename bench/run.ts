@@ -265,17 +265,17 @@ function labelledDelta(a: MetricsSnapshot | null, b: MetricsSnapshot | null, nam
 }
 
 /**
- * Destination write latency over a step, from the delta of the etcdmirror_write_latency histogram: the bucket
- * upper bounds holding the median and the 99th percentile (ms), and the share of writes slower than 25 ms.
+ * A latency histogram of the mirror over a step (etcdmirror_write_latency, etcdmirror_event_wait_seconds), from
+ * its delta: the bucket upper bounds holding the median and the 99th percentile (ms), and the share above 25 ms.
  */
-function writeLatency(a: MetricsSnapshot | null, b: MetricsSnapshot | null): StepResult['mirror']['dstWriteLatencyMs'] {
-  const buckets = b?.labelled.get('etcdmirror_write_latency_bucket');
+function histogramDelta(a: MetricsSnapshot | null, b: MetricsSnapshot | null, name: string): StepResult['mirror']['dstWriteLatencyMs'] {
+  const buckets = b?.labelled.get(`${name}_bucket`);
   if (!buckets) return null;
   const rows: { le: number; count: number }[] = [];
   for (const [labels, value] of buckets) {
     const le = /le="([^"]+)"/.exec(labels)?.[1];
     if (le === undefined) continue;
-    rows.push({ le: le === '+Inf' ? Infinity : Number(le) * 1000, count: value - (a?.labelled.get('etcdmirror_write_latency_bucket')?.get(labels) ?? 0) });
+    rows.push({ le: le === '+Inf' ? Infinity : Number(le) * 1000, count: value - (a?.labelled.get(`${name}_bucket`)?.get(labels) ?? 0) });
   }
   rows.sort((x, y) => x.le - y.le);
   const total = rows[rows.length - 1]?.count ?? 0;
@@ -580,7 +580,9 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
       eventsApplied: applied,
       indexWrites,
       dstWritesPerEvent: applied && indexWrites !== null ? round((applied + indexWrites) / applied, 3) : null,
-      dstWriteLatencyMs: writeLatency(m0, m1),
+      dstWriteLatencyMs: histogramDelta(m0, m1, 'etcdmirror_write_latency'),
+      eventWaitMs: histogramDelta(m0, m1, 'etcdmirror_event_wait_seconds'),
+      eventLoopDelayP99Ms: ((d) => (d === undefined ? null : round(d * 1000, 2)))(m1?.sums.get('etcdmirror_process_nodejs_eventloop_lag_p99_seconds')),
     },
     ordering,
     throughput,
@@ -733,7 +735,13 @@ async function runMode(mode: Mode, opts: Options, logDir: string): Promise<ModeR
       for (const rate of opts.rates) {
         if (capped && rate > opts.syncMaxRate) continue;
         progress(`${mode}: step ${rate} put/s for ${opts.stepSeconds} s`);
-        result.steps.push(await runStep(ctx, rate));
+        const step = await runStep(ctx, rate);
+        result.steps.push(step);
+        const { eventWaitMs: w, dstWriteLatencyMs: d, eventLoopDelayP99Ms: loop } = step.mirror;
+        progress(
+          `${mode}: inside the mirror at ${rate} put/s: received → write sent p50 ≤ ${w?.p50AtMostMs ?? '–'} p99 ≤ ${w?.p99AtMostMs ?? '–'} ms; ` +
+            `destination write p50 ≤ ${d?.p50AtMostMs ?? '–'} p99 ≤ ${d?.p99AtMostMs ?? '–'} ms; event-loop delay p99 ${loop ?? '–'} ms`,
+        );
       }
     }
     if (!opts.skip.has('catchup')) result.catchup = await runCatchup(ctx);

@@ -96,6 +96,11 @@ export interface StepResult {
     dstWritesPerEvent: number | null;
     /** From the mirror's etcdmirror_write_latency histogram over the step (bucket upper bounds, ms). */
     dstWriteLatencyMs: { writes: number; p50AtMostMs: number | null; p99AtMostMs: number | null; over25msShare: number } | null;
+    /** etcdmirror_event_wait_seconds over the step: received → write sent, the mirror's own share (same shape;
+     * `writes` counts events). */
+    eventWaitMs: { writes: number; p50AtMostMs: number | null; p99AtMostMs: number | null; over25msShare: number } | null;
+    /** The process's event-loop delay p99 at the step's end (ms; prom-client's monitorEventLoopDelay window). */
+    eventLoopDelayP99Ms: number | null;
   };
   /** Reordering over the step and its drain (from the step's start until the bench stopped waiting for the mirror). */
   ordering?: {
