@@ -8,7 +8,7 @@
 import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
-import { BadCheckpointError, CompareFailedError, FencedError, KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
+import { putCheckpoint, readCheckpoint } from './checkpoint.js';
 import type { V2Fence } from '../ha-lock.js';
 import type { KeyMap } from '../keys.js';
 import type { Log, ReplicationMetrics, ReplicationOptions } from '../ports.js';
@@ -47,23 +47,6 @@ export interface V2TargetDeps {
   trackers?: Set<ChangeTracker>;
 }
 
-/** Writes the checkpoint; with --ha as a compare-and-swap on this instance's own previous write. */
-async function putCheckpoint(dst: EtcdClient, key: string, index: number, fence: V2Fence | undefined): Promise<void> {
-  if (!fence) {
-    await dst.put(key, { value: String(index) });
-    return;
-  }
-  try {
-    const cas = fence.prevIndex === null ? { prevExist: false } : { prevIndex: fence.prevIndex };
-    fence.prevIndex = (await dst.put(key, { value: String(index), ...cas })).body.node.modifiedIndex;
-  } catch (err) {
-    if (err instanceof CompareFailedError || err instanceof NodeExistError || err instanceof KeyNotFoundError) {
-      throw new FencedError('the replication index was written by someone else since this instance last wrote it: another instance is active');
-    }
-    throw err;
-  }
-}
-
 /** A reconcile writes independent keys (parents first): it can use more connections than event replay. */
 const RECONCILE_FANOUT = 4;
 
@@ -90,22 +73,8 @@ export class V2Target implements Destination {
 
   constructor(private readonly deps: V2TargetDeps) {}
 
-  async readCheckpoint(): Promise<number | null> {
-    const { dst, map, fence } = this.deps;
-    try {
-      const node = (await dst.get(map.indexKey, { quorum: true })).body.node;
-      // An instance that just became active writes its first checkpoint as a swap on what it read here.
-      if (fence) fence.prevIndex = node.modifiedIndex;
-      const raw = (node.value ?? '').trim();
-      if (!/^\d+$/.test(raw)) throw new BadCheckpointError(`the replication index at ${map.indexKey} is not a decimal number`);
-      return Number(raw);
-    } catch (err) {
-      if (err instanceof KeyNotFoundError) {
-        if (fence) fence.prevIndex = null;
-        return null;
-      }
-      throw err;
-    }
+  readCheckpoint(): Promise<number | null> {
+    return readCheckpoint(this.deps.dst, this.deps.map.indexKey, this.deps.fence);
   }
 
   open(ctx: RunContext): DestinationRun {
