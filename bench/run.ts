@@ -15,7 +15,7 @@ import { Pool } from 'undici';
 import { startEtcd, type EtcdProcess } from '../src/etcd/process.js';
 import { CANARY_DIR, CanaryWatcher, writeCanaries, type CanaryRecord } from './lib/canary.js';
 import { diffTrees, fill, put, readTree, storeIndex, writeSequentially, writeSequentiallyFor } from './lib/etcd-http.js';
-import { Mirror, type MetricsSnapshot, type MirrorState } from './lib/mirror.js';
+import { histogramDelta, Mirror, type MetricsSnapshot, type MirrorState } from './lib/mirror.js';
 import { evaluateTargets, printTable, renderSvg } from './lib/report.js';
 import { busiestProcesses } from './lib/procstat.js';
 import { cpuBetween, readCpu, Sampler } from './lib/sampler.js';
@@ -262,27 +262,6 @@ function labelledDelta(a: MetricsSnapshot | null, b: MetricsSnapshot | null, nam
     if (d !== 0) out[labels.replace(/^\{|\}$/g, '')] = d;
   }
   return out;
-}
-
-/**
- * A latency histogram of the mirror over a step (etcdmirror_write_latency, etcdmirror_event_wait_seconds), from
- * its delta: the bucket upper bounds holding the median and the 99th percentile (ms), and the share above 25 ms.
- */
-function histogramDelta(a: MetricsSnapshot | null, b: MetricsSnapshot | null, name: string): StepResult['mirror']['dstWriteLatencyMs'] {
-  const buckets = b?.labelled.get(`${name}_bucket`);
-  if (!buckets) return null;
-  const rows: { le: number; count: number }[] = [];
-  for (const [labels, value] of buckets) {
-    const le = /le="([^"]+)"/.exec(labels)?.[1];
-    if (le === undefined) continue;
-    rows.push({ le: le === '+Inf' ? Infinity : Number(le) * 1000, count: value - (a?.labelled.get(`${name}_bucket`)?.get(labels) ?? 0) });
-  }
-  rows.sort((x, y) => x.le - y.le);
-  const total = rows[rows.length - 1]?.count ?? 0;
-  if (total <= 0) return null;
-  const upper = (q: number) => rows.find((r) => r.count >= q * total)?.le ?? null;
-  const under25 = rows.find((r) => r.le >= 25)?.count ?? total;
-  return { writes: total, p50AtMostMs: upper(0.5), p99AtMostMs: upper(0.99), over25msShare: round((total - under25) / total, 4) };
 }
 
 /** Newest mtime of the .ts files under the given dirs (for the build freshness note). */

@@ -40,7 +40,7 @@ import {
 } from './lib/v3-destination.js';
 import { acksBetween, summarizeLoad, V3Load, loadKey, type V3LoadResult } from './lib/v3-load.js';
 import { EtcdMirrorPeer, MakeMirrorPeer, PEERS, RssSampler, type Peer, type PeerName } from './lib/v3-peers.js';
-import type { MetricsSnapshot } from './lib/mirror.js';
+import { histogramDelta } from './lib/mirror.js';
 import {
   evaluateGoals,
   renderMarkdown,
@@ -333,13 +333,14 @@ async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
   };
   const after = await mirror?.metrics().catch(() => null);
   if (before && after) {
-    const q = (name: string, p: number) => bucketQuantile(before, after, name, p);
+    const wait = histogramDelta(before, after, 'etcdmirror_event_wait_seconds');
+    const write = histogramDelta(before, after, 'etcdmirror_write_latency');
     const lag = after.sums.get('etcdmirror_process_nodejs_eventloop_lag_p99_seconds');
     result.inside = {
-      waitP50: q('etcdmirror_event_wait_seconds', 0.5),
-      waitP99: q('etcdmirror_event_wait_seconds', 0.99),
-      writeP50: q('etcdmirror_write_latency', 0.5),
-      writeP99: q('etcdmirror_write_latency', 0.99),
+      waitP50: wait?.p50AtMostMs ?? null,
+      waitP99: wait?.p99AtMostMs ?? null,
+      writeP50: write?.p50AtMostMs ?? null,
+      writeP99: write?.p99AtMostMs ?? null,
       loopDelayP99: lag === undefined ? null : round(lag * 1000, 2),
     };
   }
@@ -349,21 +350,6 @@ async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
       `background ${result.background.putsPerSecond} put/s (${result.background.notSent} not sent, ${result.background.errors} errors)`,
   );
   return result;
-}
-
-/**
- * The `p` quantile of a Prometheus histogram over the interval between two scrapes, as the upper bound (ms) of the
- * bucket it falls in; null without observations.
- */
-function bucketQuantile(before: MetricsSnapshot, after: MetricsSnapshot, name: string, p: number): number | null {
-  const buckets = [...(after.labelled.get(`${name}_bucket`) ?? [])]
-    .map(([labels, count]) => ({ le: Number(/le="([^"]+)"/.exec(labels)?.[1]?.replace('+Inf', 'Infinity')), count: count - (before.labelled.get(`${name}_bucket`)?.get(labels) ?? 0) }))
-    .filter((b) => !Number.isNaN(b.le))
-    .sort((a, b) => a.le - b.le);
-  const total = buckets[buckets.length - 1]?.count ?? 0;
-  if (total <= 0) return null;
-  const hit = buckets.find((b) => b.count >= p * total)!;
-  return Number.isFinite(hit.le) ? round(hit.le * 1000, 2) : null;
 }
 
 /** Writes `n` puts under `phase` with the peer stopped; returns the run and the source revision after it. */

@@ -1,5 +1,6 @@
 // The mirror under test as a child process: its JSON log lines (kept in a file, problems kept in memory),
 // /state and /metrics.
+import { round } from './stats.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -55,6 +56,35 @@ export function parseMetrics(text: string): MetricsSnapshot {
     }
   }
   return { sums, labelled };
+}
+
+/** A histogram's observations between two scrapes (`writes`: how many). */
+export interface HistogramDelta {
+  writes: number;
+  p50AtMostMs: number | null;
+  p99AtMostMs: number | null;
+  over25msShare: number;
+}
+
+/**
+ * A latency histogram of the mirror between two scrapes (etcdmirror_write_latency, etcdmirror_event_wait_seconds), from
+ * its delta: the count, the bucket upper bounds holding the median and the 99th percentile (ms), and the share above 25 ms.
+ */
+export function histogramDelta(a: MetricsSnapshot | null | undefined, b: MetricsSnapshot | null | undefined, name: string): HistogramDelta | null {
+  const buckets = b?.labelled.get(`${name}_bucket`);
+  if (!buckets) return null;
+  const rows: { le: number; count: number }[] = [];
+  for (const [labels, value] of buckets) {
+    const le = /le="([^"]+)"/.exec(labels)?.[1];
+    if (le === undefined) continue;
+    rows.push({ le: le === '+Inf' ? Infinity : Number(le) * 1000, count: value - (a?.labelled.get(`${name}_bucket`)?.get(labels) ?? 0) });
+  }
+  rows.sort((x, y) => x.le - y.le);
+  const total = rows[rows.length - 1]?.count ?? 0;
+  if (total <= 0) return null;
+  const upper = (q: number) => rows.find((r) => r.count >= q * total)?.le ?? null;
+  const under25 = rows.find((r) => r.le >= 25)?.count ?? total;
+  return { writes: total, p50AtMostMs: upper(0.5), p99AtMostMs: upper(0.99), over25msShare: round((total - under25) / total, 4) };
 }
 
 export class Mirror {

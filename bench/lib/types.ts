@@ -1,4 +1,5 @@
 // The shape of bench/results/*.json.
+import type { HistogramDelta } from './mirror.js';
 import type { CompactSample } from './sampler.js';
 import type { Summary } from './stats.js';
 
@@ -95,10 +96,10 @@ export interface StepResult {
     /** (index writes + events applied) / events applied. */
     dstWritesPerEvent: number | null;
     /** From the mirror's etcdmirror_write_latency histogram over the step (bucket upper bounds, ms). */
-    dstWriteLatencyMs: { writes: number; p50AtMostMs: number | null; p99AtMostMs: number | null; over25msShare: number } | null;
+    dstWriteLatencyMs: HistogramDelta | null;
     /** etcdmirror_event_wait_seconds over the step: received → write sent, the mirror's own share (same shape;
      * `writes` counts events). */
-    eventWaitMs: { writes: number; p50AtMostMs: number | null; p99AtMostMs: number | null; over25msShare: number } | null;
+    eventWaitMs: HistogramDelta | null;
     /** The process's event-loop delay p99 at the step's end (ms; prom-client's monitorEventLoopDelay window). */
     eventLoopDelayP99Ms: number | null;
   };
