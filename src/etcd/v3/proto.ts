@@ -3,7 +3,39 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
 import type { KeyValue, TxnOp, V3Event } from './types.js';
+
+// protobufjs decodes every int64 into a Long object, which proto-loader's `longs: String` then turns into a decimal
+// string by long division: per watched event, a dozen objects and strings of garbage. Values below 2^53 (every
+// revision, version and count) decode as plain numbers instead, as protobufjs does when no Long class is present;
+// the conversion to a string is then String(n). Lease and member ids above 2^53 keep their exact Long path.
+// The ids that stay Longs (the cluster and member id in every response's header, lease ids) repeat: their strings
+// are remembered.
+const { LongBits, Long } = protobuf.util;
+const toLong = LongBits.prototype.toLong;
+LongBits.prototype.toLong = function toSafeNumberOrLong(this: protobuf.util.LongBits, unsigned?: boolean) {
+  return this.hi < 0x200000 ? (this.toNumber(unsigned) as never) : toLong.call(this, unsigned);
+};
+const longToString = Long.prototype.toString as (this: protobuf.Long, radix?: number) => string;
+const idStrings = new Map<number, Map<number, string>>();
+let idStringCount = 0;
+Long.prototype.toString = function rememberedToString(this: protobuf.Long, radix?: number): string {
+  if (radix !== undefined && radix !== 10) return longToString.call(this, radix);
+  const key = this.unsigned ? this.high + 2 ** 32 : this.high; // unsigned and signed Longs of the same bits differ
+  let lows = idStrings.get(key);
+  let s = lows?.get(this.low);
+  if (s !== undefined) return s;
+  s = longToString.call(this);
+  if (++idStringCount > 4096) {
+    idStrings.clear();
+    idStringCount = 1;
+    lows = undefined;
+  }
+  if (!lows) idStrings.set(key, (lows = new Map()));
+  lows.set(this.low, s);
+  return s;
+};
 
 const PROTO_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true }; // bytes: Buffer by default
 
