@@ -51,6 +51,12 @@ export function createMetrics(labels: { url: string; prefix: string }) {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: r,
     }),
+    eventOverhead: new Histogram({
+      name: 'etcdmirror_event_overhead_seconds',
+      help: 'The mirror\'s own part of etcdmirror_event_wait_seconds: from the later of the event reaching the mirror and the writer being free (the write before it answered: in source order one is in flight at a time) to its write being sent',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: r,
+    }),
     lag: new Gauge({ name: 'etcdmirror_lag', help: 'Source store index minus the applied replication index (reference name)', labelNames: ['url', 'prefix'] as const, registers: r }).labels(labels),
     loadTime: new Summary({ name: 'etcdmirror_load_time', help: 'Reload/reconcile duration, seconds (reference name)', registers: r }),
     // Ours.

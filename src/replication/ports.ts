@@ -75,6 +75,7 @@ export interface ReplicationMetrics {
   replicatedEvents: Count;
   writeLatency: Timed;
   eventWait: Observed;
+  eventOverhead: Observed;
   loadTime: Observed;
   eventsApplied: Labelled<'action', Count>;
   eventsSkipped: Labelled<'reason', Count>;

@@ -151,6 +151,9 @@ class V3Run implements DestinationRun {
   readonly #barriers: (() => Promise<void>)[] = [];
   #applied = 0;
   #inFlight = 0;
+  /** When the writer last became free to send (its previous Txn or barrier done): an event that arrived before
+   * waited for the destination, not for the mirror, until then. */
+  #freeSince = 0;
   #halted = false;
   #hooks: WriterHooks | null = null;
   #writing: Promise<void> = Promise.resolve();
@@ -348,6 +351,7 @@ class V3Run implements DestinationRun {
       const barrier = this.#barriers.shift();
       if (barrier) {
         await barrier();
+        this.#freeSince = performance.now();
         this.#notify();
         continue;
       }
@@ -389,7 +393,9 @@ class V3Run implements DestinationRun {
       const started = performance.now();
       for (let i = 0; i < taken; i++) {
         const m = this.#queue[i]!.msg;
-        if (m.kind === 'change' && m.change.receivedAt !== undefined) metrics.eventWait.observe((started - m.change.receivedAt) / 1000);
+        if (m.kind !== 'change' || m.change.receivedAt === undefined) continue;
+        metrics.eventWait.observe((started - m.change.receivedAt) / 1000);
+        metrics.eventOverhead.observe((started - Math.max(m.change.receivedAt, this.#freeSince)) / 1000);
       }
       this.#inFlight = 1;
       try {
@@ -402,6 +408,7 @@ class V3Run implements DestinationRun {
         throw err;
       } finally {
         this.#inFlight = 0;
+        this.#freeSince = performance.now();
       }
       if (writes.length > 0) metrics.writeLatency.observe((performance.now() - started) / 1000);
       for (const q of this.#queue.splice(0, taken)) {
