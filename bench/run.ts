@@ -66,6 +66,10 @@ const HELP = `usage: npm run bench -- [options]
   --connections N       antagonist connections to the source (default 64)
   --max-outstanding N   antagonist requests unanswered at once; a write due beyond that is not sent (default 1000)
   --skip LIST           any of steps,catchup,reload,baseline
+  --ceiling-fractions LIST
+                        after a mode's --rates steps, its ceiling is the highest backlogged apply rate they
+                        showed (so --rates should include one above it); then one step at each fraction of it,
+                        e.g. 0.1,0.5,0.9, with a canary every 500 ms (rare writes; they count in the offered rate)
   --dst-commit-ms N     the destination is a three-member etcd whose raft peer links each pass through a delay
                         proxy (N/2 ms each way), so one write at a time commits in about N ms (the real figure
                         is measured and printed); during every step a one-connection sequential writer to it
@@ -104,6 +108,7 @@ interface Options {
   connections: number;
   maxOutstanding: number;
   skip: Set<string>;
+  ceilingFractions: number[];
   mirrorArgs: string[];
   bin: string;
   out: string;
@@ -136,6 +141,7 @@ function parseOptions(argv: string[]): Options | null {
       quick: { type: 'boolean' },
       'dst-commit-ms': { type: 'string' },
       'dst-disk': { type: 'boolean' },
+      'ceiling-fractions': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -179,6 +185,7 @@ function parseOptions(argv: string[]): Options | null {
     connections: Math.round(num(v.connections, '--connections', 64, 1, 1_024)),
     maxOutstanding: Math.round(num(v['max-outstanding'], '--max-outstanding', 1_000, 1, 100_000)),
     skip,
+    ceilingFractions: v['ceiling-fractions'] ? list(v['ceiling-fractions']).map((f) => num(f, '--ceiling-fractions', 0, 0.01, 1)) : [],
     mirrorArgs: (v['mirror-args'] ?? '').split(/\s+/).filter(Boolean),
     bin: path.resolve(ROOT, v.bin ?? 'dist-bench/bench/mirror-entry.js'),
     out: path.resolve(ROOT, v.out ?? 'bench/results'),
@@ -345,7 +352,11 @@ async function caughtUp(ctx: ModeCtx, timeoutMs: number): Promise<boolean> {
   return s !== null;
 }
 
-async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
+/** Canaries every 500 ms in a fraction step: a rare write, next to a load that is the rest of the offered rate. */
+const RARE_CANARY_MS = 500;
+
+async function runStep(ctx: ModeCtx, rate: number, fraction?: number): Promise<StepResult> {
+  const canaryEveryMs = fraction === undefined ? 100 : RARE_CANARY_MS;
   const { opts } = ctx;
   let restartedBefore: string | null = null;
   if (!ctx.mirror.alive) restartedBefore = `mirror had exited (code ${ctx.mirror.exitCode})`;
@@ -369,7 +380,7 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
   const sampler = new Sampler(() => ctx.mirror);
   const stepMs = opts.stepSeconds * 1000;
   const firstSeq = ctx.nextSeq;
-  ctx.nextSeq += Math.ceil(opts.stepSeconds * 10) + 1;
+  ctx.nextSeq += Math.ceil((opts.stepSeconds * 1000) / canaryEveryMs) + 1;
 
   sampler.start();
   const cpu0 = readCpu(pids());
@@ -380,7 +391,7 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
   });
   const [ant, canaries, dstCeiling] = await Promise.all([
     ctx.antagonist.run({ rate, seconds: opts.stepSeconds, keyPrefix: '/bench/load', keys: 1000, tag: `r${rate}` }),
-    writeCanaries(ctx.srcPool, firstSeq, opts.stepSeconds),
+    writeCanaries(ctx.srcPool, firstSeq, opts.stepSeconds, canaryEveryMs),
     opts.dst.commitMs === null ? null : sequentialV2(ctx.dst.clientUrl, opts.stepSeconds, `${ctx.mode}-${rate}`).catch(() => null),
   ]);
   const { cpu: cpu1, r: rEnd } = await atEnd;
@@ -519,6 +530,7 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
   const result: StepResult = {
     mode: ctx.mode,
     rate,
+    ...(fraction === undefined ? {} : { fraction, canaryEveryMs }),
     seconds: opts.stepSeconds,
     verdict,
     restartedBefore,
@@ -561,6 +573,7 @@ async function runStep(ctx: ModeCtx, rate: number): Promise<StepResult> {
       dstWritesPerEvent: applied && indexWrites !== null ? round((applied + indexWrites) / applied, 3) : null,
       dstWriteLatencyMs: histogramDelta(m0, m1, 'etcdmirror_write_latency'),
       eventWaitMs: histogramDelta(m0, m1, 'etcdmirror_event_wait_seconds'),
+      eventOverheadMs: histogramDelta(m0, m1, 'etcdmirror_event_overhead_seconds'),
       eventLoopDelayP99Ms: ((d) => (d === undefined ? null : round(d * 1000, 2)))(m1?.sums.get('etcdmirror_process_nodejs_eventloop_lag_p99_seconds')),
     },
     ordering,
@@ -711,16 +724,31 @@ async function runMode(mode: Mode, opts: Options, logDir: string): Promise<ModeR
       const capped = mode === 'sync' && opts.syncMaxRate > 0;
       result.skippedRates = capped ? opts.rates.filter((r) => r > opts.syncMaxRate) : [];
       if (result.skippedRates.length) progress(`${mode}: skipping the steps above --sync-max-rate ${opts.syncMaxRate}: ${result.skippedRates.join(',')}`);
-      for (const rate of opts.rates) {
-        if (capped && rate > opts.syncMaxRate) continue;
-        progress(`${mode}: step ${rate} put/s for ${opts.stepSeconds} s`);
-        const step = await runStep(ctx, rate);
-        result.steps.push(step);
-        const { eventWaitMs: w, dstWriteLatencyMs: d, eventLoopDelayP99Ms: loop } = step.mirror;
+      const step = async (rate: number, fraction?: number) => {
+        const what = fraction === undefined ? '' : ` (${Math.round(fraction * 100)} % of the ceiling, with the canaries)`;
+        progress(`${mode}: step ${rate} put/s${what} for ${opts.stepSeconds} s`);
+        const s = await runStep(ctx, rate, fraction);
+        result.steps.push(s);
+        const { eventWaitMs: w, eventOverheadMs: o, dstWriteLatencyMs: d, eventLoopDelayP99Ms: loop } = s.mirror;
         progress(
-          `${mode}: inside the mirror at ${rate} put/s: received → write sent p50 ≤ ${w?.p50AtMostMs ?? '–'} p99 ≤ ${w?.p99AtMostMs ?? '–'} ms; ` +
+          `${mode}: inside the mirror at ${rate} put/s: received → write sent p50 ≤ ${w?.p50AtMostMs ?? '–'} p99 ≤ ${w?.p99AtMostMs ?? '–'} ms ` +
+            `(the mirror's own p50 ≤ ${o?.p50AtMostMs ?? '–'} p99 ≤ ${o?.p99AtMostMs ?? '–'} ms); ` +
             `destination write p50 ≤ ${d?.p50AtMostMs ?? '–'} p99 ≤ ${d?.p99AtMostMs ?? '–'} ms; event-loop delay p99 ${loop ?? '–'} ms`,
         );
+      };
+      for (const rate of opts.rates) {
+        if (capped && rate > opts.syncMaxRate) continue;
+        await step(rate);
+      }
+      if (opts.ceilingFractions.length) {
+        result.ceiling = modeCeiling(result.steps);
+        if (!result.ceiling) progress(`${mode}: no step backlogged the mirror, so its ceiling is not known: no fraction steps`);
+        else {
+          const { eventsPerSecond: c, fromRate } = result.ceiling;
+          progress(`${mode}: ceiling ${round(c, 1)} events/s (backlogged at ${fromRate} put/s)`);
+          // The canaries are part of the offered rate: the load is the rest.
+          for (const f of opts.ceilingFractions) await step(Math.max(1, Math.round(f * c - 1000 / RARE_CANARY_MS)), f);
+        }
       }
     }
     if (!opts.skip.has('catchup')) result.catchup = await runCatchup(ctx);
@@ -815,6 +843,17 @@ function quietOf(b: WriteBaseline | undefined): DstCeiling | null {
  * A step kept up in real time: verdict ok, never 1 s with a backlog of BACKLOG_EVENTS, and 90 % of the canaries
  * on the destination within 250 ms (a 5 s step's applied count is too coarse to judge by).
  */
+/** The highest backlogged apply rate of the plain steps (a backlog waited ≥ 1 s, so the mirror ran flat out). */
+function modeCeiling(steps: StepResult[]): { eventsPerSecond: number; fromRate: number } | null {
+  let best: { eventsPerSecond: number; fromRate: number } | null = null;
+  for (const s of steps) {
+    const t = s.throughput;
+    if (s.fraction !== undefined || !t || t.backloggedEventsPerSecond === null || t.backloggedSeconds < 1) continue;
+    if (!best || t.backloggedEventsPerSecond > best.eventsPerSecond) best = { eventsPerSecond: t.backloggedEventsPerSecond, fromRate: s.rate };
+  }
+  return best;
+}
+
 function keptUp(s: StepResult): boolean {
   return s.verdict === 'ok' && (s.throughput?.backloggedSeconds ?? 0) < 1 && (s.canary.delayMs.p90 ?? Infinity) <= 250;
 }
@@ -852,6 +891,26 @@ function latencyTable(modes: ModeResult[], quiet: WriteBaseline | undefined, opt
       .filter((s) => s.verdict === 'out of window' || s.verdict === 'died' || (s.mirror.maxLagEvents ?? 0) >= HISTORY_WINDOW_EVENTS)
       .map((s) => `${s.rate} (${s.verdict === 'out of window' || s.verdict === 'died' ? s.verdict : `lag ${s.mirror.maxLagEvents}`})`);
     lines.push(`| ${m.mode} | ${up.length ? Math.max(...up) : '–'} | ${lag.length ? Math.min(...lag) : '–'} | ${lost.length ? lost.join(', ') : 'no'} |`);
+  }
+  const fractions = opts.ceilingFractions;
+  if (fractions.length) {
+    const pct = (f: number) => `${Math.round(f * 100)} %`;
+    lines.push(
+      '',
+      `A rare write's delay (canary every ${RARE_CANARY_MS} ms, arrival − source ack) at a fraction of each mode's ceiling (offered = put/s + canaries/s):`,
+      '',
+      `| mode | ceiling ev/s (backlogged at put/s) | ${fractions.map((f) => `${pct(f)}: offered/s, canary p50 / p90 / p99 ms, verdict`).join(' | ')} |`,
+      `|---|---|${fractions.map(() => '---|').join('')}`,
+    );
+    for (const m of modes) {
+      const cells = fractions.map((fr) => {
+        const s = m.steps.find((x) => x.fraction === fr);
+        if (!s) return '–';
+        const d = s.canary.delayMs;
+        return `${round(s.rate + 1000 / (s.canaryEveryMs ?? 100), 0)}, ${f(d.p50)} / ${f(d.p90)} / ${f(d.p99)}, ${s.verdict}`;
+      });
+      lines.push(`| ${m.mode} | ${m.ceiling ? `${f(m.ceiling.eventsPerSecond)} (${m.ceiling.fromRate})` : '–'} | ${cells.join(' | ')} |`);
+    }
   }
   return lines.join('\n') + '\n';
 }

@@ -72,6 +72,8 @@ compaction while stopped, peer RSS.
   --concurrency N        puts in flight for the ceiling, the sustained phase and the backlog (default 64)
   --value-bytes N        value size of the load puts (default 100)
   --background-rate N    put/s under the canaries (default 1000)
+  --canary-fractions L   after the canary phase, one more per fraction of the source's write ceiling (e.g.
+                         0.1,0.5,0.9), a canary every 500 ms over background load making up the rest
   --backlog-events N     puts written while the peer is stopped (default 10000)
   --compaction-events N  puts written while the peer is stopped, before the compaction (default 1000)
   --drain-seconds N      a canary not on the destination this long after the phase's end is missing (default 10)
@@ -96,6 +98,7 @@ interface Options {
   concurrency: number;
   valueBytes: number;
   backgroundRate: number;
+  canaryFractions: number[];
   backlogEvents: number;
   compactionEvents: number;
   drainSeconds: number;
@@ -130,6 +133,7 @@ function parseOptions(argv: string[]): Options | null {
       'mirror-args': { type: 'string' },
       'dst-commit-ms': { type: 'string' },
       'dst-disk': { type: 'boolean' },
+      'canary-fractions': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -159,6 +163,7 @@ function parseOptions(argv: string[]): Options | null {
     concurrency: Math.round(num(v.concurrency, '--concurrency', 64, 1, 4_096)),
     valueBytes: Math.round(num(v['value-bytes'], '--value-bytes', 100, 16, 1_000_000)),
     backgroundRate: num(v['background-rate'], '--background-rate', 1000, 1, 100_000),
+    canaryFractions: (v['canary-fractions'] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((f) => num(f, '--canary-fractions', 0, 0.01, 1)),
     backlogEvents: Math.round(num(v['backlog-events'], '--backlog-events', 10_000, 1, 1_000_000)),
     compactionEvents: Math.round(num(v['compaction-events'], '--compaction-events', 1_000, 1, 1_000_000)),
     drainSeconds: num(v['drain-seconds'], '--drain-seconds', quick ? 5 : 10, 1, 600),
@@ -289,15 +294,28 @@ function waitObserved(ctx: PeerCtx, phase: string, run: V3LoadResult, timeoutMs:
   return waitUntil(() => arrivals.order.length >= run.acked, timeoutMs, 20);
 }
 
-async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
+interface CanarySpec {
+  phase: string;
+  /** Background put/s. */
+  rate: number;
+  everyMs: number;
+  firstSeq: number;
+  /** Of the source's ceiling, with the canaries (--canary-fractions). */
+  fraction?: number;
+}
+
+/** A canary every 500 ms in a fraction phase: a rare write, next to a load that is the rest of the offered rate. */
+const RARE_CANARY_MS = 500;
+
+async function canaryPhase(ctx: PeerCtx, spec: CanarySpec = { phase: 'a-live', rate: ctx.opts.backgroundRate, everyMs: 100, firstSeq: 1 }): Promise<CanaryResult> {
   const { opts, recorder } = ctx;
-  const phase = 'a-live';
-  progress(`${ctx.peer.name}: canaries every 100 ms for ${opts.seconds} s over ${opts.backgroundRate} put/s of background load`);
+  const { phase } = spec;
+  progress(`${ctx.peer.name}: canaries every ${spec.everyMs} ms for ${opts.seconds} s over ${spec.rate} put/s of background load`);
   const mirror = isEtcdMirror(ctx.peer) ? ctx.peer.current : null;
   const before = await mirror?.metrics().catch(() => null);
   const [bg, canaries] = await Promise.all([
-    ctx.load.run({ loop: 'open', rate: opts.backgroundRate, seconds: opts.seconds, concurrency: 1_000, keyPrefix: `${LOAD_DIR}/${phase}`, valueBytes: opts.valueBytes }),
-    writeV3Canaries(ctx.srcClient, 1, opts.seconds),
+    ctx.load.run({ loop: 'open', rate: spec.rate, seconds: opts.seconds, concurrency: 1_000, keyPrefix: `${LOAD_DIR}/${phase}`, valueBytes: opts.valueBytes }),
+    writeV3Canaries(ctx.srcClient, spec.firstSeq, opts.seconds, spec.everyMs),
   ]);
   ctx.runs.set(phase, bg);
   const end = epochNow();
@@ -321,6 +339,8 @@ async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
   }
   const result: CanaryResult = {
     seconds: opts.seconds,
+    everyMs: spec.everyMs,
+    ...(spec.fraction === undefined ? {} : { fraction: spec.fraction }),
     background: summarizeLoad(bg),
     written: canaries.length,
     acked: acked.length,
@@ -334,11 +354,14 @@ async function canaryPhase(ctx: PeerCtx): Promise<CanaryResult> {
   const after = await mirror?.metrics().catch(() => null);
   if (before && after) {
     const wait = histogramDelta(before, after, 'etcdmirror_event_wait_seconds');
+    const own = histogramDelta(before, after, 'etcdmirror_event_overhead_seconds');
     const write = histogramDelta(before, after, 'etcdmirror_write_latency');
     const lag = after.sums.get('etcdmirror_process_nodejs_eventloop_lag_p99_seconds');
     result.inside = {
       waitP50: wait?.p50AtMostMs ?? null,
       waitP99: wait?.p99AtMostMs ?? null,
+      overheadP50: own?.p50AtMostMs ?? null,
+      overheadP99: own?.p99AtMostMs ?? null,
       writeP50: write?.p50AtMostMs ?? null,
       writeP99: write?.p99AtMostMs ?? null,
       loopDelayP99: lag === undefined ? null : round(lag * 1000, 2),
@@ -626,6 +649,14 @@ async function runPeer(name: PeerName, opts: Options, ceiling: number | null, lo
     progress(`${name}: replicating ${result.readyMs} ms after its start (pid ${peer.pid}; source via ${proxy.url}, +${opts.rttMs / 2} ms each way)`);
 
     result.canary = await canaryPhase(ctx);
+    if (opts.canaryFractions.length && ctx.ceiling) {
+      result.canaryFractions = [];
+      for (const [i, fraction] of opts.canaryFractions.entries()) {
+        const rate = Math.max(1, Math.round(fraction * ctx.ceiling - 1000 / RARE_CANARY_MS));
+        const phase = `a-live-${Math.round(fraction * 100)}pct`;
+        result.canaryFractions.push(await canaryPhase(ctx, { phase, rate, everyMs: RARE_CANARY_MS, firstSeq: 100_000 * (i + 1), fraction }));
+      }
+    }
     result.backlog = await backlogPhase(ctx);
     result.compaction = await compactionPhase(ctx);
     result.sustained = await sustainedPhase(ctx);

@@ -41,6 +41,10 @@ export interface StepResult {
   /** A Mode; results files from before --ordering hold 'pipeline' (default flags then: per-key ordering). */
   mode: Mode | string;
   rate: number;
+  /** With --ceiling-fractions: the step offered this fraction of the mode's ceiling (put/s plus canaries/s). */
+  fraction?: number;
+  /** Canaries written every this many ms (100 unless a fraction step: 500, so that they stay rare). */
+  canaryEveryMs?: number;
   seconds: number;
   verdict: Verdict;
   /** Why the mirror was restarted (with --reload) before this step, if it was. */
@@ -100,6 +104,8 @@ export interface StepResult {
     /** etcdmirror_event_wait_seconds over the step: received → write sent, the mirror's own share (same shape;
      * `writes` counts events). */
     eventWaitMs: HistogramDelta | null;
+    /** etcdmirror_event_overhead_seconds: of that wait, the mirror's own part (not waiting for the write before it). */
+    eventOverheadMs?: HistogramDelta | null;
     /** The process's event-loop delay p99 at the step's end (ms; prom-client's monitorEventLoopDelay window). */
     eventLoopDelayP99Ms: number | null;
   };
@@ -263,6 +269,11 @@ export interface ModeResult {
   watcherRestarts: number;
   /** Steps not run in this mode (--sync-max-rate). */
   skippedRates?: number[];
+  /**
+   * With --ceiling-fractions: the mode's ceiling, its highest backlogged apply rate over the --rates steps (events/s
+   * while a backlog waited at least 1 s), and the step it came from. Null when no step backlogged it.
+   */
+  ceiling?: { eventsPerSecond: number; fromRate: number } | null;
   error: string | null;
 }
 

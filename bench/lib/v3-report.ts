@@ -34,6 +34,10 @@ export interface OrderResult {
 
 export interface CanaryResult {
   seconds: number;
+  /** Canaries written every this many ms (absent in older results: 100). */
+  everyMs?: number;
+  /** --canary-fractions: the phase offered this fraction of the source's ceiling (background + canaries). */
+  fraction?: number;
   background: LoadSummary;
   written: number;
   acked: number;
@@ -45,8 +49,17 @@ export interface CanaryResult {
   /** Destination arrival − send, ms. */
   fromSendMs: Summary;
   /** etcd-mirror: where an event's time goes inside the mirror over the phase, from its own histograms (bucket
-   * upper bounds, ms): received → write sent, and the destination write; the event-loop delay p99 (ms). */
-  inside?: { waitP50: number | null; waitP99: number | null; writeP50: number | null; writeP99: number | null; loopDelayP99: number | null } | null;
+   * upper bounds, ms): received → write sent, of it the mirror's own part (etcdmirror_event_overhead_seconds: not
+   * the wait for the Txn in flight before it), and the destination write; the event-loop delay p99 (ms). */
+  inside?: {
+    waitP50: number | null;
+    waitP99: number | null;
+    overheadP50?: number | null;
+    overheadP99?: number | null;
+    writeP50: number | null;
+    writeP99: number | null;
+    loopDelayP99: number | null;
+  } | null;
 }
 
 export interface BacklogResult {
@@ -114,6 +127,8 @@ export interface PeerResult {
   logFile: string;
   readyMs: number | null;
   canary: CanaryResult | null;
+  /** --canary-fractions: one canary phase per fraction of the source's ceiling, after the main one. */
+  canaryFractions?: CanaryResult[];
   backlog: BacklogResult | null;
   compaction: CompactionResult | null;
   sustained: SustainedResult | null;
@@ -149,6 +164,10 @@ export interface V3BenchResults {
   goals: Goal[];
   notes: string[];
 }
+
+/** The canary interval of the fraction phases at `fr` (the first peer's). */
+const p0Every = (r: V3BenchResults, fr: number): number | string =>
+  r.peers.flatMap((p) => p.canaryFractions ?? []).find((c) => c.fraction === fr)?.everyMs ?? '?';
 
 const fmt = (v: number | null | undefined, digits = 1): string =>
   v === null || v === undefined ? '–' : Number.isInteger(v) ? String(v) : v.toFixed(digits);
@@ -223,16 +242,25 @@ export function renderMarkdown(r: V3BenchResults): string {
   row('sustained: peer CPU (% of one core)', (p) => fmt(p.sustained?.cpuPercent.peer));
   row('sustained: peer CPU per applied event (µs), load start → caught up', (p) => fmt(p.sustained?.cpuMicrosPerEvent ?? null));
   row('canaries: background load achieved (put/s)', (p) => fmt(p.canary?.background.putsPerSecond));
-  row('inside the mirror at 1,000 put/s: received → write sent p50 / p99, destination write p50 / p99, event-loop delay p99 (ms; histogram bucket bounds)', (p) => {
+  row('inside the mirror at the canary phase: received → write sent p50 / p99, of it the mirror\'s own (not waiting for the Txn before it) p50 / p99, destination write p50 / p99, event-loop delay p99 (ms; histogram bucket bounds)', (p) => {
     const i = p.canary?.inside;
     if (!i) return '–';
-    const f = (x: number | null) => (x === null ? '–' : `≤ ${x}`);
-    return `${f(i.waitP50)} / ${f(i.waitP99)}, ${f(i.writeP50)} / ${f(i.writeP99)}, ${i.loopDelayP99 ?? '–'}`;
-  });
+    const f = (x: number | null | undefined) => (x === null || x === undefined ? '–' : `≤ ${x}`);
+    return `${f(i.waitP50)} / ${f(i.waitP99)}, ${f(i.overheadP50)} / ${f(i.overheadP99)}, ${f(i.writeP50)} / ${f(i.writeP99)}, ${i.loopDelayP99 ?? '–'}`;
+  }, 'own p99 ≤ 2 ms');
   row('canary latency p50 / p99 / max (ms)', (p) => {
     const l = p.canary?.latencyMs;
     return l ? `${fmt(l.p50)} / ${fmt(l.p99)} / ${fmt(l.max)}` : '–';
   }, `p99 ≤ ${rtt / 2 + 5} ms`, 'canary latency p99 (ms)');
+  const fractions = [...new Set(r.peers.flatMap((p) => (p.canaryFractions ?? []).map((c) => c.fraction!)))];
+  for (const fr of fractions) {
+    row(`canaries every ${p0Every(r, fr)} ms at ${Math.round(fr * 100)} % of the source ceiling (background put/s achieved): p50 / p90 / p99 / max (ms), missing`, (p) => {
+      const c = p.canaryFractions?.find((x) => x.fraction === fr);
+      if (!c) return '–';
+      const l = c.latencyMs;
+      return `(${fmt(c.background.putsPerSecond)}) ${fmt(l.p50)} / ${fmt(l.p90 ?? null)} / ${fmt(l.p99)} / ${fmt(l.max)}, ${c.missing} of ${c.acked}`;
+    });
+  }
   row(`canaries missing (${r.options.drainSeconds} s after the end)`, (p) => (p.canary ? `${p.canary.missing} of ${p.canary.acked}` : '–'), '0', 'missing canaries');
   const orderCell = (ph: string) => (p: PeerResult) => {
     const o = phaseOrder(p, ph);
