@@ -532,4 +532,41 @@ describe('V2Writer: strict ordering on the ordered lane', () => {
     await flush();
     expect(ops.runningIndexes()).toEqual([3]);
   });
+
+  it('redoes a lane write that failed the ordinary way once the lane drained, unless the destination shows it; no lane write overtakes the redo', async () => {
+    const { ops, writer } = setup({ ordering: 'strict', laneDepth: 3 });
+    for (let i = 1; i <= 3; i++) writer.push({ index: i, event: ops.laneOp(i, `/k${i}`) });
+    ops.run(1).settle({ error: new Error('connection reset') });
+    await flush();
+    expect(ops.runningIndexes()).toEqual([2, 3]); // no redo while the lane holds writes
+    writer.push({ index: 4, event: ops.laneOp(4, '/k4') });
+    ops.run(2).settle();
+    ops.run(3).settle();
+    await flush();
+    // /k1 is not on the destination: redone off the lane; 4 waits behind the redo.
+    expect(ops.pending.map((p) => [p.index, p.onLane])).toEqual([[1, false]]);
+    expect(writer.checkpoint).toBe(0);
+    ops.run(1).settle();
+    await flush();
+    expect(writer.checkpoint).toBe(3);
+    expect(ops.pending.map((p) => [p.index, p.onLane])).toEqual([[4, true]]);
+  });
+
+  it('does not redo a failed lane write the destination shows applied, or overtaken by a later lane write to its key', async () => {
+    const { ops, writer, onError } = setup({ ordering: 'strict', laneDepth: 3 });
+    writer.push({ index: 1, event: ops.laneOp(1, '/a') });
+    writer.push({ index: 2, event: ops.laneOp(2, '/a') });
+    writer.push({ index: 3, event: ops.laneOp(3, '/b') });
+    ops.copies.set('/a', 'v2');
+    ops.copies.set('/b', 'v3');
+    ops.run(1).settle({ error: new Error('connection reset') });
+    ops.run(2).settle();
+    ops.run(3).settle({ error: new Error('connection reset') });
+    await flush();
+    expect(ops.pending).toEqual([]);
+    expect(ops.startCount.get(1)).toBe(1);
+    expect(ops.startCount.get(3)).toBe(1);
+    expect(writer.checkpoint).toBe(3);
+    expect(onError).not.toHaveBeenCalled();
+  });
 });

@@ -1,8 +1,9 @@
 // The v2 writer on a destination whose writes the test controls: each request the writer sends stays pending
 // until the test settles it, and every start/finish is recorded in one logical order. Event writes are named by
 // their source index (the destination key's pushed writes start in push order, so a request on a key is the
-// oldest unstarted write pushed on it).
+// oldest unstarted write pushed on it, or else a redo of the last one started).
 import type { EtcdClient } from '../../../src/etcd/v2/client.js';
+import { KeyNotFoundError } from '../../../src/etcd/errors.js';
 import type { KeyMap } from '../../../src/replication/keys.js';
 import type { Log, ReplicationMetrics } from '../../../src/replication/ports.js';
 import { Coverage } from '../../../src/replication/v2/coverage.js';
@@ -33,11 +34,19 @@ export class ControlledOps {
   maxRunning = 0;
   /** Per destination key, the indexes of event writes pushed and not started yet. */
   readonly #queued = new Map<string, number[]>();
+  readonly #lastStarted = new Map<string, number>();
+  /** What a read of a key shows (absent: not found). */
+  readonly copies = new Map<string, string>();
 
   /** The destination: plain requests and the ordered lane's both start a pending run. */
   readonly dst = {
     put: (key: string) => this.#start(this.#next(key), key, false),
     delete: (key: string) => this.#start(this.#next(key), key, false),
+    get: async (key: string) => {
+      const value = this.copies.get(key);
+      if (value === undefined) throw new KeyNotFoundError(100, 'Key not found', key, 1, 404);
+      return { body: { node: { key, value } } };
+    },
     orderedLane: () => ({
       put: (key: string) => this.#start(this.#next(key), key, true),
       delete: (key: string) => this.#start(this.#next(key), key, true),
@@ -87,8 +96,9 @@ export class ControlledOps {
   }
 
   #next(key: string): number {
-    const index = this.#queued.get(key)?.shift();
+    const index = this.#queued.get(key)?.shift() ?? this.#lastStarted.get(key);
     if (index === undefined) throw new Error(`a request on ${key} that no pushed write explains`);
+    this.#lastStarted.set(key, index);
     return index;
   }
 
