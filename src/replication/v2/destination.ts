@@ -20,7 +20,7 @@ import { Healer, MAX_KEYS_PER_BATCH, topMost } from './healer.js';
 import type { OwnWrites } from '../own-writes.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
-import { alreadyApplied, keysToRead, readCopies, stoppedCleanly, type ReplayItem } from './replay-guard.js';
+import { replayItemOf, ReplayHold, skipsFor, stoppedCleanly } from './replay-guard.js';
 import { V2Writer } from './writer.js';
 import type { ChangeTracker } from '../audit.js';
 import type { Destination, DestinationRun, HealItem, HealOutcome, RunContext, SourceMessage, SourceSnapshot, WriterHooks, WriterStatus } from '../types.js';
@@ -91,7 +91,7 @@ class V2Run implements DestinationRun {
   readonly #healer: Healer;
   /** Tail mode: what arrived up to the source's store index at the start, held back until the destination has
    * said which of it is already applied (replay-guard.ts). */
-  #replay: { upTo: number | null; items: Held[]; releasing: boolean } | null = null;
+  #replay: ReplayHold<Held> | null = null;
   #from = 0;
   #hooks: WriterHooks | null = null;
   /** Highest index handed to the writer. */
@@ -154,7 +154,7 @@ class V2Run implements DestinationRun {
     this.#keeper.start();
     // The synchronous mode has no stream to say where history ends: it replays as the reference does.
     if (config.pipeline) {
-      this.#replay = { upTo: null, items: [], releasing: false };
+      this.#replay = new ReplayHold();
       // After a clean stop the stored index is exactly what was applied: nothing to hold back.
       void stoppedCleanly(this.deps.dst, this.deps.map, this.ctx.signal).then((clean) => {
         if (clean) void this.#releaseReplay(false);
@@ -213,17 +213,12 @@ class V2Run implements DestinationRun {
   push(msg: SourceMessage): void {
     if (msg.kind === 'registered') return;
     if (msg.kind === 'live') {
-      const replay = this.#replay;
-      if (replay && replay.upTo === null) {
-        replay.upTo = msg.revision;
-        if (msg.revision <= this.#from) void this.#releaseReplay();
-      }
+      if (this.#replay?.live(msg.revision, this.#from)) void this.#releaseReplay();
       return;
     }
     const item: Held = msg.kind === 'change' ? { index: msg.change.revision, ...(msg.change.event ? { ev: msg.change.event, receivedAt: msg.change.receivedAt } : {}) } : { index: msg.revision };
     if (this.#replay) {
-      this.#replay.items.push(item);
-      if (this.#replay.upTo !== null && item.index >= this.#replay.upTo) void this.#releaseReplay();
+      if (this.#replay.hold(item)) void this.#releaseReplay();
       return;
     }
     this.#deliver(item);
@@ -244,36 +239,21 @@ class V2Run implements DestinationRun {
   /** Hands the held replay window to the writer, minus what the destination already shows (when `guard`). */
   async #releaseReplay(guard = true): Promise<void> {
     const replay = this.#replay;
-    if (!replay || replay.releasing) return;
-    replay.releasing = true;
+    if (!replay?.begin()) return;
     if (!guard) {
       this.#replay = null;
       for (const item of replay.items) this.#deliver(item);
       return;
     }
-    const { log, metrics } = this.deps;
+    const { dst, map, src, log, metrics } = this.deps;
     const signal = this.ctx.signal;
     const upTo = replay.upTo ?? Number.POSITIVE_INFINITY;
-    const window: ReplayItem[] = [];
-    for (const { index, ev } of replay.items) {
-      if (index > upTo) break;
-      window.push(ev ? this.#replayItem(ev) : { index });
-    }
-    let skip = new Set<number>();
-    const keys = keysToRead(window);
-    if (keys && keys.length > 0) {
-      try {
-        skip = alreadyApplied(window, await readCopies(this.deps.dst, keys, signal));
-      } catch (err) {
-        if (signal.aborted) return;
-        log.warn({ err }, 'could not read the destination before the replay; replaying everything');
-      }
-    }
+    const window = replay.window().map(({ index, ev }) => (ev ? replayItemOf(ev, map, src.serverNow()) : { index }));
+    const skip = await skipsFor(dst, window, signal, log);
     if (signal.aborted) return;
     // Everything delivered meanwhile was held too; from now on events go straight to the writer.
-    const items = replay.items;
     this.#replay = null;
-    for (const item of items) {
+    for (const item of replay.items) {
       if (item.ev && skip.has(item.index) && item.index > this.#last) {
         this.#last = item.index;
         this.#onEvent(item.ev, true, item.receivedAt);
@@ -283,18 +263,6 @@ class V2Run implements DestinationRun {
       metrics.eventsSkipped.labels({ reason: 'already applied' }).inc(skip.size);
       log.info({ replayed: window.filter((w) => w.kind).length, alreadyApplied: skip.size, upTo }, 'resumed: events the destination already showed are not applied again');
     }
-  }
-
-  #replayItem(ev: EtcdEvent): ReplayItem {
-    const { map, src } = this.deps;
-    const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
-    if (scope !== 'mirrored' && scope !== 'ancestor') return { index: ev.node.modifiedIndex };
-    const op = planEvent(ev, map, src.serverNow(), scope);
-    if (!op) return { index: ev.node.modifiedIndex };
-    const leaf = leafOf(ev, op);
-    if (leaf?.op.kind === 'put') return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'put', value: leaf.op.value, before: leaf.before };
-    if (leaf) return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'delete', before: leaf.before };
-    return { index: ev.node.modifiedIndex, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
   }
 
   /** `applied`: the destination already shows it (a replay after a restart): tracked, not written again. */
