@@ -196,13 +196,13 @@ export class WriteOrder<T> {
     this.#retire();
   }
 
-  /** A started write failed for good: nothing starts any more. The index of the first failure, else null. */
-  fail(seq: number): number | null {
+  /** A started write failed for good: nothing starts any more. True for the first failure. */
+  fail(seq: number): boolean {
     const slot = this.#stop(seq);
     slot.state = 'waiting'; // not applied: the checkpoint must not pass it
-    if (this.#failed) return null;
+    if (this.#failed) return false;
     this.#failed = true;
-    return slot.index;
+    return true;
   }
 
   /** Start nothing more; running writes finish. */

@@ -225,8 +225,7 @@ export class V2Writer {
           this.#notify();
         },
         (err: unknown) => {
-          const index = this.#order.fail(start.seq);
-          if (index !== null) {
+          if (this.#order.fail(start.seq)) {
             const error = err ?? new Error('write failed');
             this.#refuseBarriers(error);
             this.deps.hooks.failed(error);
