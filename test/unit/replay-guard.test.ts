@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { alreadyApplied, keysToRead, type ReplayItem } from '../../src/replication/v2/replay-guard.js';
+import { alreadyApplied, keysToRead, ReplayHold, type ReplayItem } from '../../src/replication/v2/replay-guard.js';
 
 const put = (index: number, key: string, value: string, before: string | null): ReplayItem => ({ index, key, kind: 'put', value, before });
 const del = (index: number, key: string, before: string | null): ReplayItem => ({ index, key, kind: 'delete', before });
@@ -57,5 +57,26 @@ describe('replay guard', () => {
   it('a subtree operation in the window turns the guard off', () => {
     expect(keysToRead([put(11, '/a', 'a1', null), { index: 12, key: '/d', kind: 'subtree' }])).toBeNull();
     expect(keysToRead([put(11, '/a', 'a1', null), { index: 12 }, del(13, '/b', 'x'), put(14, '/a', 'a2', 'a1')])).toEqual(['/a', '/b']);
+  });
+});
+
+describe('ReplayHold', () => {
+  it('holds until the window up to the source index at the start is complete; what follows is held too until released', () => {
+    const hold = new ReplayHold<{ index: number }>();
+    expect(hold.hold({ index: 11 })).toBe(false); // the source index is not known yet
+    expect(hold.live(13, 10)).toBe(false);
+    expect(hold.live(20, 10)).toBe(false); // only the first counts
+    expect(hold.upTo).toBe(13);
+    expect(hold.hold({ index: 12 })).toBe(false);
+    expect(hold.hold({ index: 13 })).toBe(true);
+    expect(hold.begin()).toBe(true);
+    expect(hold.begin()).toBe(false);
+    hold.hold({ index: 14 });
+    expect(hold.window().map((i) => i.index)).toEqual([11, 12, 13]);
+    expect(hold.items.map((i) => i.index)).toEqual([11, 12, 13, 14]);
+  });
+
+  it('nothing to hold when the source is no further than the resume point', () => {
+    expect(new ReplayHold().live(10, 10)).toBe(true);
   });
 });

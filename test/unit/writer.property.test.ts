@@ -1,10 +1,10 @@
-// Property tests for OrderedWriter: random item sequences, random concurrency, and completion order chosen by
+// Property tests for the v2 writer (writer.ts, ordering by order.ts): random item sequences, random concurrency, and completion order chosen by
 // fast-check. Each step pushes the next item or settles 1–3 running ops, then lets the writer react and checks
 // every invariant; at the end it checks the recorded start/finish trace for order violations.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OrderedWriter } from '../../src/replication/v2/writer.js';
-import { ControlledOps, flush } from './helpers/controlled-ops.js';
+import type { V2Writer } from '../../src/replication/v2/writer.js';
+import { ControlledOps, controlledWriter, failedIndex, flush } from './helpers/controlled-ops.js';
 
 const KEYS = ['/a', '/a/b', '/a/b/c', '/d', '/d/e'] as const;
 
@@ -43,7 +43,7 @@ function mustFollow(earlier: Spec, later: Spec): boolean {
 
 interface Driver {
   ops: ControlledOps;
-  writer: OrderedWriter;
+  writer: V2Writer;
   pushed: Item[];
   /** onError calls, with the trace length at the moment the writer learnt of the failure. */
   errors: { err: unknown; index: number; at: number }[];
@@ -64,18 +64,19 @@ async function drive(
   const ops = new ControlledOps();
   const d: Driver = {
     ops,
-    writer: undefined as unknown as OrderedWriter,
+    writer: undefined as unknown as V2Writer,
     pushed: [],
     errors: [],
     reported: [],
     observed: [start],
     failedIndex: undefined,
   };
-  d.writer = new OrderedWriter(start, {
+  d.writer = controlledWriter(ops, {
+    start,
     concurrency,
-    onError: (err, index) => d.errors.push({ err, index, at: ops.trace.length }),
+    onError: (err) => d.errors.push({ err, index: failedIndex(err)!, at: ops.trace.length }),
     onCheckpoint: (index) => d.reported.push(index),
-  });
+  }).writer;
   const roomWaiters: { below: number; resolved: boolean }[] = [];
   const next = (): number => choices.next().value as number;
 
@@ -85,7 +86,7 @@ async function drive(
     if (canPush && (ops.pending.length === 0 || c % 3 === 0)) {
       const item = items[d.pushed.length]!;
       d.pushed.push(item);
-      d.writer.push(item.spec.kind === 'marker' ? { index: item.index } : { index: item.index, op: ops.op(item.index, item.spec.key, item.spec.kind === 'subtree') });
+      d.writer.push(item.spec.kind === 'marker' ? { index: item.index } : { index: item.index, event: ops.op(item.index, item.spec.key, item.spec.kind === 'subtree') });
     } else {
       // Settle 1–3 running ops in the same tick, in an order chosen by fast-check.
       const n = 1 + (c % 3);
@@ -168,7 +169,7 @@ function checkOrder(d: Driver): void {
   }
 }
 
-describe('OrderedWriter properties', () => {
+describe('V2Writer properties', () => {
   it('keeps related ops in index order, bounds concurrency, and tracks the checkpoint exactly', async () => {
     await fc.assert(
       fc.asyncProperty(itemsArb(40), fc.integer({ min: 1, max: 8 }), fc.infiniteStream(fc.nat()), async ({ start, items }, concurrency, choices) => {

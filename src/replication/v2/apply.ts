@@ -44,6 +44,16 @@ export function planNode(node: EtcdNode, key: string, nowMs: number): DstOp {
   return ttl === undefined ? { kind: 'put', key, value: node.value ?? '' } : { kind: 'put', key, value: node.value ?? '', ttl };
 }
 
+/**
+ * The op of an event that writes or removes one key which is no directory before or after (one request: it may
+ * go on the ordered lane, and a replay can tell from the key's value whether it was applied), with the key's
+ * value right before the event (null: it did not exist). Null for anything else.
+ */
+export function leafOf(ev: EtcdEvent, op: DstOp): { op: LeafOp; before: string | null } | null {
+  if (ev.node.dir === true || ev.prevNode?.dir === true || (op.kind !== 'put' && op.kind !== 'delete')) return null;
+  return { op, before: ev.prevNode?.value ?? null };
+}
+
 /** The destination key an op touches, and whether it affects a whole subtree (then it orders against everything). */
 export function opFootprint(op: DstOp, map: KeyMap): { key: string; subtree: boolean } {
   if (op.kind === 'clearRoot') return { key: map.dstRoot, subtree: true };

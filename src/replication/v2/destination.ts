@@ -1,11 +1,11 @@
 // A v2 cluster as the replication destination, behind the pipeline (../pipeline.ts). v2 has no multi-key write,
-// so each source event is replayed as one or a few requests: in source order through the ordered writer
-// (writer.ts: one at a time, or overlapping where keys are unrelated for --ordering key and adaptive's overlap),
-// strict order on one connection (strict-lane.ts), the event turned into an idempotent operation (apply.ts).
+// so each source event is replayed as one or a few requests: planned here as an idempotent operation (apply.ts)
+// and handed as data to the writer (writer.ts), which orders it (order.ts: one at a time, or overlapping where
+// keys are unrelated for --ordering key and adaptive's overlap; strict order on one connection) and writes it.
 // The checkpoint is a write of its own, which the pipeline times (with --ha a compare-and-swap on this instance's
 // own previous write). Around the writes: the replay guard after a restart (replay-guard.ts), heals of foreign
 // changes (healer.ts), TTL keeping (ttl-keeper.ts) and the reconcile to a snapshot (reconcile.ts).
-import { executeOp, opFootprint, planEvent, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
+import { leafOf, planEvent, type ApplyStats } from './apply.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
 import { putCheckpoint, readCheckpoint } from './checkpoint.js';
@@ -20,9 +20,8 @@ import { Healer, MAX_KEYS_PER_BATCH, topMost } from './healer.js';
 import type { OwnWrites } from '../own-writes.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
-import { alreadyApplied, keysToRead, readCopies, stoppedCleanly, type ReplayItem } from './replay-guard.js';
-import { StrictLane } from './strict-lane.js';
-import { OrderedWriter } from './writer.js';
+import { replayItemOf, ReplayHold, skipsFor, stoppedCleanly } from './replay-guard.js';
+import { V2Writer } from './writer.js';
 import type { ChangeTracker } from '../audit.js';
 import type { Destination, DestinationRun, HealItem, HealOutcome, RunContext, SourceMessage, SourceSnapshot, WriterHooks, WriterStatus } from '../types.js';
 
@@ -53,16 +52,6 @@ const RECONCILE_FANOUT = 4;
 /** Strict order: writes queued on the ordered lane. It saves the event-loop turn between two writes (measured on
  * the bench machine: a backlog replayed at ~2,900 events/s this way, ~2,000 one write at a time). */
 const LANE_DEPTH = 8;
-
-/**
- * The op of an event that writes or removes one key which is no directory before or after (one request: it may
- * go on the ordered lane, and a replay can tell from the key's value whether it was applied), with the key's
- * value right before the event (null: it did not exist). Null for anything else.
- */
-function leafOf(ev: EtcdEvent, op: DstOp): { op: LeafOp; before: string | null } | null {
-  if (ev.node.dir === true || ev.prevNode?.dir === true || (op.kind !== 'put' && op.kind !== 'delete')) return null;
-  return { op, before: ev.prevNode?.value ?? null };
-}
 
 /** A v2 destination: the checkpoint is a separate write, after the writes it covers. */
 export class V2Target implements Destination {
@@ -97,28 +86,20 @@ export class V2Target implements Destination {
 type Held = { index: number; ev?: EtcdEvent; receivedAt?: number };
 
 class V2Run implements DestinationRun {
-  #writer: OrderedWriter | null = null;
-  /** Writes in strict order, on one connection (strict-lane.ts). */
-  #lane: StrictLane | null = null;
+  #writer: V2Writer | null = null;
   readonly #keeper: TtlKeeper;
   readonly #healer: Healer;
   /** Tail mode: what arrived up to the source's store index at the start, held back until the destination has
    * said which of it is already applied (replay-guard.ts). */
-  #replay: { upTo: number | null; items: Held[]; releasing: boolean } | null = null;
+  #replay: ReplayHold<Held> | null = null;
   #from = 0;
   #hooks: WriterHooks | null = null;
   /** Highest index handed to the writer. */
   #last = Number.NEGATIVE_INFINITY;
   #sourceIndex: number | null = null;
-  /** Receive time of events not yet applied, in index order. */
-  readonly #received = new Map<number, number>();
-  /** Mirrored events received this run that need a write. */
-  #mirroredReceived = 0;
   /** Subtrees a heal reconciled to a snapshot ahead of the writer. */
   readonly #coverage = new Coverage();
   readonly #healStats: ApplyStats;
-  /** Barriers not run yet: refused when the writer halts. */
-  readonly #barriers = new Set<(err: unknown) => void>();
 
   constructor(
     private readonly deps: V2TargetDeps,
@@ -173,7 +154,7 @@ class V2Run implements DestinationRun {
     this.#keeper.start();
     // The synchronous mode has no stream to say where history ends: it replays as the reference does.
     if (config.pipeline) {
-      this.#replay = { upTo: null, items: [], releasing: false };
+      this.#replay = new ReplayHold();
       // After a clean stop the stored index is exactly what was applied: nothing to hold back.
       void stoppedCleanly(this.deps.dst, this.deps.map, this.ctx.signal).then((clean) => {
         if (clean) void this.#releaseReplay(false);
@@ -206,32 +187,24 @@ class V2Run implements DestinationRun {
   }
 
   start(from: number, hooks: WriterHooks): void {
-    const { metrics, config, ordering } = this.deps;
+    const { dst, map, log, metrics, config, ordering } = this.deps;
     this.#from = from;
     this.#last = from;
     this.#hooks = hooks;
-    // --ha on v2: no write waits inside the HTTP client, where the fence check before each write cannot see it —
-    // after a stop-the-world pause such a write would go out late, behind the new active's.
-    const laneDepth = this.deps.fence ? 1 : LANE_DEPTH;
-    if (config.pipeline) this.#lane = new StrictLane(this.deps.dst, laneDepth, this.ctx.signal, () => metrics.writeLatency.startTimer());
-    this.#writer = new OrderedWriter(from, {
+    this.#writer = new V2Writer(from, {
+      dst,
+      map,
+      log,
+      metrics,
+      coverage: this.#coverage,
+      healStats: this.#healStats,
+      signal: this.ctx.signal,
       concurrency: config.pipeline ? config.writeConcurrency : 1,
       ordering: config.pipeline ? ordering.writerOrdering : 'strict',
-      pipelineDepth: laneDepth,
-      onReordered: () => metrics.reorderedWrites.inc(),
-      onError: (err) => {
-        this.#refuseBarriers(err);
-        hooks.failed(err);
-      },
-      onCheckpoint: (index) => {
-        this.#coverage.prune(index);
-        this.#lane?.prune(index);
-        for (const [i] of this.#received) {
-          if (i > index) break;
-          this.#received.delete(i);
-        }
-        hooks.applied(index);
-      },
+      // --ha on v2: no write waits inside the HTTP client, where the fence check before each write cannot see it —
+      // after a stop-the-world pause such a write would go out late, behind the new active's.
+      laneDepth: config.pipeline ? (this.deps.fence ? 1 : LANE_DEPTH) : null,
+      hooks,
     });
     // During a reload the destination sees nothing but our own writes: it is watched for foreign changes from now.
     this.#healer.start();
@@ -240,17 +213,12 @@ class V2Run implements DestinationRun {
   push(msg: SourceMessage): void {
     if (msg.kind === 'registered') return;
     if (msg.kind === 'live') {
-      const replay = this.#replay;
-      if (replay && replay.upTo === null) {
-        replay.upTo = msg.revision;
-        if (msg.revision <= this.#from) void this.#releaseReplay();
-      }
+      if (this.#replay?.live(msg.revision, this.#from)) void this.#releaseReplay();
       return;
     }
     const item: Held = msg.kind === 'change' ? { index: msg.change.revision, ...(msg.change.event ? { ev: msg.change.event, receivedAt: msg.change.receivedAt } : {}) } : { index: msg.revision };
     if (this.#replay) {
-      this.#replay.items.push(item);
-      if (this.#replay.upTo !== null && item.index >= this.#replay.upTo) void this.#releaseReplay();
+      if (this.#replay.hold(item)) void this.#releaseReplay();
       return;
     }
     this.#deliver(item);
@@ -271,36 +239,21 @@ class V2Run implements DestinationRun {
   /** Hands the held replay window to the writer, minus what the destination already shows (when `guard`). */
   async #releaseReplay(guard = true): Promise<void> {
     const replay = this.#replay;
-    if (!replay || replay.releasing) return;
-    replay.releasing = true;
+    if (!replay?.begin()) return;
     if (!guard) {
       this.#replay = null;
       for (const item of replay.items) this.#deliver(item);
       return;
     }
-    const { log, metrics } = this.deps;
+    const { dst, map, src, log, metrics } = this.deps;
     const signal = this.ctx.signal;
     const upTo = replay.upTo ?? Number.POSITIVE_INFINITY;
-    const window: ReplayItem[] = [];
-    for (const { index, ev } of replay.items) {
-      if (index > upTo) break;
-      window.push(ev ? this.#replayItem(ev) : { index });
-    }
-    let skip = new Set<number>();
-    const keys = keysToRead(window);
-    if (keys && keys.length > 0) {
-      try {
-        skip = alreadyApplied(window, await readCopies(this.deps.dst, keys, signal));
-      } catch (err) {
-        if (signal.aborted) return;
-        log.warn({ err }, 'could not read the destination before the replay; replaying everything');
-      }
-    }
+    const window = replay.window().map(({ index, ev }) => (ev ? replayItemOf(ev, map, src.serverNow()) : { index }));
+    const skip = await skipsFor(dst, window, signal, log);
     if (signal.aborted) return;
     // Everything delivered meanwhile was held too; from now on events go straight to the writer.
-    const items = replay.items;
     this.#replay = null;
-    for (const item of items) {
+    for (const item of replay.items) {
       if (item.ev && skip.has(item.index) && item.index > this.#last) {
         this.#last = item.index;
         this.#onEvent(item.ev, true, item.receivedAt);
@@ -312,21 +265,9 @@ class V2Run implements DestinationRun {
     }
   }
 
-  #replayItem(ev: EtcdEvent): ReplayItem {
-    const { map, src } = this.deps;
-    const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
-    if (scope !== 'mirrored' && scope !== 'ancestor') return { index: ev.node.modifiedIndex };
-    const op = planEvent(ev, map, src.serverNow(), scope);
-    if (!op) return { index: ev.node.modifiedIndex };
-    const leaf = leafOf(ev, op);
-    if (leaf?.op.kind === 'put') return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'put', value: leaf.op.value, before: leaf.before };
-    if (leaf) return { index: ev.node.modifiedIndex, key: leaf.op.key, kind: 'delete', before: leaf.before };
-    return { index: ev.node.modifiedIndex, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
-  }
-
   /** `applied`: the destination already shows it (a replay after a restart): tracked, not written again. */
   #onEvent(ev: EtcdEvent, applied = false, receivedAt?: number): void {
-    const { map, metrics, dst, src, log } = this.deps;
+    const { map, src } = this.deps;
     const writer = this.#writer!;
     const index = ev.node.modifiedIndex;
     const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
@@ -344,47 +285,7 @@ class V2Run implements DestinationRun {
       writer.push({ index });
       return;
     }
-    const { key, subtree } = opFootprint(op, map);
-    const removesSubtree = op.kind === 'delete' || op.kind === 'clearRoot';
-    const leaf = leafOf(ev, op);
-    const signal = this.ctx.signal;
-    this.#received.set(index, Date.now());
-    this.#mirroredReceived++;
-    const write = async () => {
-      await withWriteRetries({ key, index }, async () => {
-        const end = metrics.writeLatency.startTimer();
-        await executeOp(dst, op, map, this.#healStats);
-        end();
-      }, {
-        signal,
-        onRetry: (err, attempt) => {
-          metrics.writeRetries.inc();
-          log.debug({ err, key, index, attempt }, 'destination write failed; retrying');
-        },
-      });
-    };
-    writer.push({
-      index,
-      op: {
-        key,
-        subtree,
-        pipelined: leaf !== null && this.#lane !== null,
-        run: async (onLane) => {
-          // Decided when the op's turn comes: a heal ahead of it may have run meanwhile.
-          if (this.#coverage.skip(ev.node.key, index, removesSubtree)) {
-            metrics.eventsSkipped.labels({ reason: 'covered' }).inc();
-            log.debug({ index, key: ev.node.key }, 'event already in a healed subtree; not replayed');
-            return;
-          }
-          if (receivedAt !== undefined) metrics.eventWait.observe((performance.now() - receivedAt) / 1000);
-          if (onLane && this.#lane && leaf) await this.#lane.apply(leaf.op, index, leaf.before, write);
-          else await write();
-          metrics.eventsApplied.labels({ action: ev.action }).inc();
-          metrics.replicatedEvents.inc();
-          log.debug({ index, action: ev.action, key: ev.node.key, dstKey: key }, 'event applied');
-        },
-      },
-    });
+    writer.push({ index, event: { op, leaf: leafOf(ev, op), srcKey: ev.node.key, action: ev.action, receivedAt } });
   }
 
   noteSourceIndex(index: number): void {
@@ -419,26 +320,11 @@ class V2Run implements DestinationRun {
   }
 
   barrier<T>(run: () => Promise<T>): Promise<T> {
-    const writer = this.#writer;
-    if (!writer || writer.failed) return Promise.reject(new Error('the destination writer has stopped'));
-    return new Promise<T>((resolve, reject) => {
-      this.#barriers.add(reject);
-      // Never fails in the writer: a failed heal must not stop replication.
-      writer.pushBarrier(async () => {
-        if (!this.#barriers.delete(reject)) return;
-        await run().then(resolve, reject);
-      });
-    });
-  }
-
-  #refuseBarriers(err: unknown): void {
-    for (const reject of this.#barriers) reject(err);
-    this.#barriers.clear();
+    return this.#writer?.barrier(run) ?? Promise.reject(new Error('the destination writer has stopped'));
   }
 
   halt(): void {
     this.#writer?.halt();
-    this.#refuseBarriers(new Error('the destination writer has stopped'));
   }
 
   /** Reconciles each top-most subtree of the items to the source (v2 reads only the present: no retries). */
@@ -474,14 +360,14 @@ class V2Run implements DestinationRun {
   }
 
   status(): WriterStatus {
-    const oldest = this.#received.values().next();
+    const writer = this.#writer;
     return {
-      queue: this.#writer?.size ?? 0,
-      inFlight: this.#writer?.inFlight ?? 0,
-      oldestUnappliedAt: oldest.done ? null : oldest.value,
-      ordering: this.#writer?.ordering ?? this.deps.ordering.writerOrdering,
-      lane: this.#lane?.stats() ?? null,
-      received: this.#mirroredReceived,
+      queue: writer?.size ?? 0,
+      inFlight: writer?.inFlight ?? 0,
+      oldestUnappliedAt: writer?.oldestUnappliedAt ?? null,
+      ordering: writer?.ordering ?? this.deps.ordering.writerOrdering,
+      lane: writer?.laneStats() ?? null,
+      received: writer?.received ?? 0,
     };
   }
 
@@ -489,9 +375,7 @@ class V2Run implements DestinationRun {
     this.#healer.stop();
     await this.#keeper.stop();
     this.onClosed(this.#keeper.keys());
-    this.#refuseBarriers(new Error('the run has ended'));
     // Let every started write settle, whatever ended the run.
-    await this.#writer?.idle();
-    await this.#lane?.close().catch(() => {});
+    await this.#writer?.close();
   }
 }

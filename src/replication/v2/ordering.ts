@@ -5,7 +5,7 @@
 // usually drains it faster than the source writes (a fixed threshold gave up order there for nothing).
 import type { Ordering } from '../ports.js';
 import { windowHeadroom } from '../window.js';
-import type { WriteOrdering } from './writer.js';
+import type { WriteOrdering } from './order.js';
 
 /** Rates are the least-squares slopes of the samples of this much recent time: one step of the applied index
  * (a batch of writes) or of the stored index (a checkpoint, 100 ms by default) does not make a trend. */

@@ -16,8 +16,11 @@
 // Subtree operations (a directory's creation or recursive removal, the whole root) change keys without naming
 // them: with one of them in the window, every event is replayed as before.
 import type { EtcdClient } from '../../etcd/v2/client.js';
+import type { EtcdEvent } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
+import type { Log } from '../ports.js';
+import { leafOf, planEvent } from './apply.js';
 
 /** One replayed event, as it affects the destination. */
 export interface ReplayItem {
@@ -29,6 +32,78 @@ export interface ReplayItem {
   value?: string;
   /** The key's value right before this event on the source (from prevNode): null when it did not exist. */
   before?: string | null;
+}
+
+/**
+ * What arrives up to the source's store index at the start (the window), and behind it until the destination has
+ * been read, held back. The destination asks it when to release, and hands what it held to the writer.
+ */
+export class ReplayHold<T extends { index: number }> {
+  /** The source's store index at the start (null: not known yet). */
+  upTo: number | null = null;
+  readonly #items: T[] = [];
+  #releasing = false;
+
+  /** The source's store index at the start, once; true when the window is complete already (nothing after `from`). */
+  live(revision: number, from: number): boolean {
+    if (this.upTo !== null) return false;
+    this.upTo = revision;
+    return revision <= from;
+  }
+
+  /** Holds an item; true when it completes the window. */
+  hold(item: T): boolean {
+    this.#items.push(item);
+    return this.upTo !== null && item.index >= this.upTo;
+  }
+
+  /** Begins the release: false when it has begun already. */
+  begin(): boolean {
+    if (this.#releasing) return false;
+    this.#releasing = true;
+    return true;
+  }
+
+  /** The held items of the window. */
+  window(): T[] {
+    const upTo = this.upTo ?? Number.POSITIVE_INFINITY;
+    const out: T[] = [];
+    for (const item of this.#items) {
+      if (item.index > upTo) break;
+      out.push(item);
+    }
+    return out;
+  }
+
+  /** Everything held, in index order. */
+  get items(): readonly T[] {
+    return this.#items;
+  }
+}
+
+/** A replayed source event as it affects the destination (its index alone when it writes nothing there). */
+export function replayItemOf(ev: EtcdEvent, map: KeyMap, nowMs: number): ReplayItem {
+  const index = ev.node.modifiedIndex;
+  const scope = map.scope(ev.node.key, ev.node.dir === true, ev.action);
+  if (scope !== 'mirrored' && scope !== 'ancestor') return { index };
+  const op = planEvent(ev, map, nowMs, scope);
+  if (!op) return { index };
+  const leaf = leafOf(ev, op);
+  if (leaf?.op.kind === 'put') return { index, key: leaf.op.key, kind: 'put', value: leaf.op.value, before: leaf.before };
+  if (leaf) return { index, key: leaf.op.key, kind: 'delete', before: leaf.before };
+  return { index, key: op.kind === 'clearRoot' ? map.dstRoot : op.key, kind: 'subtree' };
+}
+
+/** The indexes of the window's events the destination provably shows; none when it could not be read. */
+export async function skipsFor(dst: EtcdClient, window: readonly ReplayItem[], signal: AbortSignal, log: Log): Promise<Set<number>> {
+  const keys = keysToRead(window);
+  if (!keys || keys.length === 0) return new Set();
+  try {
+    return alreadyApplied(window, await readCopies(dst, keys, signal));
+  } catch (err) {
+    if (!signal.aborted) log.warn({ err }, 'could not read the destination before the replay; replaying everything');
+    return new Set();
+  }
 }
 
 /** The destination's copy of a key: its value, or null when it does not exist. Directories are left out. */

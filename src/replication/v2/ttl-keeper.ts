@@ -14,7 +14,7 @@ import { KeyNotFoundError, NodeExistError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
 import type { Log } from '../ports.js';
 import { flatten } from './reconcile.js';
-import type { OrderedWriter } from './writer.js';
+import type { V2Writer } from './writer.js';
 import type { SourceBudget } from './source-budget.js';
 
 export interface TtlKeeperDeps {
@@ -25,7 +25,7 @@ export interface TtlKeeperDeps {
   /** Highest source index applied on the destination. */
   checkpoint: () => number;
   /** Orders the keeper's destination writes with the events for the same key. */
-  writer: () => OrderedWriter | null;
+  writer: () => V2Writer | null;
   onRefresh?: () => void;
   /** Called after each tick with the number of tracked keys. */
   onTick?: (tracked: number) => void;
