@@ -86,5 +86,7 @@ describe('every v2 operation', () => {
     expect(metrics).toMatch(/etcdmirror_replicated_events_total [1-9]\d*/);
     // The mirror's own share of each event's delay is measured, event by event.
     expect(metrics).toMatch(/etcdmirror_event_wait_seconds_count [1-9]\d*/);
+    // … and its own part of it (not the wait for the write before it), for the same events.
+    expect(metrics.match(/etcdmirror_event_overhead_seconds_count (\d+)/)?.[1]).toBe(metrics.match(/etcdmirror_event_wait_seconds_count (\d+)/)?.[1]);
   });
 });

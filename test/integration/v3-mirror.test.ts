@@ -89,6 +89,8 @@ describe('v3 → v3: write kinds', () => {
     const metrics = await m.metrics();
     expect(metrics).toMatch(/etcdmirror_range_deletes_total 1/);
     expect(metrics).toMatch(/etcdmirror_event_wait_seconds_count [1-9]\d*/);
+    // … and its own part of it (not the wait for the write before it), for the same events.
+    expect(metrics.match(/etcdmirror_event_overhead_seconds_count (\d+)/)?.[1]).toBe(metrics.match(/etcdmirror_event_wait_seconds_count (\d+)/)?.[1]);
     const state = await m.state();
     expect(state.source).toMatchObject({ api: 'v3' });
     expect(state.destination).toMatchObject({ api: 'v3', indexKey: CHECKPOINT });

@@ -74,6 +74,9 @@ export class V2Writer {
   /** Receive time (Date.now()) of events not yet applied, in index order. */
   readonly #received = new Map<number, number>();
   #receivedCount = 0;
+  /** When a write last finished (performance.now()): a write that waited for one to start, waited for the
+   * destination until then, not for the mirror. */
+  #freeSince = 0;
   #idleWaiters: (() => void)[] = [];
   #roomWaiters: { below: number; resolve: () => void }[] = [];
 
@@ -220,6 +223,7 @@ export class V2Writer {
       const run = 'run' in work ? work.run() : this.#apply(work.index, work.event, start.onLane);
       run.then(
         () => {
+          this.#freeSince = performance.now();
           this.#afterRetire(() => this.#order.done(start.seq));
           this.#pump();
           this.#notify();
@@ -245,7 +249,11 @@ export class V2Writer {
       log.debug({ index, key: event.srcKey }, 'event already in a healed subtree; not replayed');
       return;
     }
-    if (event.receivedAt !== undefined) metrics.eventWait.observe((performance.now() - event.receivedAt) / 1000);
+    if (event.receivedAt !== undefined) {
+      const now = performance.now();
+      metrics.eventWait.observe((now - event.receivedAt) / 1000);
+      metrics.eventOverhead.observe((now - Math.max(event.receivedAt, this.#freeSince)) / 1000);
+    }
     const key = opFootprint(event.op, this.deps.map).key;
     const leaf = event.leaf;
     if (onLane && this.#lane && leaf) await this.#lane.apply(leaf.op, index, leaf.before, () => this.#write(index, event.op, key));

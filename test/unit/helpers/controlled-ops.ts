@@ -139,6 +139,7 @@ export function writerMetrics(): ReplicationMetrics & { reordered: number } {
     reorderedWrites: { inc: () => m.reordered++ },
     writeLatency: { observe: noop, startTimer: () => noop },
     eventWait: { observe: noop },
+    eventOverhead: { observe: noop },
     eventsApplied: { labels: () => counter },
     eventsSkipped: { labels: () => counter },
     replicatedEvents: counter,
