@@ -7,7 +7,7 @@ import type { DstWrite, V3Destination } from './v3-destination.js';
 import { judgeSnapshot, type GuardOptions } from './guard.js';
 import { keyId, type ByteKeyMap } from './keyspace.js';
 import type { LeaseMirror } from './leases.js';
-import type { LeaseRef, SourceSnapshot } from './types.js';
+import type { SnapshotEntry, SourceSnapshot } from './types.js';
 
 export interface ResyncResult {
   written: number;
@@ -30,11 +30,10 @@ export async function resync(
 ): Promise<ResyncResult> {
   const { dst, keys, leases } = deps;
   const have = await dst.readTree();
-  const wanted = new Map<string, { key: Buffer; value: Buffer; lease?: LeaseRef }>();
-  for (const e of snapshot.entries) {
-    const key = keys.toDst(e.key);
-    wanted.set(keyId(key), { key, value: e.value, ...(e.lease ? { lease: e.lease } : {}) });
-  }
+  // The source's entries by destination key, as they are (no copies): a large prefix's snapshot is held once per
+  // side, and each destination entry is dropped once compared; what is left at the end, the source lacks.
+  const wanted = new Map<string, SnapshotEntry>();
+  for (const e of snapshot.entries) wanted.set(keyId(keys.toDst(e.key)), e);
   const refusal = judgeSnapshot(snapshot.revision, wanted.size, have.size, deps.guard);
   if (refusal) throw new MassDeleteRefusedError(refusal);
 
@@ -42,6 +41,7 @@ export async function resync(
   let unchanged = 0;
   for (const [id, want] of wanted) {
     const cur = have.get(id);
+    have.delete(id);
     const curLease = cur?.lease ?? '0';
     if (cur && cur.value.equals(want.value)) {
       if (!want.lease && curLease === '0') {
@@ -56,14 +56,15 @@ export async function resync(
       }
     }
     const lease = want.lease ? await leases.attach(want.lease) : undefined;
-    writes.push({ kind: 'put', key: want.key, value: want.value, ...(lease ? { lease } : {}) });
+    writes.push({ kind: 'put', key: keys.toDst(want.key), value: want.value, ...(lease ? { lease } : {}) });
   }
+  wanted.clear();
   let deleted = 0;
-  for (const [id, cur] of have) {
-    if (wanted.has(id)) continue;
+  for (const cur of have.values()) {
     writes.push({ kind: 'delete', key: cur.key });
     deleted++;
   }
+  have.clear();
   const total = writes.length;
   onProgress(0, total);
   let done = 0;
