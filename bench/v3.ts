@@ -649,6 +649,10 @@ async function runPeer(name: PeerName, opts: Options, ceiling: number | null, lo
     progress(`${name}: replicating ${result.readyMs} ms after its start (pid ${peer.pid}; source via ${proxy.url}, +${opts.rttMs / 2} ms each way)`);
 
     result.canary = await canaryPhase(ctx);
+    result.backlog = await backlogPhase(ctx);
+    result.compaction = await compactionPhase(ctx);
+    result.sustained = await sustainedPhase(ctx);
+    // Last, so that their keys do not grow the prefix the compaction restart resyncs.
     if (opts.canaryFractions.length && ctx.ceiling) {
       result.canaryFractions = [];
       for (const [i, fraction] of opts.canaryFractions.entries()) {
@@ -657,9 +661,6 @@ async function runPeer(name: PeerName, opts: Options, ceiling: number | null, lo
         result.canaryFractions.push(await canaryPhase(ctx, { phase, rate, everyMs: RARE_CANARY_MS, firstSeq: 100_000 * (i + 1), fraction }));
       }
     }
-    result.backlog = await backlogPhase(ctx);
-    result.compaction = await compactionPhase(ctx);
-    result.sustained = await sustainedPhase(ctx);
     rss.sample();
     result.rssMb = { max: rss.maxMb, end: peer.alive ? rss.lastMb : null };
     const caughtUp = new Map<string, boolean>([

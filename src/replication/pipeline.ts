@@ -9,6 +9,7 @@ import type { Log, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import { RunHost, type RunnerStatus } from './run-host.js';
 import { keyId } from './keyspace.js';
 import type { Destination, DestinationRun, HealItem, Source, SourceMessage } from './types.js';
+import { collectGarbage } from './memory.js';
 import type { ChangeTracker } from './audit.js';
 
 export interface PipelineDeps {
@@ -173,6 +174,8 @@ class SyncRun {
   }
 
   #startAfterReconcile(from: number, hooks: Parameters<DestinationRun['start']>[1]): void {
+    // The snapshot is no longer referenced: collected now, its peak does not set how far garbage may grow.
+    collectGarbage();
     this.#covered = from;
     this.#applied = from;
     this.#run!.start(from, hooks);
