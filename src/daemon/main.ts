@@ -15,7 +15,7 @@ import { startHttp, type StateView } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { observeTransitions, orderedCeiling, orderingPolicy, sourceBudget, startGauges, startHistory } from './observers.js';
-import { requestCosts } from './request-cost.js';
+import { openCostProbes, requestCosts, type CostProbes } from './request-cost.js';
 import { stateName, stateView } from './state-view.js';
 import { VERSION } from './version.js';
 
@@ -39,12 +39,13 @@ export interface MirrorHandle {
   httpUrl: string;
 }
 
-export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean } = {}): Promise<MirrorHandle> {
+/** `probes`: the cost probes, when the caller opened them already (the CLI does, before loading this module). */
+export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean; probes?: CostProbes } = {}): Promise<MirrorHandle> {
   const log = opts.log ?? createLogger({ debug: config.debug });
   const { indexKey } = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: config.dst.origin, prefix: config.dstPrefix });
   const ordering = orderingPolicy(config, log, metrics);
-  const costs = await requestCosts(config, indexKey, log, metrics);
+  const costs = requestCosts(opts.probes ?? (await openCostProbes(config)), config, log, metrics);
   const budget = sourceBudget(config, costs, log, metrics);
   const backend = await createBackend({
     config,
