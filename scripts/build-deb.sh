@@ -28,6 +28,7 @@ step "compiling into the package tree"
 # Straight into the package, so a build never rewrites the dist/ that tests or a demo here are running.
 node_modules/.bin/tsc -p tsconfig.json --outDir "$app/dist" --sourceMap false
 node_modules/.bin/tsc -p src/ui/tsconfig.json --outDir "$app/dist/src/ui" --sourceMap false
+node scripts/bundle.mjs "$app/dist"
 install -D -m 0755 bin/etcd-mirror.js "$app/bin/etcd-mirror.js"
 install -m 0644 package.json package-lock.json "$app/"
 # The v3 client loads etcd's protos at run time, from src/etcd/v3/proto next to dist/.
