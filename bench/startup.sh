@@ -47,7 +47,7 @@ node -e '
       c.pipe(u).pipe(c);
       c.on("error", () => u.destroy()); u.on("error", () => c.destroy());
     }).listen(listen, "127.0.0.1");
-  }' "$sport" "$dport" "$psport" "$pdport" >"$dir/proxy.log" &
+  }' "$sport" "$dport" "$psport" "$pdport" >>"$dir/proxy.log" &  # appended: the log is emptied before each run while the proxy writes on
 proxy_pid=$!
 trap 'kill "$etcd_pid" "$proxy_pid" 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$pdport/version" >/dev/null && break; sleep 0.1; done
@@ -56,8 +56,11 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$pdport/version" >/dev/null &
 # source's first request (whatever it is), and its first history request (a watch with a waitIndex: the long-poll
 # from the stored checkpoint, where a restarted mirror's replication actually resumes).
 first_connect() {
-  local hport t0 pid
+  local hport t0 pid idx
   hport=$(free_port)
+  # The checkpoint one event behind the store (this write is that event): every run resumes with some history.
+  idx=$(curl -sfi "http://127.0.0.1:$sport/v2/keys/" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-etcd-index" { print $2 }')
+  curl -sf -XPUT "http://127.0.0.1:$sport/v2/keys/__replication/dst" -d value="$idx" >/dev/null
   : >"$dir/proxy.log"
   t0=$(( $(date +%s%N) / 1000000 ))
   node "$bin" --src-prefix /src --dst-prefix /dst --port "$hport" "http://127.0.0.1:$psport" "http://127.0.0.1:$pdport" >/dev/null 2>&1 &
