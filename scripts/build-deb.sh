@@ -28,7 +28,6 @@ step "compiling into the package tree"
 # Straight into the package, so a build never rewrites the dist/ that tests or a demo here are running.
 node_modules/.bin/tsc -p tsconfig.json --outDir "$app/dist" --sourceMap false
 node_modules/.bin/tsc -p src/ui/tsconfig.json --outDir "$app/dist/src/ui" --sourceMap false
-node scripts/bundle.mjs "$app/dist"
 install -D -m 0755 bin/etcd-mirror.js "$app/bin/etcd-mirror.js"
 install -m 0644 package.json package-lock.json "$app/"
 # The v3 client loads etcd's protos at run time, from src/etcd/v3/proto next to dist/.
@@ -38,6 +37,8 @@ step "installing the production dependencies (npm ci --omit=dev)"
 # --ignore-scripts: the root package's `prepare` runs tsc, which --omit=dev leaves out; of the runtime
 # dependencies only protobufjs has an install script, and it only checks versions.
 (cd "$app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+# The bundle bin/etcd-mirror.js runs (scripts/bundle.mjs), of the packages just installed.
+node scripts/bundle.mjs "$app/dist"
 
 # /usr/bin/etcd-mirror: always the node of the nodejs package this one depends on, whatever is first on PATH.
 install -d "$pkg/usr/bin"
