@@ -56,20 +56,23 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     haController: (lock) => new HaController(lock, config.haTtl, log, metrics),
   });
   const { host, ha } = backend;
-  // A switchover fenced this direction: refuse to start. An unreachable or silent destination is no answer: the
-  // poll below (and, on v3, the compare in every Txn) stands the mirror down once it answers.
-  const fenced = await Promise.race([
+  // A switchover fenced this direction: refuse to start (awaited before the machine starts; asked now, so that the
+  // answer comes back while the rest is set up). An unreachable or silent destination is no answer: the poll below
+  // (and, on v3, the compare in every Txn) stands the mirror down once it answers.
+  const fenceCheck = Promise.race([
     backend.fence.check().catch(() => null),
     new Promise<null>((r) => setTimeout(() => r(null), FENCE_CHECK_LIMIT_MS).unref()),
   ]);
-  if (fenced !== null) {
-    await Promise.all([backend.close(), costs.close()]);
-    throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
-  }
+  // The stored index is read now too, for the first start (with --ha only once the lock is held: the active
+  // instance moves it until then, and the read remembers what the first swap compares against); a retry reads again.
+  let firstIndex = config.ha ? undefined : backend.loadIndex();
+  firstIndex?.catch(() => {}); // a failure surfaces through the machine's first loadIndex
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
+    const read = firstIndex ?? backend.loadIndex();
+    firstIndex = undefined;
     try {
-      return { appliedIndex: await backend.loadIndex() };
+      return { appliedIndex: await read };
     } catch (err) {
       throw err instanceof Error ? faultFrom(err) : err;
     }
@@ -132,6 +135,16 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     audit?.stop();
     await Promise.all([backend.close(), costs.close()]);
     throw err;
+  }
+  const fenced = await fenceCheck;
+  if (fenced !== null) {
+    stopGauges();
+    stopHistory();
+    audit?.stop();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await Promise.all([backend.close(), costs.close()]);
+    throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
