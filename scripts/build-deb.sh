@@ -37,6 +37,8 @@ step "installing the production dependencies (npm ci --omit=dev)"
 # --ignore-scripts: the root package's `prepare` runs tsc, which --omit=dev leaves out; of the runtime
 # dependencies only protobufjs has an install script, and it only checks versions.
 (cd "$app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+# The bundle bin/etcd-mirror.js runs (scripts/bundle.mjs), of the packages just installed.
+node scripts/bundle.mjs "$app/dist"
 
 # /usr/bin/etcd-mirror: always the node of the nodejs package this one depends on, whatever is first on PATH.
 install -d "$pkg/usr/bin"

@@ -45,10 +45,15 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const { MISSING_INDEX_MESSAGE, startMirror } = await import('../daemon/main.js');
+  // Each side's cost probe is opened (and asks its side) before the rest of the daemon loads: the first request to
+  // each side goes out while it does (start-up time, bench/RESULTS.md).
+  const { openCostProbes } = await import('../daemon/request-cost.js');
+  let daemon;
   let mirror;
   try {
-    mirror = await startMirror(parsed.config, { signals: true });
+    const probes = await openCostProbes(parsed.config);
+    daemon = await import('../daemon/main.js');
+    mirror = await daemon.startMirror(parsed.config, { signals: true, probes });
   } catch (err) {
     process.stderr.write(`etcd-mirror: error: ${(err as Error).message}\n`);
     return 1;
@@ -56,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
   const code = await mirror.done;
   const state = mirror.state();
   if (code !== 0) {
-    const why = state.reason === MISSING_INDEX_MESSAGE ? MISSING_INDEX_MESSAGE : `stopped in state ${state.state}: ${state.reason}`;
+    const why = state.reason === daemon.MISSING_INDEX_MESSAGE ? daemon.MISSING_INDEX_MESSAGE : `stopped in state ${state.state}: ${state.reason}`;
     process.stderr.write(`etcd-mirror: ${why}\n`);
   }
   return code;

@@ -15,7 +15,7 @@ import { startHttp, type StateView } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { observeTransitions, orderedCeiling, orderingPolicy, sourceBudget, startGauges, startHistory } from './observers.js';
-import { requestCosts } from './request-cost.js';
+import { openCostProbes, requestCosts, type CostProbes } from './request-cost.js';
 import { stateName, stateView } from './state-view.js';
 import { VERSION } from './version.js';
 
@@ -39,12 +39,13 @@ export interface MirrorHandle {
   httpUrl: string;
 }
 
-export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean } = {}): Promise<MirrorHandle> {
+/** `probes`: the cost probes, when the caller opened them already (the CLI does, before loading this module). */
+export async function startMirror(config: Config, opts: { log?: Logger; signals?: boolean; probes?: CostProbes } = {}): Promise<MirrorHandle> {
   const log = opts.log ?? createLogger({ debug: config.debug });
   const { indexKey } = new KeyMap(config.srcPrefix, config.dstPrefix, config.strip, config.ignoreRegex);
   const metrics = createMetrics({ url: config.dst.origin, prefix: config.dstPrefix });
   const ordering = orderingPolicy(config, log, metrics);
-  const costs = await requestCosts(config, indexKey, log, metrics);
+  const costs = requestCosts(opts.probes ?? (await openCostProbes(config)), config, log, metrics);
   const budget = sourceBudget(config, costs, log, metrics);
   const backend = await createBackend({
     config,
@@ -55,20 +56,23 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     haController: (lock) => new HaController(lock, config.haTtl, log, metrics),
   });
   const { host, ha } = backend;
-  // A switchover fenced this direction: refuse to start. An unreachable or silent destination is no answer: the
-  // poll below (and, on v3, the compare in every Txn) stands the mirror down once it answers.
-  const fenced = await Promise.race([
+  // A switchover fenced this direction: refuse to start (awaited before the machine starts; asked now, so that the
+  // answer comes back while the rest is set up). An unreachable or silent destination is no answer: the poll below
+  // (and, on v3, the compare in every Txn) stands the mirror down once it answers.
+  const fenceCheck = Promise.race([
     backend.fence.check().catch(() => null),
     new Promise<null>((r) => setTimeout(() => r(null), FENCE_CHECK_LIMIT_MS).unref()),
   ]);
-  if (fenced !== null) {
-    await Promise.all([backend.close(), costs.close()]);
-    throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
-  }
+  // The stored index is read now too, for the first start (with --ha only once the lock is held: the active
+  // instance moves it until then, and the read remembers what the first swap compares against); a retry reads again.
+  let firstIndex = config.ha ? undefined : backend.loadIndex();
+  firstIndex?.catch(() => {}); // a failure surfaces through the machine's first loadIndex
 
   const loadIndex = fromPromise<LoadIndexOutput, LoadIndexInput>(async () => {
+    const read = firstIndex ?? backend.loadIndex();
+    firstIndex = undefined;
     try {
-      return { appliedIndex: await backend.loadIndex() };
+      return { appliedIndex: await read };
     } catch (err) {
       throw err instanceof Error ? faultFrom(err) : err;
     }
@@ -131,6 +135,16 @@ export async function startMirror(config: Config, opts: { log?: Logger; signals?
     audit?.stop();
     await Promise.all([backend.close(), costs.close()]);
     throw err;
+  }
+  const fenced = await fenceCheck;
+  if (fenced !== null) {
+    stopGauges();
+    stopHistory();
+    audit?.stop();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await Promise.all([backend.close(), costs.close()]);
+    throw new SwitchoverFencedError(`refusing to start: ${fenced}`);
   }
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;

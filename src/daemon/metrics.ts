@@ -7,12 +7,12 @@ import { REMOVAL_ACTIONS, WRITE_ACTIONS } from '../etcd/v2/decode.js';
 // prom-client's classes from their own modules, and its process metrics only when first needed: its index also
 // loads the Pushgateway (http, https) and OpenTelemetry (for exemplars), ~50 ms at every start, which a restarting
 // mirror spends while the source's history window moves on. The lockfile pins the version.
-const require = createRequire(import.meta.url);
-const Registry = require('prom-client/lib/registry.js') as typeof Prom.Registry;
-const Counter = require('prom-client/lib/counter.js') as typeof Prom.Counter;
-const Gauge = require('prom-client/lib/gauge.js') as typeof Prom.Gauge;
-const Histogram = require('prom-client/lib/histogram.js') as typeof Prom.Histogram;
-const Summary = require('prom-client/lib/summary.js') as typeof Prom.Summary;
+const cjs = createRequire(import.meta.url); // not `require`: the bundle (scripts/bundle.mjs) declares that
+const Registry = cjs('prom-client/lib/registry.js') as typeof Prom.Registry;
+const Counter = cjs('prom-client/lib/counter.js') as typeof Prom.Counter;
+const Gauge = cjs('prom-client/lib/gauge.js') as typeof Prom.Gauge;
+const Histogram = cjs('prom-client/lib/histogram.js') as typeof Prom.Histogram;
+const Summary = cjs('prom-client/lib/summary.js') as typeof Prom.Summary;
 /** After start-up, the process metrics (CPU, memory, event-loop delay) join the registry by themselves. */
 const PROCESS_METRICS_AFTER_MS = 1_000;
 
@@ -25,7 +25,7 @@ export function createMetrics(labels: { url: string; prefix: string }) {
   const withProcessMetrics = () => {
     if (processMetrics) return;
     processMetrics = true;
-    (require('prom-client/lib/defaultMetrics.js') as typeof Prom.collectDefaultMetrics)({ register: registry, prefix: 'etcdmirror_process_' });
+    (cjs('prom-client/lib/defaultMetrics.js') as typeof Prom.collectDefaultMetrics)({ register: registry, prefix: 'etcdmirror_process_' });
   };
   setTimeout(withProcessMetrics, PROCESS_METRICS_AFTER_MS).unref();
   const m = {

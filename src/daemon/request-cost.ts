@@ -6,6 +6,7 @@
 import type { AuthKind, Cluster, CostSample } from '../etcd/endpoint.js';
 import { joinKey } from '../etcd/v2/paths.js';
 import type { Config } from '../cli/config.js';
+import { replicationIndexKey } from '../replication/keys.js';
 import type { Logger } from './log.js';
 import type { RequestCostJson } from '../ui/wire.js';
 import type { Metrics } from './metrics.js';
@@ -30,6 +31,23 @@ export interface CostProbe {
 }
 
 
+/** The median of SAMPLES samples taken one after another (ms of server time per request), or why there is none. */
+type Measurement = { costMs: number } | { err: unknown };
+
+async function measure(probe: CostProbe): Promise<Measurement> {
+  const costs: number[] = [];
+  try {
+    for (let i = 0; i < SAMPLES; i++) {
+      const s = await probe.sample();
+      costs.push(Math.max(0, s.authenticatedMs - s.baselineMs));
+    }
+  } catch (err) {
+    return { err };
+  }
+  costs.sort((a, b) => a - b);
+  return { costMs: Math.round(costs[Math.floor(costs.length / 2)]! * 10) / 10 };
+}
+
 export class RequestCost {
   #costMs: number | null = null;
   #measuredAt: string | null = null;
@@ -47,15 +65,18 @@ export class RequestCost {
     private readonly budgetPerSecond?: number,
     /** The lag is compared over this long. */
     private readonly growthWindowMs = 10_000,
+    /** A first measurement already under way (openCostProbes). */
+    private readonly first?: Promise<Measurement>,
   ) {}
 
-  /** Measures now and then every minute; the first result decides the start-up warning. */
+  /** Measures now (or takes the first measurement under way) and then every minute; the first result decides the
+   * start-up warning. */
   start(): void {
-    const run = () => void this.#measure().finally(() => {
-      this.#timer = setTimeout(run, REFRESH_MS);
+    const run = (m: Promise<Measurement>) => void this.#record(m).finally(() => {
+      this.#timer = setTimeout(() => run(measure(this.probe)), REFRESH_MS);
       this.#timer.unref();
     });
-    run();
+    run(this.first ?? measure(this.probe));
   }
 
   stop(): void {
@@ -71,20 +92,14 @@ export class RequestCost {
     return this.probe.auth === 'password' && this.expensive;
   }
 
-  async #measure(): Promise<void> {
-    const costs: number[] = [];
-    try {
-      for (let i = 0; i < SAMPLES; i++) {
-        const s = await this.probe.sample();
-        costs.push(Math.max(0, s.authenticatedMs - s.baselineMs));
-      }
-    } catch (err) {
+  async #record(measurement: Promise<Measurement>): Promise<void> {
+    const m = await measurement;
+    if ('err' in m) {
       // The replication path reports unreachable or refused clusters; this is only a measurement.
-      this.log.debug({ side: this.side, err }, 'request cost not measured');
+      this.log.debug({ side: this.side, err: m.err }, 'request cost not measured');
       return;
     }
-    costs.sort((a, b) => a - b);
-    this.#costMs = Math.round(costs[Math.floor(costs.length / 2)]! * 10) / 10;
+    this.#costMs = m.costMs;
     this.#measuredAt = new Date().toISOString();
     this.metrics.requestCost.labels({ side: this.side }).set(this.#costMs / 1000);
     if (this.#passwordBound && !this.#warned) {
@@ -178,17 +193,31 @@ async function v3Probe(cluster: Cluster, probeKey: Buffer): Promise<ClosableProb
   };
 }
 
-export type RequestCosts = Awaited<ReturnType<typeof requestCosts>>;
+export interface CostProbes {
+  source: ClosableProbe;
+  destination: ClosableProbe;
+  first: { source: Promise<Measurement>; destination: Promise<Measurement> };
+}
 
-/** One cost probe per side, on the side's API: the source's probe reads a missing key under its prefix. */
-export async function requestCosts(config: Config, indexKey: string, log: Logger, metrics: Metrics) {
-  const probeKey = joinKey(config.srcPrefix, '/__etcd_mirror_cost_probe');
-  const [srcProbe, dstProbe] = await Promise.all([
-    config.srcApi === 'v3' ? v3Probe(config.src, Buffer.from(config.srcPrefix)) : v2Probe(config.src, probeKey),
+/**
+ * One cost probe per side, on the side's API (the source's reads a missing key under its prefix, the destination's
+ * the replication index), each taking its first measurement at once: the CLI opens them before it loads the rest of
+ * the daemon, so that each side is first asked while that loads (start-up time, bench/RESULTS.md).
+ */
+export async function openCostProbes(config: Config): Promise<CostProbes> {
+  const indexKey = replicationIndexKey(config.dstPrefix);
+  const [source, destination] = await Promise.all([
+    config.srcApi === 'v3' ? v3Probe(config.src, Buffer.from(config.srcPrefix)) : v2Probe(config.src, joinKey(config.srcPrefix, '/__etcd_mirror_cost_probe')),
     config.dstApi === 'v3' ? v3Probe(config.dst, Buffer.from(indexKey)) : v2Probe(config.dst, indexKey),
   ]);
-  const source = new RequestCost('source', srcProbe, log, metrics, config.srcApi === 'v2' ? config.srcRequestBudget : undefined, config.lagGrowthMs);
-  const destination = new RequestCost('destination', dstProbe, log, metrics, undefined, config.lagGrowthMs);
+  return { source, destination, first: { source: measure(source), destination: measure(destination) } };
+}
+
+export type RequestCosts = ReturnType<typeof requestCosts>;
+
+export function requestCosts(probes: CostProbes, config: Config, log: Logger, metrics: Metrics) {
+  const source = new RequestCost('source', probes.source, log, metrics, config.srcApi === 'v2' ? config.srcRequestBudget : undefined, config.lagGrowthMs, probes.first.source);
+  const destination = new RequestCost('destination', probes.destination, log, metrics, undefined, config.lagGrowthMs, probes.first.destination);
   return {
     source,
     destination,
@@ -199,7 +228,7 @@ export async function requestCosts(config: Config, indexKey: string, log: Logger
     async close() {
       source.stop();
       destination.stop();
-      await Promise.all([srcProbe.close(), dstProbe.close()]);
+      await Promise.all([probes.source.close(), probes.destination.close()]);
     },
   };
 }

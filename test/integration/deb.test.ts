@@ -95,6 +95,7 @@ describe('scripts/build-deb.sh', () => {
       '/usr/lib/etcd-mirror/bin/etcd-mirror.js',
       '/usr/lib/etcd-mirror/package.json',
       '/usr/lib/etcd-mirror/dist/src/cli/cli.js',
+      '/usr/lib/etcd-mirror/dist/src/bundle/cli.js',
       '/usr/lib/etcd-mirror/dist/src/cli/status.js',
       '/usr/lib/etcd-mirror/dist/machines/lifecycle.js',
       '/usr/lib/etcd-mirror/src/etcd/v3/proto/rpc.proto',

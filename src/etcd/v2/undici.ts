@@ -5,11 +5,11 @@
 import { createRequire } from 'node:module';
 import type { Client as UndiciClient, Dispatcher as UndiciDispatcher, Pool as UndiciPool } from 'undici';
 
-const require = createRequire(import.meta.url);
-const Dispatcher = require('undici/lib/dispatcher/dispatcher.js') as typeof UndiciDispatcher;
-Object.assign(Dispatcher.prototype, require('undici/lib/api/index.js'));
+const cjs = createRequire(import.meta.url); // not `require`: the bundle (scripts/bundle.mjs) declares that
+const Dispatcher = cjs('undici/lib/dispatcher/dispatcher.js') as typeof UndiciDispatcher;
+Object.assign(Dispatcher.prototype, cjs('undici/lib/api/index.js'));
 
-export const Client = require('undici/lib/dispatcher/client.js') as typeof UndiciClient;
+export const Client = cjs('undici/lib/dispatcher/client.js') as typeof UndiciClient;
 export type Client = UndiciClient;
-export const Pool = require('undici/lib/dispatcher/pool.js') as typeof UndiciPool;
+export const Pool = cjs('undici/lib/dispatcher/pool.js') as typeof UndiciPool;
 export type Pool = UndiciPool;

@@ -1,6 +1,7 @@
 // etcd's rpc.proto, loaded on first use, and the messages as proto-loader decodes them, converted to and from the
 // client's shapes (types.ts).
 import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
@@ -39,10 +40,15 @@ Long.prototype.toString = function rememberedToString(this: protobuf.Long, radix
 
 const PROTO_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true }; // bytes: Buffer by default
 
-/** rpc.proto beside the source, or (for compiled code in dist/src/etcd/v3/) the source tree's copy. */
+/** The source tree's rpc.proto, found upwards from this file: in src/etcd/v3/, dist/src/etcd/v3/ or, bundled,
+ * dist/src/bundle/ (the package ships src/etcd/v3/proto beside dist/). */
 function protoFile(): string {
-  const fromDist = fileURLToPath(new URL('../../../../src/etcd/v3/proto/rpc.proto', import.meta.url));
-  return existsSync(fromDist) ? fromDist : fileURLToPath(new URL('./proto/rpc.proto', import.meta.url));
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++, dir = dirname(dir)) {
+    const file = join(dir, 'src/etcd/v3/proto/rpc.proto');
+    if (existsSync(file)) return file;
+  }
+  return fileURLToPath(new URL('./proto/rpc.proto', import.meta.url)); // not found: the loader says which file
 }
 
 export type Service = 'KV' | 'Watch' | 'Lease' | 'Maintenance' | 'Auth';
