@@ -31,6 +31,9 @@ const HEAL_RETRY_MS = 200;
 /** Stored-checkpoint lag (in source indexes) above which a 'separate' checkpoint is written early. */
 const INDEX_LAG_BOUND = 100;
 const FAST_CHECKPOINT_MS = 10;
+/** runner.progress at most this often: a v3 destination stores the checkpoint in every Txn, hundreds a second, and
+ * each report is a transition of the machine (1.7 % of the mirror's CPU at 1,000 events/s, profiled). */
+const PROGRESS_REPORT_MS = 50;
 
 class SyncRun {
   readonly #abort = new AbortController();
@@ -65,6 +68,8 @@ class SyncRun {
   readonly #heals = new Map<string, HealItem>();
   #healScheduled = false;
   #healTimer: NodeJS.Timeout | undefined;
+  #progressTimer: NodeJS.Timeout | undefined;
+  #progressReportedAt = Number.NEGATIVE_INFINITY;
   /** Audits waiting for their keys to be healed, with the writes made for them so far. */
   #healWaiters: { ids: Set<string>; written: number; done: (written: number) => void }[] = [];
   readonly settled: Promise<void>;
@@ -204,6 +209,7 @@ class SyncRun {
     log.info({ ...result, etcdIndex: revision, seconds }, 'destination reconciled to the source snapshot');
     if (dst.checkpointStyle === 'txn') this.#setPersisted(revision);
     else await this.#persist(revision);
+    this.#flushProgress();
     if (!this.#stopped) this.report({ type: 'runner.reconciled', etcdIndex: revision });
     return revision;
   }
@@ -338,7 +344,28 @@ class SyncRun {
     this.deps.metrics.appliedIndex.set(revision);
     this.deps.metrics.indexWrites.inc();
     this.#run?.stored?.(revision);
-    if (!this.#stopped) this.report({ type: 'runner.progress', appliedIndex: revision, sourceIndex: this.deps.sourceRevision() });
+    this.#reportProgress();
+  }
+
+  /** Reports the stored checkpoint now, or once PROGRESS_REPORT_MS after the last report (the latest one then). */
+  #reportProgress(): void {
+    if (this.#stopped || this.#progressTimer) return;
+    const wait = this.#progressReportedAt + PROGRESS_REPORT_MS - performance.now();
+    if (wait <= 0) this.#sendProgress();
+    else this.#progressTimer = setTimeout(() => this.#sendProgress(), wait);
+  }
+
+  /** A report due goes out now: before any other report, so that the machine hears them in the order they happened. */
+  #sendProgress(): void {
+    clearTimeout(this.#progressTimer);
+    this.#progressTimer = undefined;
+    if (this.#stopped || this.#persisted === null) return;
+    this.#progressReportedAt = performance.now();
+    this.report({ type: 'runner.progress', appliedIndex: this.#persisted, sourceIndex: this.deps.sourceRevision() });
+  }
+
+  #flushProgress(): void {
+    if (this.#progressTimer) this.#sendProgress();
   }
 
   /** Heals go through the destination's writer as a barrier: no replicated change is in flight meanwhile. */
@@ -453,6 +480,7 @@ class SyncRun {
       this.#rollingBack = this.#rollBack(below);
       await this.#rollingBack;
     }
+    this.#flushProgress();
     this.report({ type: 'runner.fault', fault });
   }
 
@@ -470,6 +498,7 @@ class SyncRun {
   /** Stop reading, let the writes in flight land, store the checkpoint of what is applied. */
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
+    this.#flushProgress();
     this.#stopped = true;
     this.#phase = 'stopping';
     this.#abort.abort();
