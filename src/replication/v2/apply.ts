@@ -1,9 +1,12 @@
-// Source event → idempotent destination operation (performed by writer.ts executeOp). Source preconditions
-// (prevValue, prevIndex, prevExist) are never replayed: the source already decided, and destination indexes differ.
-// Applying any suffix of the event stream again, in order, converges to the same destination state.
+// Source event → idempotent destination operation. Source preconditions (prevValue, prevIndex, prevExist)
+// are never replayed: the source already decided, and destination indexes differ. Applying any suffix of the
+// event stream again, in order, converges to the same destination state.
+import type { EtcdClient } from '../../etcd/v2/client.js';
 import { REMOVAL_ACTIONS, WRITE_ACTIONS, type EtcdEvent, type EtcdNode } from '../../etcd/v2/decode.js';
+import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
 import { copyTtl } from '../copy-ttl.js';
+import { isWithin } from '../../etcd/v2/paths.js';
 
 export type DstOp =
   /** Write a value; `ttl` in whole seconds (the copy's: copy-ttl.ts), absent for a permanent key. */
@@ -55,4 +58,101 @@ export function leafOf(ev: EtcdEvent, op: DstOp): { op: LeafOp; before: string |
 export function opFootprint(op: DstOp, map: KeyMap): { key: string; subtree: boolean } {
   if (op.kind === 'clearRoot') return { key: map.dstRoot, subtree: true };
   return { key: op.key, subtree: op.kind !== 'put' };
+}
+
+export interface ApplyStats {
+  /** Destination state that differed from what the event stream implies and was repaired. */
+  onHealed?: (reason: string, key: string) => void;
+}
+
+/** Performs one op on the destination. Throws only what a retry or an operator must handle. */
+export async function executeOp(dst: EtcdClient, op: DstOp, map: KeyMap, stats: ApplyStats = {}): Promise<void> {
+  switch (op.kind) {
+    case 'put':
+      return putValue(dst, op, stats);
+    case 'mkdir':
+      return mkdir(dst, op, stats);
+    case 'delete':
+      return deleteTree(dst, op.key);
+    case 'clearRoot':
+      return clearRoot(dst, map);
+  }
+}
+
+async function putValue(dst: EtcdClient, op: Extract<DstOp, { kind: 'put' }>, stats: ApplyStats, healed = 0): Promise<void> {
+  try {
+    await dst.put(op.key, { value: op.value, ttl: op.ttl });
+  } catch (err) {
+    if (healed > 2) throw err;
+    if (err instanceof NotAFileError) {
+      // A directory sits where the source has a value (the replica diverged): the source state wins.
+      stats.onHealed?.('dir replaced by value', op.key);
+      await deleteTree(dst, op.key);
+      return putValue(dst, op, stats, healed + 1);
+    }
+    if (err instanceof NotADirectoryError && err.etcdCause && err.etcdCause !== op.key) {
+      // A value sits where the source has a parent directory.
+      stats.onHealed?.('value replaced by parent dir', err.etcdCause);
+      await deleteTree(dst, err.etcdCause);
+      return putValue(dst, op, stats, healed + 1);
+    }
+    throw err;
+  }
+}
+
+async function mkdir(dst: EtcdClient, op: Extract<DstOp, { kind: 'mkdir' }>, stats: ApplyStats, healed = 0): Promise<void> {
+  try {
+    // Creates the dir, or replaces a file by it (as etcd does on the source for `PUT ?dir=true`).
+    await dst.put(op.key, { dir: true, ttl: op.ttl ?? undefined });
+  } catch (err) {
+    if (err instanceof NotAFileError) {
+      // Already a directory: keep its children, make its TTL match.
+      try {
+        await dst.put(op.key, { dir: true, prevExist: true, ttl: op.ttl });
+      } catch (inner) {
+        if (inner instanceof KeyNotFoundError && healed < 2) return mkdir(dst, op, stats, healed + 1); // expired meanwhile
+        throw inner;
+      }
+      return;
+    }
+    if (err instanceof NotADirectoryError && err.etcdCause && err.etcdCause !== op.key && healed < 2) {
+      stats.onHealed?.('value replaced by parent dir', err.etcdCause);
+      await deleteTree(dst, err.etcdCause);
+      return mkdir(dst, op, stats, healed + 1);
+    }
+    throw err;
+  }
+}
+
+export async function deleteTree(dst: EtcdClient, key: string): Promise<void> {
+  try {
+    await dst.delete(key, { recursive: true });
+  } catch (err) {
+    // Gone already (or a parent is a file, so it cannot exist): the goal is reached.
+    if (err instanceof KeyNotFoundError || err instanceof NotADirectoryError) return;
+    throw err;
+  }
+}
+
+/** Removes everything under the mirror's destination root, sparing the replication index and hidden keys. */
+async function clearRoot(dst: EtcdClient, map: KeyMap): Promise<void> {
+  if (map.dstRoot !== '/' && !isWithin('/__replication', map.dstRoot)) {
+    try {
+      await dst.delete(map.dstRoot, { recursive: true });
+      return;
+    } catch (err) {
+      if (err instanceof KeyNotFoundError || err instanceof NotADirectoryError) return;
+      if (!(err instanceof RootReadOnlyError)) throw err;
+    }
+  }
+  let listing;
+  try {
+    listing = await dst.get(map.dstRoot);
+  } catch (err) {
+    if (err instanceof KeyNotFoundError) return;
+    throw err;
+  }
+  for (const child of listing.body.node.nodes ?? []) {
+    if (map.ownsDst(child.key)) await deleteTree(dst, child.key);
+  }
 }

@@ -5,7 +5,7 @@
 // The checkpoint is a write of its own, which the pipeline times (with --ha a compare-and-swap on this instance's
 // own previous write). Around the writes: the replay guard after a restart (replay-guard.ts), heals of foreign
 // changes (healer.ts), TTL keeping (ttl-keeper.ts) and the reconcile to a snapshot (reconcile.ts).
-import { leafOf, planEvent } from './apply.js';
+import { leafOf, planEvent, type ApplyStats } from './apply.js';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
 import { putCheckpoint, readCheckpoint } from './checkpoint.js';
@@ -21,7 +21,7 @@ import type { OwnWrites } from '../own-writes.js';
 import { TtlKeeper } from './ttl-keeper.js';
 import { withWriteRetries } from './write-retry.js';
 import { replayItemOf, ReplayHold, skipsFor, stoppedCleanly } from './replay-guard.js';
-import { V2Writer, type ApplyStats } from './writer.js';
+import { V2Writer } from './writer.js';
 import type { ChangeTracker } from '../audit.js';
 import type { Destination, DestinationRun, HealItem, HealOutcome, RunContext, SourceMessage, SourceSnapshot, WriterHooks, WriterStatus } from '../types.js';
 

@@ -4,8 +4,7 @@ import PQueue from 'p-queue';
 import type { EtcdClient } from '../../etcd/v2/client.js';
 import type { EtcdNode } from '../../etcd/v2/decode.js';
 import { KeyNotFoundError, MassDeleteRefusedError } from '../../etcd/errors.js';
-import { planNode, type DstOp } from './apply.js';
-import { deleteTree, executeOp, type ApplyStats } from './writer.js';
+import { deleteTree, executeOp, planNode, type ApplyStats, type DstOp } from './apply.js';
 import type { KeyMap } from '../keys.js';
 import { judgeSnapshot, type GuardOptions } from '../guard.js';
 

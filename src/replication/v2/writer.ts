@@ -1,9 +1,9 @@
 // The v2 destination's writer: it takes each event's planned operation as data (from destination.ts), asks the
 // pure order (order.ts) which write may start — strict source order, or overlapping where keys are unrelated — and
 // performs it when its turn comes: the check against subtrees a heal covered meanwhile (coverage.ts), the write
-// (strict order's pipelined writes on one ordered connection, the rest as the op's requests with their repairs,
-// executeOp at the bottom of this file, with retries), the metrics, and the checkpoint it reports to the pipeline.
-// Heals (barrier) and TTL refreshes (pushKeyed) are closures of their own, ordered the same way.
+// (strict order's pipelined writes on one ordered connection, the rest through apply.ts executeOp with retries),
+// the metrics, and the checkpoint it reports to the pipeline. Heals (barrier) and TTL refreshes (pushKeyed) are
+// closures of their own, ordered the same way.
 //
 // The ordered lane: strict order's one-request writes go to one connection (OrderedLane in src/etcd/v2/client.ts),
 // where each is sent the moment the one before it is answered and etcd applies them one after the other. A lane
@@ -13,10 +13,9 @@
 // show it applied — or show a later write to the same key that was sent behind it, which etcd can only have
 // applied after it: redoing it then would move the key back. No new write goes on the lane while redos are
 // pending, so none overtakes them.
-import { opFootprint, type DstOp, type LeafOp } from './apply.js';
+import { executeOp, opFootprint, type ApplyStats, type DstOp, type LeafOp } from './apply.js';
 import type { EtcdClient, OrderedLane } from '../../etcd/v2/client.js';
-import { KeyNotFoundError, NotADirectoryError, NotAFileError, RootReadOnlyError } from '../../etcd/errors.js';
-import { isWithin } from '../../etcd/v2/paths.js';
+import { KeyNotFoundError, NotADirectoryError } from '../../etcd/errors.js';
 import type { KeyMap } from '../keys.js';
 import type { Log, ReplicationMetrics } from '../ports.js';
 import type { WriterHooks } from '../types.js';
@@ -404,105 +403,5 @@ class StrictLane {
     if (have === before) return false; // the key's state before the event proves nothing
     const own = op.kind === 'put' ? op.value : null;
     return have === own || (this.#sent.get(op.key) ?? []).some((e) => e.index > index && e.outcome === have);
-  }
-}
-
-// One op's requests, with the repairs that make it idempotent (apply.ts plans it): the writer's ordinary writes and
-// redos, the reconcile's too.
-
-export interface ApplyStats {
-  /** Destination state that differed from what the event stream implies and was repaired. */
-  onHealed?: (reason: string, key: string) => void;
-}
-
-/** Performs one op on the destination. Throws only what a retry or an operator must handle. */
-export async function executeOp(dst: EtcdClient, op: DstOp, map: KeyMap, stats: ApplyStats = {}): Promise<void> {
-  switch (op.kind) {
-    case 'put':
-      return putValue(dst, op, stats);
-    case 'mkdir':
-      return mkdir(dst, op, stats);
-    case 'delete':
-      return deleteTree(dst, op.key);
-    case 'clearRoot':
-      return clearRoot(dst, map);
-  }
-}
-
-async function putValue(dst: EtcdClient, op: Extract<DstOp, { kind: 'put' }>, stats: ApplyStats, healed = 0): Promise<void> {
-  try {
-    await dst.put(op.key, { value: op.value, ttl: op.ttl });
-  } catch (err) {
-    if (healed > 2) throw err;
-    if (err instanceof NotAFileError) {
-      // A directory sits where the source has a value (the replica diverged): the source state wins.
-      stats.onHealed?.('dir replaced by value', op.key);
-      await deleteTree(dst, op.key);
-      return putValue(dst, op, stats, healed + 1);
-    }
-    if (err instanceof NotADirectoryError && err.etcdCause && err.etcdCause !== op.key) {
-      // A value sits where the source has a parent directory.
-      stats.onHealed?.('value replaced by parent dir', err.etcdCause);
-      await deleteTree(dst, err.etcdCause);
-      return putValue(dst, op, stats, healed + 1);
-    }
-    throw err;
-  }
-}
-
-async function mkdir(dst: EtcdClient, op: Extract<DstOp, { kind: 'mkdir' }>, stats: ApplyStats, healed = 0): Promise<void> {
-  try {
-    // Creates the dir, or replaces a file by it (as etcd does on the source for `PUT ?dir=true`).
-    await dst.put(op.key, { dir: true, ttl: op.ttl ?? undefined });
-  } catch (err) {
-    if (err instanceof NotAFileError) {
-      // Already a directory: keep its children, make its TTL match.
-      try {
-        await dst.put(op.key, { dir: true, prevExist: true, ttl: op.ttl });
-      } catch (inner) {
-        if (inner instanceof KeyNotFoundError && healed < 2) return mkdir(dst, op, stats, healed + 1); // expired meanwhile
-        throw inner;
-      }
-      return;
-    }
-    if (err instanceof NotADirectoryError && err.etcdCause && err.etcdCause !== op.key && healed < 2) {
-      stats.onHealed?.('value replaced by parent dir', err.etcdCause);
-      await deleteTree(dst, err.etcdCause);
-      return mkdir(dst, op, stats, healed + 1);
-    }
-    throw err;
-  }
-}
-
-export async function deleteTree(dst: EtcdClient, key: string): Promise<void> {
-  try {
-    await dst.delete(key, { recursive: true });
-  } catch (err) {
-    // Gone already (or a parent is a file, so it cannot exist): the goal is reached.
-    if (err instanceof KeyNotFoundError || err instanceof NotADirectoryError) return;
-    throw err;
-  }
-}
-
-/** Removes everything under the mirror's destination root, sparing the replication index and hidden keys. */
-async function clearRoot(dst: EtcdClient, map: KeyMap): Promise<void> {
-  if (map.dstRoot !== '/' && !isWithin('/__replication', map.dstRoot)) {
-    try {
-      await dst.delete(map.dstRoot, { recursive: true });
-      return;
-    } catch (err) {
-      if (err instanceof KeyNotFoundError || err instanceof NotADirectoryError) return;
-      if (!(err instanceof RootReadOnlyError)) throw err;
-    }
-  }
-  let listing;
-  try {
-    listing = await dst.get(map.dstRoot);
-  } catch (err) {
-    if (err instanceof KeyNotFoundError) return;
-    throw err;
-  }
-  for (const child of listing.body.node.nodes ?? []) {
-    if (map.ownsDst(child.key)) await deleteTree(dst, child.key);
   }
 }
