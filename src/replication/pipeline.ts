@@ -2,13 +2,13 @@
 // ./types.ts: the source's changes are read ahead while the destination's run applies them in source order with
 // the concurrency it chooses (v3: whole revisions per Txn, one in flight; v2: one ordered lane, or lanes by key).
 // What every kind shares lives here once: reading and backpressure, the reconcile to a snapshot, the checkpoint
-// policy, the rollback of a contradicted quiet claim, the heal queue, faults, stop and status.
+// policy, the rollback of a contradicted quiet claim, the heal queue (heal-queue.ts), faults, stop and status.
 import type { MirrorEvent, RunnerInput } from '../../machines/types.js';
 import { faultFrom, MassDeleteRefusedError, SourceHistoryMismatchError } from '../etcd/errors.js';
 import type { Log, ReplicationMetrics, ReplicationOptions } from './ports.js';
 import { RunHost, type RunnerStatus } from './run-host.js';
-import { keyId } from './keyspace.js';
-import type { Destination, DestinationRun, HealItem, Source, SourceMessage } from './types.js';
+import { HealQueue } from './heal-queue.js';
+import type { Destination, DestinationRun, Source, SourceMessage } from './types.js';
 import { collectGarbage } from './memory.js';
 import type { ChangeTracker } from './audit.js';
 
@@ -26,8 +26,6 @@ export interface PipelineDeps {
 
 /** Messages read ahead of the writer before the reader waits. */
 const HIGH_WATER = 10_000;
-/** How soon a heal that must wait for the destination to catch up is tried again. */
-const HEAL_RETRY_MS = 200;
 /** Stored-checkpoint lag (in source indexes) above which a 'separate' checkpoint is written early. */
 const INDEX_LAG_BOUND = 100;
 const FAST_CHECKPOINT_MS = 10;
@@ -64,14 +62,10 @@ class SyncRun {
   #tailFrom: number | null = null;
   /** Why the reader stopped, when it failed. */
   #readFailure: { err: unknown } | null = null;
-  /** Destination keys someone else changed, to restore to the source (retryAt: not before that revision). */
-  readonly #heals = new Map<string, HealItem>();
-  #healScheduled = false;
-  #healTimer: NodeJS.Timeout | undefined;
+  /** Foreign changes and the audit's repairs, healed between two replicated writes (heal-queue.ts). */
+  readonly #heals: HealQueue;
   #progressTimer: NodeJS.Timeout | undefined;
   #progressReportedAt = Number.NEGATIVE_INFINITY;
-  /** Audits waiting for their keys to be healed, with the writes made for them so far. */
-  #healWaiters: { ids: Set<string>; written: number; done: (written: number) => void }[] = [];
   readonly settled: Promise<void>;
 
   constructor(
@@ -82,6 +76,12 @@ class SyncRun {
     private readonly onPersisted: (revision: number) => void,
   ) {
     this.#persisted = input.mode === 'tail' ? Math.max(input.appliedIndex ?? 0, resumeFrom ?? 0) : null;
+    this.#heals = new HealQueue({
+      log: deps.log,
+      signal: this.#abort.signal,
+      runnable: () => (this.#stopped || this.#faulted || !this.#run || this.#phase !== 'tail' ? null : this.#run),
+      applied: () => this.#applied,
+    });
     this.settled = this.#main();
   }
 
@@ -112,13 +112,7 @@ class SyncRun {
         mode: this.input.mode,
         source,
         signal,
-        foreign: (keys) => {
-          for (const key of keys) {
-            const id = keyId(key);
-            if (!this.#heals.has(id)) this.#heals.set(id, { id, key, retryAt: 0 });
-          }
-          this.#scheduleHeal();
-        },
+        foreign: (keys) => this.#heals.foreign(keys),
         stored: () => this.#persisted,
       });
       this.#run = run;
@@ -276,7 +270,7 @@ class SyncRun {
     metrics.lastApplyAt = Date.now();
     metrics.lastApply.set(metrics.lastApplyAt / 1000);
     if (this.deps.dst.checkpointStyle === 'separate') this.#schedulePersist();
-    if (this.#heals.size > 0) this.#scheduleHeal();
+    this.#heals.schedule();
   }
 
   /** The highest checkpoint that may be stored once everything up to `applied` is on the destination. */
@@ -368,63 +362,11 @@ class SyncRun {
     if (this.#progressTimer) this.#sendProgress();
   }
 
-  /** Heals go through the destination's writer as a barrier: no replicated change is in flight meanwhile. */
-  #scheduleHeal(): void {
-    if (this.#healScheduled || this.#stopped || this.#faulted || !this.#run || this.#phase !== 'tail') return;
-    const at = this.#applied;
-    if (at === null || ![...this.#heals.values()].some((h) => h.retryAt <= at)) {
-      this.#healTimer ??= setTimeout(() => {
-        this.#healTimer = undefined;
-        this.#scheduleHeal();
-      }, HEAL_RETRY_MS);
-      return;
-    }
-    this.#healScheduled = true;
-    const run = this.#run;
-    run.barrier(() => this.#heal(run)).then(
-      () => {
-        this.#healScheduled = false;
-        if (this.#heals.size > 0) this.#scheduleHeal();
-      },
-      (err: unknown) => {
-        this.#healScheduled = false;
-        if (!this.#abort.signal.aborted) this.deps.log.warn({ err }, 'could not heal destination keys');
-      },
-    );
-  }
-
-  async #heal(run: DestinationRun): Promise<void> {
-    const at = this.#applied;
-    if (at === null || this.#abort.signal.aborted) return;
-    const due = [...this.#heals.values()].filter((h) => h.retryAt <= at);
-    if (due.length === 0) return;
-    const outcome = await run.heal(due, at);
-    for (const item of due) {
-      const o = outcome.get(item.id);
-      if (o && 'retryAt' in o) {
-        item.retryAt = o.retryAt;
-        continue;
-      }
-      this.#heals.delete(item.id);
-      for (const w of this.#healWaiters) if (w.ids.has(item.id)) w.written += o?.written ?? 0;
-    }
-    this.#settleHealWaiters(false);
-  }
-
   /** The audit's repairs: through the same queue as foreign changes; resolves with the keys written (0 for those
    * the run ends before). */
   heal(keys: Buffer[]): Promise<number> {
     if (this.#stopped || keys.length === 0) return Promise.resolve(0);
-    const ids = new Set<string>();
-    for (const key of keys) {
-      const id = keyId(key);
-      ids.add(id);
-      this.#heals.set(id, { id, key, retryAt: 0, audit: true });
-    }
-    return new Promise<number>((done) => {
-      this.#healWaiters.push({ ids, written: 0, done });
-      this.#scheduleHeal();
-    });
+    return this.#heals.audit(keys);
   }
 
   /**
@@ -447,15 +389,6 @@ class SyncRun {
       .catch(() => false);
   }
 
-  /** Resolves the waiters whose keys are all handled (`all`: every one, the run is ending). */
-  #settleHealWaiters(all: boolean): void {
-    this.#healWaiters = this.#healWaiters.filter((w) => {
-      if (!all && [...w.ids].some((id) => this.#heals.has(id))) return true;
-      w.done(w.written);
-      return false;
-    });
-  }
-
   async #fault(err: unknown): Promise<void> {
     if (this.#faulted || this.#stopped) return;
     this.#faulted = true;
@@ -463,8 +396,7 @@ class SyncRun {
     this.#run?.halt();
     this.#abort.abort();
     clearTimeout(this.#timer);
-    clearTimeout(this.#healTimer);
-    this.#settleHealWaiters(true);
+    this.#heals.close();
     const fault = faultFrom(err);
     metrics.faults.labels({ code: fault.code }).inc();
     const e = err as { claimFrom?: unknown };
@@ -503,8 +435,7 @@ class SyncRun {
     this.#phase = 'stopping';
     this.#abort.abort();
     clearTimeout(this.#timer);
-    clearTimeout(this.#healTimer);
-    this.#settleHealWaiters(true);
+    this.#heals.close();
     const deadline = new Promise<void>((r) => setTimeout(r, deadlineMs).unref());
     await Promise.race([this.settled, deadline]);
     if (this.#rollingBack) await Promise.race([this.#rollingBack, deadline]);
