@@ -30,8 +30,8 @@
 // any is confirmed. A contradiction stops all confirmation and names the claim, so the runner can put the stored
 // index back below it.
 //
-// This file holds the I/O; the claim bookkeeping is sequencer.ts and the gap measure body-gaps.ts, both pure and
-// driven by an injected clock.
+// This file holds the reading (history and the stream); the probes and the re-verification are proofs.ts, the
+// claim bookkeeping sequencer.ts and the gap measure body-gaps.ts (both pure, driven by an injected clock).
 import { setMaxListeners } from 'node:events';
 import { isAborted, type EtcdClient, type StreamHandle, type WatchHandle } from '../../etcd/v2/client.js';
 import type { EtcdEvent } from '../../etcd/v2/decode.js';
@@ -39,6 +39,8 @@ import { isRetryable, ResyncNeededError, UnreachableError, WatcherClearedError }
 import { BodyGaps, SILENCE_MS } from './body-gaps.js';
 import { realClock, type Clock } from './clock.js';
 import { Sequencer } from './sequencer.js';
+import { probe, reverify, silent } from './proofs.js';
+import { bodyOf, linked, untilAborted, within, type Linked } from './watch-calls.js';
 import type { SourceBudget } from './source-budget.js';
 
 export interface PollerSink {
@@ -89,10 +91,6 @@ export interface PollerOptions {
   clock?: Clock;
 }
 
-/** How many store indexes may pass between two probes: far below the 1000-event window. */
-const REARM_TARGET_EVENTS = 150;
-/** While events flow, probes only check that the stream keeps up. */
-const STALL_CHECK_MS = 1_000;
 /** Quick reconnects after a transport failure before it is reported: a cut must not cost seconds of backoff
  * while the rest of the store races through the history window. */
 const QUICK_RETRIES = [0, 100, 400];
@@ -100,7 +98,6 @@ const QUICK_RETRIES = [0, 100, 400];
  * delayed (TCP retransmits take a few hundred ms). Later ranges are covered by the stream itself. */
 const GUARD_MS = 5_000;
 
-type Linked = AbortController & { dispose(): void };
 type Outcome = { kind: 'event'; ev: EtcdEvent } | { kind: 'empty' } | { kind: 'silent'; etcdIndex: number; handle: WatchHandle; ctl: Linked };
 
 /** Keeps a silent watch open for a while after its range was claimed: whatever it delivers must not contradict. */
@@ -356,161 +353,12 @@ async function follow(
   }
 }
 
-async function probe(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, stream: StreamHandle, signal: AbortSignal): Promise<'stalled'> {
-  const { src, prefix, sink } = opts;
-  const clock = opts.clock ?? realClock;
-  const rearmMin = opts.rearmMinMs ?? 15;
-  const rearmMax = opts.rearmMaxMs ?? 100;
-  const grace = opts.streamGraceMs ?? 2_000;
-  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
-  let prev: { index: number; at: number } | null = null;
-  let rearmMs = rearmMin;
-  // The store's index rate and the last proof: the budget may hold a proof back only as far as the window allows.
-  let storePerMs = 0;
-  let lastProofAt = clock.now();
-  for (;;) {
-    await clock.sleep(rearmMs, signal);
-    await opts.budget?.take('proof', signal, { storePerMs, sinceLastMs: clock.now() - lastProofAt });
-    const waitIndex = seq.last + 1;
-    const ctl = linked(signal);
-    const handle = await within(src.watch(prefix, { waitIndex, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl, clock);
-    sink.sourceIndex(handle.etcdIndex);
-    const first = (await silent(handle, gaps, clock, signal)) ? 'silent' : await bodyOf(handle, true, unreachableAfter, src, ctl, clock);
-    ctl.abort(); // past the stream's start, the stream itself delivers anything a delayed body would have
-    ctl.dispose();
-    if (first === 'silent') {
-      seq.claim(waitIndex, handle.etcdIndex);
-      const now = clock.now();
-      if (prev && now > prev.at && handle.etcdIndex >= prev.index) storePerMs = (handle.etcdIndex - prev.index) / (now - prev.at);
-      rearmMs = nextRearm(prev, handle.etcdIndex, now, rearmMin, rearmMax);
-      prev = { index: handle.etcdIndex, at: now };
-      lastProofAt = now;
-      continue;
-    }
-    if (first !== null) {
-      // The stream must bring this event (or has already): if it does not within the grace time, it stalled.
-      const index = first.node.modifiedIndex;
-      const deadline = clock.now() + grace;
-      while (stream.lastIndex() < index && seq.last < index && clock.now() < deadline) await clock.sleep(20, signal);
-      if (stream.lastIndex() < index && seq.last < index) return 'stalled';
-    }
-    rearmMs = STALL_CHECK_MS;
-    prev = null;
-  }
-}
 
-/**
- * True when no body byte arrived within the silence threshold after the headers. The verdict waits for one more
- * pass of the event loop's I/O phase, so that a busy process does not take bytes it has not read yet for
- * silence. Every history match (an event at or below the watch's X-Etcd-Index, written right behind the headers)
- * teaches `gaps` how long its body took, even one that arrives long after the verdict.
- */
-async function silent(handle: WatchHandle, gaps: BodyGaps, clock: Clock, signal: AbortSignal): Promise<boolean> {
-  const headersAt = clock.now();
-  let arrived = false;
-  let firstByteAt = 0;
-  void handle.firstByte.then(() => {
-    arrived = true;
-    firstByteAt = clock.now();
-  });
-  handle.event.then(
-    (ev) => {
-      if (ev && ev.node.modifiedIndex <= handle.etcdIndex) gaps.record(firstByteAt - headersAt);
-    },
-    () => {},
-  );
-  const first = await Promise.race([handle.firstByte.then(() => 'bytes' as const), clock.sleep(gaps.silenceMs(), signal).then(() => 'timer' as const)]);
-  if (first === 'bytes') return false;
-  await new Promise((resolve) => setImmediate(resolve));
-  return !arrived;
-}
 
-/**
- * After a lost connection: a watch from the oldest unverified claim's start. Silent → the claims count again from
- * now; an event inside them → the contradiction; an event above them → they are proven.
- */
-async function reverify(opts: PollerOptions, seq: Sequencer, gaps: BodyGaps, signal: AbortSignal): Promise<void> {
-  const open = seq.unverified();
-  if (!open) return;
-  const { src, prefix, sink } = opts;
-  const clock = opts.clock ?? realClock;
-  const unreachableAfter = opts.unreachableAfterMs ?? 5_000;
-  const ctl = linked(signal);
-  try {
-    const handle = await within(src.watch(prefix, { waitIndex: open.from, recursive: true, signal: ctl.signal }), unreachableAfter, src, ctl, clock);
-    sink.sourceIndex(handle.etcdIndex);
-    if (await silent(handle, gaps, clock, ctl.signal)) {
-      if (handle.etcdIndex >= open.to) seq.reverified(open.to);
-      return;
-    }
-    const ev = await bodyOf(handle, true, unreachableAfter, src, ctl, clock);
-    if (!ev) return; // asked again on the next connection
-    seq.check(ev.node.modifiedIndex);
-    seq.confirmBelow(ev.node.modifiedIndex, open.from - 1);
-  } finally {
-    ctl.abort();
-    ctl.dispose();
-  }
-}
 
-/**
- * The watch's event once its body has started (or, for a long-poll that waits for the future, whenever it comes).
- * A body that starts must finish: one that stops half-way is a dead link.
- */
-async function bodyOf(handle: WatchHandle, started: boolean, ms: number, src: EtcdClient, ctl: AbortController, clock: Clock): Promise<EtcdEvent | null> {
-  if (!started) return handle.event;
-  return within(handle.event, ms, src, ctl, clock);
-}
 
-async function within<T>(request: Promise<T>, ms: number, src: EtcdClient, ctl: AbortController, clock: Clock): Promise<T> {
-  let cancel: (() => void) | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    cancel = clock.after(ms, () => {
-      ctl.abort();
-      reject(new UnreachableError(`${src.origin}: a watch got no answer within ${ms} ms`));
-    });
-  });
-  try {
-    return await Promise.race([request, timeout]);
-  } finally {
-    cancel?.();
-  }
-}
 
-/**
- * An AbortController that also aborts when `parent` does; dispose() unhooks it. Not AbortSignal.any: a signal
- * combined with a long-lived parent stays referenced by it in Node 20 (nodejs/node#55351, fixed upstream only in
- * 2026, #64481), and the poller derives several per second from its own lifetime's signal.
- */
-function linked(parent: AbortSignal): Linked {
-  const c = new AbortController() as Linked;
-  const onAbort = () => c.abort();
-  parent.addEventListener('abort', onAbort, { once: true });
-  if (parent.aborted) c.abort();
-  c.dispose = () => parent.removeEventListener('abort', onAbort);
-  return c;
-}
 
 const isAbortError = (err: unknown): boolean => err instanceof Error && err.name === 'AbortError';
 
-/** Backpressure waits must not outlive the poller. */
-async function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([p, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort!);
-  }
-}
 
-/** Re-arm often enough that at most REARM_TARGET_EVENTS store indexes pass between two proofs. */
-function nextRearm(prev: { index: number; at: number } | null, index: number, at: number, min: number, max: number): number {
-  if (!prev || at <= prev.at || index <= prev.index) return max;
-  const perMs = (index - prev.index) / (at - prev.at);
-  return Math.min(max, Math.max(min, REARM_TARGET_EVENTS / perMs));
-}
