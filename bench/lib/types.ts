@@ -101,8 +101,8 @@ export interface StepResult {
     dstWritesPerEvent: number | null;
     /** From the mirror's etcdmirror_write_latency histogram over the step (bucket upper bounds, ms). */
     dstWriteLatencyMs: HistogramDelta | null;
-    /** etcdmirror_event_wait_seconds over the step: received → write sent, the mirror's own share (same shape;
-     * `writes` counts events). */
+    /** etcdmirror_event_wait_seconds over the step: received → write sent, with the wait for the write before it
+     * (same shape; `writes` counts events). */
     eventWaitMs: HistogramDelta | null;
     /** etcdmirror_event_overhead_seconds: of that wait, the mirror's own part (not waiting for the write before it). */
     eventOverheadMs?: HistogramDelta | null;

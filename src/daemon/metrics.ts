@@ -44,7 +44,8 @@ export function createMetrics(labels: { url: string; prefix: string }) {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: r,
     }).labels(labels),
-    // Ours, beside it: the mirror's own share of an event's delay, to tell it from the destination's.
+    // Ours, beside it: an event's wait inside the mirror, and of it the mirror's own share, to tell them from the
+    // destination's.
     eventWait: new Histogram({
       name: 'etcdmirror_event_wait_seconds',
       help: 'From the source answer carrying an event reaching the mirror to the destination write applying it being sent (queueing, planning, ordering); the write itself is etcdmirror_write_latency',

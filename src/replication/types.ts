@@ -31,8 +31,8 @@ export interface Change {
   event?: EtcdEvent;
   /** v2 source: nothing to write, and why (the key is outside the prefix, hidden, ignored, or the action unknown). */
   skipped?: 'outside' | 'hidden' | 'ignored' | 'unknown';
-  /** performance.now() when the source's answer carrying it reached the mirror: the start of the mirror's own share
-   * of an event's delay (etcdmirror_event_wait_seconds). */
+  /** performance.now() when the source's answer carrying it reached the mirror: where an event's wait inside the
+   * mirror starts (etcdmirror_event_wait_seconds, etcdmirror_event_overhead_seconds). */
   receivedAt?: number;
 }
 
